@@ -1,0 +1,311 @@
+"""Redis, the rank cache: every key name, the Lua scripts, rank/top reads, and the rebuild from Postgres.
+
+Per board (all keys share the `{board}` hash tag, so a board lives in one Redis Cluster slot):
+    lb:{b}:z      sorted set  user_id -> sort key (smaller is better; see ranking.py)
+    lb:{b}:v      hash        user_id -> version of the committed row the member reflects
+    lb:{b}:n      hash        user_id -> display name
+    lb:{b}:seq    counter     the board's change counter (the `seq` of pushes); only grows
+    lb:{b}:ready  flag        present only while the sorted set is complete; absent = read Postgres
+    lb:{b}:lock   lock        held by the process rebuilding the board
+    lb:{b}:ev     channel     change events: {"s": seq, "t": commit time, "c": [[user, old_key, new_key], ...]}
+
+The cache holds only absolute committed values with their version: a write with an older version than the
+stored one is ignored, so a delayed or retried write can never overwrite a newer one, and the whole board can
+be rebuilt from Postgres at any time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from . import observability as obs
+from .store import BoardInfo, Store, Written
+
+log = logging.getLogger(__name__)
+
+EVENT_PATTERN = "lb:{*}:ev"
+
+
+class Keys:
+    """Key names of one board."""
+
+    __slots__ = ("ev", "lock", "n", "ready", "seq", "v", "z")
+
+    def __init__(self, board: str) -> None:
+        p = f"lb:{{{board}}}:"
+        self.z, self.v, self.n, self.seq = p + "z", p + "v", p + "n", p + "seq"
+        self.ready, self.lock, self.ev = p + "ready", p + "lock", p + "ev"
+
+
+def board_of_channel(channel: str) -> str:
+    return channel[channel.index("{") + 1 : channel.rindex("}")]
+
+
+# KEYS z v n seq ready; ARGV channel, commit_time, count, count * (member, key, version, name), rank-only members
+_WRITE = """
+local z, v, n, seqk = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local count = tonumber(ARGV[3])
+local changes, members = {}, {}
+local i = 4
+for _ = 1, count do
+  local m, key, ver, name = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3]
+  i = i + 4
+  members[#members + 1] = m
+  local cur = redis.call('HGET', v, m)
+  if (not cur) or tonumber(cur) < ver then
+    local old = redis.call('ZSCORE', z, m)
+    redis.call('ZADD', z, key, m)
+    redis.call('HSET', v, m, ver)
+    if name ~= '' then redis.call('HSET', n, m, name) end
+    if (not old) or tonumber(old) ~= tonumber(key) then changes[#changes + 1] = {m, old or false, key} end
+  end
+end
+for j = i, #ARGV do members[#members + 1] = ARGV[j] end
+local ranks = {}
+for _, m in ipairs(members) do
+  local s = redis.call('ZSCORE', z, m)
+  if s then ranks[#ranks + 1] = redis.call('ZCOUNT', z, '-inf', '(' .. s) + 1 else ranks[#ranks + 1] = 0 end
+end
+local seq = tonumber(redis.call('GET', seqk) or '0')
+if #changes > 0 then
+  seq = redis.call('INCR', seqk)
+  redis.call('PUBLISH', ARGV[1], cjson.encode({s = seq, t = ARGV[2], c = changes}))
+end
+return {redis.call('EXISTS', KEYS[5]), seq, ranks}
+"""
+
+# KEYS z n seq ready; ARGV offset limit -> {seq} alone when the board is not ready
+_TOP = """
+if redis.call('EXISTS', KEYS[4]) == 0 then return {tonumber(redis.call('GET', KEYS[3]) or '0')} end
+local off, lim = tonumber(ARGV[1]), tonumber(ARGV[2])
+local items = redis.call('ZRANGE', KEYS[1], off, off + lim - 1, 'WITHSCORES')
+local first, names = 0, {}
+if #items > 0 then
+  first = redis.call('ZCOUNT', KEYS[1], '-inf', '(' .. items[2]) + 1
+  local members = {}
+  for i = 1, #items, 2 do members[#members + 1] = items[i] end
+  names = redis.call('HMGET', KEYS[2], unpack(members))
+end
+return {tonumber(redis.call('GET', KEYS[3]) or '0'), redis.call('ZCARD', KEYS[1]), first, items, names}
+"""
+
+# KEYS z n seq ready; ARGV member around
+_RANK = """
+if redis.call('EXISTS', KEYS[4]) == 0 then return false end
+local s = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not s then return {0} end
+local pos = redis.call('ZRANK', KEYS[1], ARGV[1])
+local around = tonumber(ARGV[2])
+local start = math.max(pos - around, 0)
+local items = redis.call('ZRANGE', KEYS[1], start, pos + around, 'WITHSCORES')
+local members = {}
+for i = 1, #items, 2 do members[#members + 1] = items[i] end
+return {1, redis.call('ZCARD', KEYS[1]), redis.call('ZCOUNT', KEYS[1], '-inf', '(' .. s) + 1, start,
+        redis.call('ZCOUNT', KEYS[1], '-inf', '(' .. items[2]) + 1, items,
+        redis.call('HMGET', KEYS[2], unpack(members)), tonumber(redis.call('GET', KEYS[3]) or '0')}
+"""
+
+# KEYS z seq ready; ARGV members -> seq, ready, then key and rank per member ('' and 0 when absent)
+_FOLLOW = """
+local out = {tonumber(redis.call('GET', KEYS[2]) or '0'), redis.call('EXISTS', KEYS[3])}
+if out[2] == 0 then return out end
+for _, m in ipairs(ARGV) do
+  local s = redis.call('ZSCORE', KEYS[1], m)
+  if s then
+    out[#out + 1] = s
+    out[#out + 1] = redis.call('ZCOUNT', KEYS[1], '-inf', '(' .. s) + 1
+  else
+    out[#out + 1] = ''
+    out[#out + 1] = 0
+  end
+end
+return out
+"""
+
+# KEYS z v n; ARGV (member, key, version, name) * n -- the rebuild's version-checked bulk load
+_LOAD = """
+for i = 1, #ARGV, 4 do
+  local m, ver = ARGV[i], tonumber(ARGV[i + 2])
+  local cur = redis.call('HGET', KEYS[2], m)
+  if (not cur) or tonumber(cur) < ver then
+    redis.call('ZADD', KEYS[1], ARGV[i + 1], m)
+    redis.call('HSET', KEYS[2], m, ver)
+    if ARGV[i + 3] ~= '' then redis.call('HSET', KEYS[3], m, ARGV[i + 3]) end
+  end
+end
+return 1
+"""
+
+# KEYS seq ready ev... ; ARGV max_version -> mark complete; seq never goes back, even after Redis lost it
+_FINISH = """
+local seq = math.max(tonumber(redis.call('GET', KEYS[1]) or '0'), tonumber(ARGV[1])) + 1
+redis.call('SET', KEYS[1], seq)
+redis.call('SET', KEYS[2], '1')
+redis.call('PUBLISH', KEYS[3], cjson.encode({s = seq, reset = true}))
+return seq
+"""
+
+_UNLOCK = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+
+
+@dataclass(slots=True)
+class WriteResult:
+    ready: bool
+    seq: int
+    ranks: dict[str, int]  # user_id -> rank (0: not in the set)
+
+
+Item = tuple[str, str | None, int]  # user_id, display name, sort key
+
+
+def _items(flat: Sequence[str], names: Sequence[str | None]) -> list[Item]:
+    return [(flat[i], names[i // 2], int(float(flat[i + 1]))) for i in range(0, len(flat), 2)]
+
+
+class Cache:
+    """The rank cache. Every method may raise RedisError; callers fall back to Postgres."""
+
+    def __init__(self, client: aioredis.Redis, store: Store, rebuild_batch: int = 10_000) -> None:
+        self.r = client
+        self.store = store
+        self.rebuild_batch = rebuild_batch
+        self._write = client.register_script(_WRITE)
+        self._top = client.register_script(_TOP)
+        self._rank = client.register_script(_RANK)
+        self._follow = client.register_script(_FOLLOW)
+        self._load = client.register_script(_LOAD)
+        self._finish = client.register_script(_FINISH)
+        self._unlock = client.register_script(_UNLOCK)
+        self.stale: set[str] = set()  # boards that missed a write (Redis was away): rebuild when it is back
+        self._rebuilds: dict[str, asyncio.Task[None]] = {}
+
+    # ---- writes -------------------------------------------------------------------------------------------
+
+    async def write(
+        self, board: str, rows: Sequence[Written], rank_of: Sequence[str], committed_at: float
+    ) -> WriteResult:
+        """Store committed values (version-checked), publish the change, return the ranks asked for."""
+        k = Keys(board)
+        args: list[Any] = [k.ev, f"{committed_at:.6f}", len(rows)]
+        for w in rows:
+            args += (w.user_id, w.sort_key, w.version, w.display_name or "")
+        others = [u for u in dict.fromkeys(rank_of) if u not in {w.user_id for w in rows}]
+        args += others
+        ready, seq, ranks = await self._write(keys=[k.z, k.v, k.n, k.seq, k.ready], args=args)
+        members = [w.user_id for w in rows] + others
+        return WriteResult(bool(ready), int(seq), dict(zip(members, ranks, strict=True)))
+
+    # ---- reads: None means "not ready, ask Postgres" -----------------------------------------------------
+
+    async def top(self, board: str, offset: int, limit: int) -> tuple[int, tuple[int, int, list[Item]] | None]:
+        """(seq, (total, rank of the first item, items)); the second part is None when not ready."""
+        k = Keys(board)
+        res = await self._top(keys=[k.z, k.n, k.seq, k.ready], args=[offset, limit])
+        if len(res) == 1:
+            return int(res[0]), None
+        seq, total, first, flat, names = res
+        return int(seq), (int(total), int(first), _items(flat, names))
+
+    async def rank(self, board: str, user_id: str, around: int) -> tuple[Any, ...] | None:
+        """(found, total, rank, start, first rank, items, seq) or None when the board is not ready."""
+        k = Keys(board)
+        res = await self._rank(keys=[k.z, k.n, k.seq, k.ready], args=[user_id, around])
+        if res is None:
+            return None
+        if res[0] == 0:
+            return (False,)
+        _, total, rank, start, first, flat, names, seq = res
+        return True, int(total), int(rank), int(start), int(first), _items(flat, names), int(seq)
+
+    async def follow(self, board: str, users: Sequence[str]) -> tuple[int, dict[str, tuple[int, int] | None] | None]:
+        """(seq, {user: (sort key, rank) or None}); the second part is None when the board is not ready."""
+        k = Keys(board)
+        res = await self._follow(keys=[k.z, k.seq, k.ready], args=list(users))
+        if not res[1]:
+            return int(res[0]), None
+        out: dict[str, tuple[int, int] | None] = {}
+        for i, user in enumerate(users):
+            key, rank = res[2 + 2 * i], res[3 + 2 * i]
+            out[user] = (int(float(key)), int(rank)) if key != "" else None
+        return int(res[0]), out
+
+    async def is_ready(self, board: str) -> bool:
+        return bool(await self.r.exists(Keys(board).ready))
+
+    # ---- rebuild ------------------------------------------------------------------------------------------
+
+    def ensure_rebuild(self, board: str) -> None:
+        """Start a background rebuild of the board in this process unless one is running."""
+        task = self._rebuilds.get(board)
+        if task is None or task.done():
+            self._rebuilds[board] = asyncio.create_task(self._rebuild_quietly(board), name=f"rebuild:{board}")
+
+    async def _rebuild_quietly(self, board: str) -> None:
+        try:
+            await self.rebuild(board)
+        except RedisError as exc:
+            log.warning("rebuild of %s failed: %s", board, exc)
+
+    async def rebuild(self, board: str) -> int | None:
+        """Reload a board in full from Postgres. Returns the member count, or None if another process holds
+        the rebuild lock. Reads go to Postgres until the board is marked ready at the end."""
+        info = await self.store.board(board)
+        if info is None:
+            return 0
+        k = Keys(board)
+        token = uuid.uuid4().hex
+        if not await self.r.set(k.lock, token, nx=True, px=30_000):
+            return None
+        started = time.perf_counter()
+        count = 0
+        try:
+            obs.cache_ready(board, False)
+            # Not ready first, then empty: a write committed before our scan reads its row is in the scan;
+            # a write committed after it lands on the emptied set. Both are version-checked.
+            async with self.r.pipeline(transaction=True) as p:
+                p.delete(k.ready)
+                p.delete(k.z, k.v, k.n)
+                await p.execute()
+            self.stale.discard(board)
+            async for rows in self.store.scan(board, self.rebuild_batch):
+                args: list[Any] = []
+                for r in rows:
+                    args += (r["user_id"], r["sort_key"], r["version"], r["display_name"] or "")
+                await self._load(keys=[k.z, k.v, k.n], args=args)
+                await self.r.pexpire(k.lock, 30_000)
+                count += len(rows)
+            await self._finish(keys=[k.seq, k.ready, k.ev], args=[await self.store.max_version(board)])
+            obs.cache_ready(board, True)
+            obs.rebuild(board, "ok", time.perf_counter() - started)
+            log.info("rebuilt board %s: %d members in %.2fs", board, count, time.perf_counter() - started)
+            return count
+        except BaseException:
+            obs.rebuild(board, "error", time.perf_counter() - started)
+            raise
+        finally:
+            try:
+                await self._unlock(keys=[k.lock], args=[token])
+            except RedisError:
+                pass
+
+    async def warm(self, boards: Sequence[BoardInfo]) -> None:
+        """At start-up: rebuild every board that is not marked ready (a cold or lost Redis)."""
+        for b in boards:
+            ready = await self.is_ready(b.id)
+            obs.cache_ready(b.id, ready)
+            if not ready:
+                self.ensure_rebuild(b.id)
+
+    async def close(self) -> None:
+        for task in self._rebuilds.values():
+            task.cancel()
+        await asyncio.gather(*self._rebuilds.values(), return_exceptions=True)

@@ -1,0 +1,357 @@
+"""Fan-out: one Redis pub/sub listener per process, a debouncer per board, a mailbox per socket.
+
+    writer (any process) --PUBLISH lb:{b}:ev--> listener (every process) --> board marked dirty
+    debouncer: at most one flush per board per push interval:
+        top:  one Redis read for the largest limit subscribed; each changed snapshot is encoded once and the
+              same string goes to every subscriber's mailbox
+        rank: only followed players whose key some change crossed are re-read (one Redis call per board)
+    mailbox: latest-wins slot per topic, drained by the socket's own sender task; a socket whose send stays
+             blocked longer than the slow-socket timeout is closed with 1013.
+
+Redis work per flush depends on boards and followed players in this process, never on the number of sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from . import observability as obs
+from . import ranking
+from .cache import EVENT_PATTERN, Cache, board_of_channel
+from .protocol import CLOSE_BEHIND, encode
+from .store import BoardInfo, Store
+
+log = logging.getLogger(__name__)
+
+MAX_REPLIES = 256  # queued replies per socket before we stop reading its frames (backpressure)
+
+
+class Mailbox:
+    """What one socket still has to send. Pushes are latest-wins per topic; replies keep their order."""
+
+    def __init__(self, send: Callable[[str], Awaitable[None]], close: Callable[[int], Awaitable[None]]) -> None:
+        self._send, self._close = send, close
+        self.pending: dict[tuple[str, str, str], str] = {}
+        self.replies: deque[str] = deque()
+        self.wake = asyncio.Event()
+        self.room = asyncio.Event()
+        self.room.set()
+        self.sending_since: float | None = None
+        self.subs: set[tuple[str, str, str]] = set()  # ("top", board, "") / ("rank", board, user_id)
+        self.closed = False
+
+    def push(self, key: tuple[str, str, str], text: str) -> None:
+        self.pending.pop(key, None)  # re-insert: the newest push goes to the back of the line
+        self.pending[key] = text
+        self.wake.set()
+
+    def reply(self, text: str) -> None:
+        self.replies.append(text)
+        if len(self.replies) >= MAX_REPLIES:
+            self.room.clear()
+        self.wake.set()
+
+    def behind(self, now: float, limit: float) -> bool:
+        return self.sending_since is not None and now - self.sending_since > limit
+
+    async def run(self, slow_timeout: float) -> None:
+        """The socket's sender task: drain replies first, then the latest pushes."""
+        loop = asyncio.get_running_loop()
+        while not self.closed:
+            await self.wake.wait()
+            self.wake.clear()
+            while self.replies or self.pending:
+                if self.replies:
+                    text = self.replies.popleft()
+                    if len(self.replies) < MAX_REPLIES // 2:
+                        self.room.set()
+                else:
+                    text = self.pending.pop(next(iter(self.pending)))
+                self.sending_since = loop.time()
+                try:
+                    await asyncio.wait_for(self._send(text), slow_timeout)
+                except TimeoutError:
+                    obs.slow_socket_closed()
+                    self.closed = True
+                    await self._close(CLOSE_BEHIND)
+                    return
+                finally:
+                    self.sending_since = None
+
+
+@dataclass(slots=True)
+class _Follow:
+    key: int | None = None
+    rank: int | None = None
+    mailboxes: set[Mailbox] = field(default_factory=set)
+
+
+@dataclass(slots=True)
+class _Board:
+    info: BoardInfo
+    top: dict[int, set[Mailbox]] = field(default_factory=dict)  # limit -> subscribers
+    follows: dict[str, _Follow] = field(default_factory=dict)
+    last_top: dict[int, Any] = field(default_factory=dict)  # limit -> entries last pushed
+    cut: tuple[int, float] = (0, 0.0)  # (entries, key of the last) in the last snapshot read
+    changes: list[tuple[str, float | None, float]] = field(default_factory=list)
+    oldest_commit: float | None = None
+    full: bool = False
+    scheduled: bool = False
+    last_flush: float = -1e9
+
+
+class Hub:
+    """Per-process subscription registry, pub/sub listener and debounced flusher."""
+
+    def __init__(self, client: aioredis.Redis, cache: Cache, store: Store, push_interval: float) -> None:
+        self.r, self.cache, self.store, self.interval = client, cache, store, push_interval
+        self.boards: dict[str, _Board] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # ---- subscriptions ------------------------------------------------------------------------------------
+
+    async def subscribe_top(self, mb: Mailbox, board: BoardInfo, limit: int) -> None:
+        b = self.boards.setdefault(board.id, _Board(board))
+        for subs in b.top.values():
+            subs.discard(mb)
+        b.top.setdefault(limit, set()).add(mb)
+        mb.subs.add(("top", board.id, ""))
+        obs.subscribers(board.id, "top", sum(len(s) for s in b.top.values()))
+        seq, entries, total = await self._snapshot(b, limit)
+        mb.push(("top", board.id, ""), _top_message(board.id, seq, total, entries))
+
+    async def subscribe_rank(self, mb: Mailbox, board: BoardInfo, user_id: str) -> None:
+        b = self.boards.setdefault(board.id, _Board(board))
+        f = b.follows.get(user_id)
+        if f is None:
+            f = b.follows[user_id] = _Follow()
+            seq, found = await self._follow(b, [user_id])
+            f.key, f.rank = found[user_id] or (None, None)
+        else:
+            seq = await self._seq(board.id)
+        f.mailboxes.add(mb)
+        mb.subs.add(("rank", board.id, user_id))
+        obs.subscribers(board.id, "rank", sum(len(x.mailboxes) for x in b.follows.values()))
+        mb.push(("rank", board.id, user_id), _rank_message(b.info, user_id, f, None, seq))
+
+    def unsubscribe(self, mb: Mailbox, topic: str, board_id: str, user_id: str = "") -> None:
+        mb.subs.discard((topic, board_id, user_id))
+        b = self.boards.get(board_id)
+        if b is None:
+            return
+        if topic == "top":
+            for limit, subs in list(b.top.items()):
+                subs.discard(mb)
+                if not subs:
+                    del b.top[limit]
+                    b.last_top.pop(limit, None)
+        else:
+            f = b.follows.get(user_id)
+            if f is not None:
+                f.mailboxes.discard(mb)
+                if not f.mailboxes:
+                    del b.follows[user_id]
+        obs.subscribers(board_id, topic, _count(b, topic))
+        if not b.top and not b.follows:
+            del self.boards[board_id]
+
+    def detach(self, mb: Mailbox) -> None:
+        for topic, board_id, user_id in list(mb.subs):
+            self.unsubscribe(mb, topic, board_id, user_id)
+
+    # ---- the listener -------------------------------------------------------------------------------------
+
+    async def listen(self) -> None:
+        """Follow every board's change channel; after any (re)connect, re-read every board in full."""
+        backoff = 0.1
+        while True:
+            try:
+                async with self.r.pubsub() as ps:
+                    await ps.psubscribe(EVENT_PATTERN)
+                    for board_id in list(self.boards):
+                        self._dirty(board_id, full=True)
+                    backoff = 0.1
+                    async for msg in ps.listen():
+                        if msg["type"] == "pmessage":
+                            self.on_event(msg["channel"], msg["data"])
+            except (RedisError, OSError) as exc:
+                log.warning("pub/sub listener lost Redis (%s); retrying in %.1fs", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    def on_event(self, channel: str, data: str) -> None:
+        board_id = board_of_channel(channel)
+        b = self.boards.get(board_id)
+        if b is None:
+            return
+        ev = orjson.loads(data)
+        if ev.get("reset"):
+            self._dirty(board_id, full=True)
+            return
+        b.changes += [(c[0], None if c[1] is False else float(c[1]), float(c[2])) for c in ev["c"]]
+        t = float(ev["t"])
+        b.oldest_commit = t if b.oldest_commit is None else min(b.oldest_commit, t)
+        self._dirty(board_id)
+
+    # ---- debounced flushing -------------------------------------------------------------------------------
+
+    def _dirty(self, board_id: str, full: bool = False) -> None:
+        b = self.boards.get(board_id)
+        if b is None:
+            return
+        b.full = b.full or full
+        if b.scheduled:
+            return
+        b.scheduled = True
+        loop = asyncio.get_running_loop()
+        delay = max(0.0, b.last_flush + self.interval - loop.time())
+        loop.call_later(delay, self._spawn, board_id)
+
+    def _spawn(self, board_id: str) -> None:
+        task = asyncio.create_task(self._flush(board_id), name=f"flush:{board_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _flush(self, board_id: str) -> None:
+        b = self.boards.get(board_id)
+        if b is None:
+            return
+        b.last_flush = asyncio.get_running_loop().time()
+        changes, b.changes = b.changes, []
+        full, b.full = b.full, False
+        oldest, b.oldest_commit = b.oldest_commit, None
+        sent = 0
+        try:
+            with obs.background_task("fanout.flush"):
+                if b.top and (full or _touches_top(b, changes)):
+                    sent += await self._flush_top(b)
+                if b.follows:
+                    users = (
+                        list(b.follows) if full else ranking.affected({u: f.key for u, f in b.follows.items()}, changes)
+                    )
+                    if users:
+                        sent += await self._flush_ranks(b, list(users))
+        except (RedisError, OSError) as exc:
+            log.warning("flush of %s failed (%s); will retry in full", board_id, exc)
+            b.full = True
+        finally:
+            b.scheduled = False
+            if oldest is not None and sent:
+                obs.push(max(0.0, time.time() - oldest), sent)
+            if b.full or b.changes:
+                self._dirty(board_id)
+
+    async def _flush_top(self, b: _Board) -> int:
+        seq, entries, total = await self._snapshot(b, max(b.top))
+        sent = 0
+        for limit, mailboxes in b.top.items():
+            page = entries[:limit]
+            if page == b.last_top.get(limit):
+                continue
+            b.last_top[limit] = page
+            text = _top_message(b.info.id, seq, total, page)
+            for mb in mailboxes:
+                mb.push(("top", b.info.id, ""), text)
+            sent += len(mailboxes)
+        obs.ws_message_out("top", sent)
+        return sent
+
+    async def _flush_ranks(self, b: _Board, users: list[str]) -> int:
+        seq, found = await self._follow(b, users)
+        sent = 0
+        for user in users:
+            f = b.follows.get(user)
+            if f is None:
+                continue
+            key, rank = found.get(user) or (None, None)
+            if (key, rank) == (f.key, f.rank):
+                continue
+            previous = f.rank
+            f.key, f.rank = key, rank
+            text = _rank_message(b.info, user, f, previous, seq)
+            for mb in f.mailboxes:
+                mb.push(("rank", b.info.id, user), text)
+            sent += len(f.mailboxes)
+        obs.ws_message_out("rank", sent)
+        return sent
+
+    # ---- reads: Redis when the board is ready, else Postgres ----------------------------------------------
+
+    async def _seq(self, board_id: str) -> int:
+        try:
+            return int(await self.r.get(f"lb:{{{board_id}}}:seq") or 0)
+        except RedisError:
+            return 0
+
+    async def _snapshot(self, b: _Board, limit: int) -> tuple[int, list[dict[str, Any]], int]:
+        """(seq, entries, total) of the board's top `limit`. seq is 0 only while Redis is unreachable."""
+        sort = b.info.sort
+        try:
+            seq, page = await self.cache.top(b.info.id, 0, limit)
+        except RedisError:
+            obs.redis_fallback("top")
+            seq, page = 0, None
+        if page is None:
+            total, first, rows = await self.store.top(b.info, limit, 0)
+            items = [(u, n, k) for u, n, _, k in rows]
+        else:
+            total, first, items = page
+        ranks = ranking.page_ranks(first, 0, [k for _, _, k in items])
+        entries = [
+            {"rank": r, "user_id": u, "display_name": n, "score": ranking.value_of(k, sort)}
+            for r, (u, n, k) in zip(ranks, items, strict=True)
+        ]
+        if limit == max(b.top, default=limit):
+            b.cut = (len(items), float(items[-1][2]) if items else 0.0)
+        return seq, entries, total
+
+    async def _follow(self, b: _Board, users: list[str]) -> tuple[int, dict[str, tuple[int, int] | None]]:
+        try:
+            seq, found = await self.cache.follow(b.info.id, users)
+        except RedisError:
+            obs.redis_fallback("follow")
+            seq, found = 0, None
+        if found is None:
+            found = await self.store.follow(b.info.id, users)
+        return seq, found
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _count(b: _Board, topic: str) -> int:
+    if topic == "top":
+        return sum(len(s) for s in b.top.values())
+    return sum(len(f.mailboxes) for f in b.follows.values())
+
+
+def _touches_top(b: _Board, changes: list[tuple[str, float | None, float]]) -> bool:
+    """Could any change have altered the largest top-N subscribed? (Entering, leaving or moving within it.)"""
+    count, cut = b.cut
+    if count < max(b.top):
+        return bool(changes)
+    return any(new <= cut or (old is not None and old <= cut) for _, old, new in changes)
+
+
+def _top_message(board: str, seq: int, total: int, entries: list[dict[str, Any]]) -> str:
+    return encode({"type": "top", "board": board, "seq": seq, "total": total, "entries": entries})
+
+
+def _rank_message(info: BoardInfo, user: str, f: _Follow, previous: int | None, seq: int) -> str:
+    score = None if f.key is None else ranking.value_of(f.key, info.sort)
+    return encode(
+        {"type": "rank", "board": info.id, "user_id": user, "rank": f.rank, "previous_rank": previous,
+         "score": score, "seq": seq}
+    )  # fmt: skip

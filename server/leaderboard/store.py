@@ -1,0 +1,392 @@
+"""Postgres, the source of truth: SQL as module constants, one transaction per batch of submissions."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from . import ranking
+from .protocol import BoardCreate, Submission
+from .ranking import Operator, Sort
+
+
+@dataclass(frozen=True, slots=True)
+class BoardInfo:
+    id: str
+    title: str
+    sort: Sort
+    operator: Operator
+    created_at: datetime
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "title": self.title, "sort": self.sort, "operator": self.operator,
+            "created_at": self.created_at.isoformat(),
+        }  # fmt: skip
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What the batch did with one submission. `error` set means it was refused and wrote nothing."""
+
+    session_id: uuid.UUID
+    duplicate: bool = False
+    value: int = 0
+    error: tuple[int, str, str] | None = None  # (http status, code, detail)
+
+
+@dataclass(slots=True)
+class Written:
+    """A board row the batch changed: the committed absolute value and its version, for the cache."""
+
+    board: str
+    user_id: str
+    value: int
+    sort_key: int
+    version: int
+    display_name: str | None
+
+
+@dataclass(slots=True)
+class BatchResult:
+    outcomes: list[Outcome]
+    written: list[Written] = field(default_factory=list)
+
+
+Row = tuple[str, str | None, int, int]  # user_id, display_name, value, sort_key
+Con = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
+
+SQL_BOARDS = "SELECT id, title, sort_order, operator, created_at FROM leaderboards ORDER BY created_at, id"
+SQL_BOARD = "SELECT id, title, sort_order, operator, created_at FROM leaderboards WHERE id = $1"
+SQL_CREATE_BOARD = """
+INSERT INTO leaderboards (id, title, sort_order, operator) VALUES ($1, $2, $3, $4)
+ON CONFLICT (id) DO NOTHING
+RETURNING id, title, sort_order, operator, created_at
+"""
+SQL_LOCK_ROWS = """
+SELECT l.board_id, l.user_id, l.value
+FROM leaderboard l JOIN unnest($1::text[], $2::text[]) AS t(b, u) ON l.board_id = t.b AND l.user_id = t.u
+ORDER BY l.board_id, l.user_id
+FOR UPDATE OF l
+"""
+SQL_INSERT_SESSIONS = """
+INSERT INTO game_sessions (session_id, board_id, user_id, score)
+SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[]) ORDER BY 1
+ON CONFLICT (session_id) DO NOTHING
+RETURNING session_id
+"""
+SQL_EXISTING_SESSIONS = (
+    "SELECT session_id, board_id, user_id, score FROM game_sessions WHERE session_id = ANY($1::uuid[])"
+)
+SQL_DELETE_SESSIONS = "DELETE FROM game_sessions WHERE session_id = ANY($1::uuid[])"
+SQL_UPSERT_USERS = """
+INSERT INTO users (user_id, display_name)
+SELECT * FROM unnest($1::text[], $2::text[]) ORDER BY 1
+ON CONFLICT (user_id) DO UPDATE SET display_name = EXCLUDED.display_name
+WHERE EXCLUDED.display_name IS NOT NULL AND users.display_name IS DISTINCT FROM EXCLUDED.display_name
+"""
+SQL_UPDATE_ROWS = """
+UPDATE leaderboard l
+SET value = t.v, sort_key = t.k, version = nextval('leaderboard_version_seq'), updated_at = now()
+FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[]) AS t(b, u, v, k)
+WHERE l.board_id = t.b AND l.user_id = t.u
+RETURNING l.board_id, l.user_id, l.version
+"""
+SQL_INSERT_ROWS = """
+INSERT INTO leaderboard (board_id, user_id, value, sort_key, version)
+SELECT b, u, v, k, nextval('leaderboard_version_seq')
+FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[]) AS t(b, u, v, k) ORDER BY b, u
+ON CONFLICT (board_id, user_id) DO NOTHING
+RETURNING board_id, user_id, version
+"""
+SQL_VALUES = """
+SELECT l.board_id, l.user_id, l.value
+FROM leaderboard l JOIN unnest($1::text[], $2::text[]) AS t(b, u) ON l.board_id = t.b AND l.user_id = t.u
+"""
+SQL_NAMES = "SELECT user_id, display_name FROM users WHERE user_id = ANY($1::text[])"
+
+SQL_TOTAL = "SELECT count(*) FROM leaderboard WHERE board_id = $1"
+SQL_BETTER = "SELECT count(*) FROM leaderboard WHERE board_id = $1 AND sort_key < $2"
+SQL_PAGE = """
+SELECT l.user_id, u.display_name, l.value, l.sort_key
+FROM leaderboard l JOIN users u ON u.user_id = l.user_id
+WHERE l.board_id = $1 ORDER BY l.sort_key, l.user_id LIMIT $2 OFFSET $3
+"""
+SQL_ENTRY = """
+SELECT l.user_id, u.display_name, l.value, l.sort_key
+FROM leaderboard l JOIN users u ON u.user_id = l.user_id WHERE l.board_id = $1 AND l.user_id = $2
+"""
+SQL_POSITION = "SELECT count(*) FROM leaderboard WHERE board_id = $1 AND (sort_key, user_id) < ($2, $3)"
+SQL_ABOVE = """
+SELECT l.user_id, u.display_name, l.value, l.sort_key
+FROM leaderboard l JOIN users u ON u.user_id = l.user_id
+WHERE l.board_id = $1 AND (l.sort_key, l.user_id) < ($2, $3)
+ORDER BY l.sort_key DESC, l.user_id DESC LIMIT $4
+"""
+SQL_BELOW = """
+SELECT l.user_id, u.display_name, l.value, l.sort_key
+FROM leaderboard l JOIN users u ON u.user_id = l.user_id
+WHERE l.board_id = $1 AND (l.sort_key, l.user_id) > ($2, $3)
+ORDER BY l.sort_key, l.user_id LIMIT $4
+"""
+SQL_RANKS = """
+SELECT t.u, (SELECT count(*) FROM leaderboard l WHERE l.board_id = t.b AND l.sort_key < t.k) + 1
+FROM unnest($1::text[], $2::text[], $3::bigint[]) AS t(b, u, k)
+"""
+SQL_FOLLOW = """
+SELECT l.user_id, l.sort_key,
+       (SELECT count(*) FROM leaderboard b WHERE b.board_id = l.board_id AND b.sort_key < l.sort_key) + 1
+FROM leaderboard l WHERE l.board_id = $1 AND l.user_id = ANY($2::text[])
+"""
+SQL_SCAN = """
+SELECT l.user_id, l.sort_key, l.version, u.display_name
+FROM leaderboard l JOIN users u ON u.user_id = l.user_id
+WHERE l.board_id = $1 AND l.user_id > $2 ORDER BY l.user_id LIMIT $3
+"""
+SQL_MAX_VERSION = "SELECT coalesce(max(version), 0) FROM leaderboard WHERE board_id = $1"
+
+
+def _board(row: asyncpg.Record) -> BoardInfo:
+    return BoardInfo(row["id"], row["title"], row["sort_order"], row["operator"], row["created_at"])
+
+
+class Store:
+    """All SQL the service runs. The pool is owned by the app's lifespan."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+        self._boards: dict[str, BoardInfo] = {}
+
+    # ---- boards -------------------------------------------------------------------------------------------
+
+    async def board(self, board_id: str) -> BoardInfo | None:
+        """Boards never change once created, so a hit in the process cache is final."""
+        found = self._boards.get(board_id)
+        if found is None:
+            row = await self.pool.fetchrow(SQL_BOARD, board_id)
+            if row is not None:
+                found = self._boards[board_id] = _board(row)
+        return found
+
+    async def boards(self) -> list[BoardInfo]:
+        rows = await self.pool.fetch(SQL_BOARDS)
+        self._boards.update((r["id"], _board(r)) for r in rows)
+        return [_board(r) for r in rows]
+
+    async def create_board(self, spec: BoardCreate) -> BoardInfo | None:
+        """The new board, or None if the id exists."""
+        title = spec.title or spec.id
+        row = await self.pool.fetchrow(SQL_CREATE_BOARD, spec.id, title, spec.sort, spec.operator)
+        return None if row is None else _board(row)
+
+    # ---- the write path -----------------------------------------------------------------------------------
+
+    async def commit_batch(self, batch: Sequence[tuple[Submission, uuid.UUID, BoardInfo]]) -> BatchResult:
+        """Apply a batch of submissions in one transaction; a refused row never fails the others."""
+        async with self.pool.acquire() as con, con.transaction():
+            return await _apply(con, batch)
+
+    # ---- reads (the fallback when the cache is not ready) -------------------------------------------------
+
+    async def top(self, board: BoardInfo, limit: int, offset: int) -> tuple[int, int, list[Row]]:
+        """(total, rank of the first row, rows) for one page of the board."""
+        async with self.pool.acquire() as con, con.transaction(readonly=True, isolation="repeatable_read"):
+            total = await con.fetchval(SQL_TOTAL, board.id)
+            rows = [tuple(r) for r in await con.fetch(SQL_PAGE, board.id, limit, offset)]
+            first = 1 + await con.fetchval(SQL_BETTER, board.id, rows[0][3]) if rows else 0
+        return total, first, rows
+
+    async def rank(self, board: BoardInfo, user_id: str, around: int) -> tuple[int, int, Row, int, list[Row]] | None:
+        """(total, rank, the player's row, rank of the first around-row, around rows) or None."""
+        async with self.pool.acquire() as con, con.transaction(readonly=True, isolation="repeatable_read"):
+            me = await con.fetchrow(SQL_ENTRY, board.id, user_id)
+            if me is None:
+                return None
+            key = me["sort_key"]
+            total = await con.fetchval(SQL_TOTAL, board.id)
+            rank = 1 + await con.fetchval(SQL_BETTER, board.id, key)
+            rows: list[Row] = [tuple(me)]
+            first = rank
+            if around:
+                above = [tuple(r) for r in await con.fetch(SQL_ABOVE, board.id, key, user_id, around)]
+                below = [tuple(r) for r in await con.fetch(SQL_BELOW, board.id, key, user_id, around)]
+                rows = [*reversed(above), *rows, *below]
+                first = 1 + await con.fetchval(SQL_BETTER, board.id, rows[0][3])
+        return total, rank, tuple(me), first, rows
+
+    async def position(self, board: BoardInfo, key: int, user_id: str) -> int:
+        """0-based index of (key, user_id) in listing order."""
+        n: int = await self.pool.fetchval(SQL_POSITION, board.id, key, user_id)
+        return n
+
+    async def ranks(self, keys: Sequence[tuple[str, str, int]]) -> dict[tuple[str, str], int]:
+        """Ranks for (board, user_id, sort_key) triples, answered by Postgres."""
+        if not keys:
+            return {}
+        boards, users, sks = zip(*keys, strict=True)
+        rows = await self.pool.fetch(SQL_RANKS, list(boards), list(users), list(sks))
+        return {(b, r[0]): r[1] for b, r in zip(boards, rows, strict=True)}
+
+    async def follow(self, board_id: str, users: Sequence[str]) -> dict[str, tuple[int, int] | None]:
+        """{user: (sort key, rank) or None}, answered by Postgres."""
+        found = {r[0]: (r[1], r[2]) for r in await self.pool.fetch(SQL_FOLLOW, board_id, list(users))}
+        return {u: found.get(u) for u in users}
+
+    async def scan(self, board_id: str, batch: int) -> AsyncIterator[list[asyncpg.Record]]:
+        """Every entry of a board in keyset-paginated batches (user_id order), for a cache rebuild."""
+        after = ""
+        while True:
+            rows = await self.pool.fetch(SQL_SCAN, board_id, after, batch)
+            if not rows:
+                return
+            yield rows
+            after = rows[-1]["user_id"]
+
+    async def max_version(self, board_id: str) -> int:
+        n: int = await self.pool.fetchval(SQL_MAX_VERSION, board_id)
+        return n
+
+
+async def _apply(con: Con, batch: Sequence[tuple[Submission, uuid.UUID, BoardInfo]]) -> BatchResult:
+    outcomes = [Outcome(session_id=sid) for _, sid, _ in batch]
+    keys = sorted({(b.id, s.user_id) for s, _, b in batch})
+
+    # 1. Lock the rows this batch touches and read their committed values (a consistent order avoids deadlocks).
+    old: dict[tuple[str, str], int | None] = dict.fromkeys(keys)
+    for r in await con.fetch(SQL_LOCK_ROWS, [k[0] for k in keys], [k[1] for k in keys]):
+        old[(r["board_id"], r["user_id"])] = r["value"]
+
+    # 2. Log the sessions; a session_id already there (a retry), or twice in this batch, is a duplicate.
+    first_of: dict[uuid.UUID, int] = {}
+    for i, (_, sid, _) in enumerate(batch):
+        first_of.setdefault(sid, i)
+    unique = sorted(first_of.values(), key=lambda i: batch[i][1])
+    inserted = {
+        r[0]
+        for r in await con.fetch(
+            SQL_INSERT_SESSIONS,
+            [batch[i][1] for i in unique], [batch[i][2].id for i in unique],
+            [batch[i][0].user_id for i in unique], [batch[i][0].score for i in unique],
+        )
+    }  # fmt: skip
+    earlier = [batch[i][1] for i in unique if batch[i][1] not in inserted]
+    logged = {r["session_id"]: r for r in await con.fetch(SQL_EXISTING_SESSIONS, earlier)} if earlier else {}
+    fresh: list[int] = []
+    for i, (sub, sid, board) in enumerate(batch):
+        if first_of[sid] == i and sid in inserted:
+            fresh.append(i)
+            continue
+        orig = logged.get(sid)
+        if orig is not None:
+            seen = (orig["board_id"], orig["user_id"], orig["score"])
+        else:
+            first_sub, _, first_board = batch[first_of[sid]]
+            seen = (first_board.id, first_sub.user_id, first_sub.score)
+        if seen == (board.id, sub.user_id, sub.score):
+            outcomes[i].duplicate = True
+        else:
+            outcomes[i].error = (
+                409,
+                "idempotency_conflict",
+                "session_id was already used for another submission",
+            )
+
+    # 3. Apply each board's operator in arrival order, refusing a row that would overflow.
+    final = _compute(batch, fresh, old, outcomes)
+
+    # 4. Users (display names) of the accepted rows, then the board rows that changed.
+    names: dict[str, str | None] = {}
+    for i in fresh:
+        sub = batch[i][0]
+        if outcomes[i].error is None and (sub.display_name is not None or sub.user_id not in names):
+            names[sub.user_id] = sub.display_name
+    if names:
+        await con.execute(SQL_UPSERT_USERS, list(names), list(names.values()))
+    # A player's first row on a board carries their display name into the cache, even when this submission
+    # did not repeat it.
+    unnamed = sorted({k[1] for k in final if old[k] is None and names.get(k[1]) is None})
+    known = {r[0]: r[1] for r in await con.fetch(SQL_NAMES, unnamed)} if unnamed else {}
+    written = await _write_rows(con, batch, fresh, old, outcomes, final, {**known, **{u: n for u, n in names.items() if n}})
+    refused = [batch[i][1] for i in fresh if outcomes[i].error]
+    if refused:
+        await con.execute(SQL_DELETE_SESSIONS, refused)
+
+    # 5. Duplicates answer with the board's current value (after this batch).
+    for i, o in enumerate(outcomes):  # a repeat, in this batch, of a submission this batch refused
+        first = outcomes[first_of[batch[i][1]]]
+        if o.duplicate and first.error is not None:
+            o.duplicate, o.error = False, first.error
+    dups = sorted({(batch[i][2].id, batch[i][0].user_id) for i, o in enumerate(outcomes) if o.duplicate})
+    if dups:
+        now = {(r[0], r[1]): r[2] for r in await con.fetch(SQL_VALUES, [d[0] for d in dups], [d[1] for d in dups])}
+        for i, o in enumerate(outcomes):
+            if o.duplicate:
+                o.value = now[(batch[i][2].id, batch[i][0].user_id)]
+    return BatchResult(outcomes, written)
+
+
+def _compute(
+    batch: Sequence[tuple[Submission, uuid.UUID, BoardInfo]],
+    fresh: Sequence[int],
+    old: dict[tuple[str, str], int | None],
+    outcomes: list[Outcome],
+) -> dict[tuple[str, str], int]:
+    """New value per row key; each outcome gets the value after its own submission."""
+    final: dict[tuple[str, str], int] = {}
+    for i in fresh:
+        sub, _, board = batch[i]
+        key = (board.id, sub.user_id)
+        current = final.get(key, old[key])
+        try:
+            final[key] = outcomes[i].value = ranking.apply(board.operator, board.sort, current, sub.score)
+            outcomes[i].error = None
+        except ranking.OutOfRange as exc:
+            outcomes[i].error = (422, "out_of_range", str(exc))
+    return final
+
+
+async def _write_rows(
+    con: Con,
+    batch: Sequence[tuple[Submission, uuid.UUID, BoardInfo]],
+    fresh: Sequence[int],
+    old: dict[tuple[str, str], int | None],
+    outcomes: list[Outcome],
+    final: dict[tuple[str, str], int],
+    names: dict[str, str | None],
+) -> list[Written]:
+    """Write the rows whose value changed. A row that another transaction created after step 1 is locked,
+    and its submissions are recomputed from the value that transaction committed."""
+    sorts = {b.id: b.sort for _, _, b in batch}
+    written: list[Written] = []
+
+    async def write(sql: str, items: list[tuple[tuple[str, str], int]]) -> set[tuple[str, str]]:
+        if not items:
+            return set()
+        rows = await con.fetch(
+            sql, [k[0] for k, _ in items], [k[1] for k, _ in items], [v for _, v in items],
+            [ranking.sort_key(v, sorts[k[0]]) for k, v in items],
+        )  # fmt: skip
+        done = set()
+        for r in rows:
+            k = (r["board_id"], r["user_id"])
+            done.add(k)
+            v = final[k]
+            written.append(Written(k[0], k[1], v, ranking.sort_key(v, sorts[k[0]]), r["version"], names.get(k[1])))
+        return done
+
+    for _attempt in range(3):
+        await write(SQL_UPDATE_ROWS, [(k, v) for k, v in final.items() if old[k] is not None and v != old[k]])
+        ins = [(k, v) for k, v in final.items() if old[k] is None]
+        lost = sorted({k for k, _ in ins} - await write(SQL_INSERT_ROWS, ins))
+        if not lost:
+            return written
+        for r in await con.fetch(SQL_LOCK_ROWS, [k[0] for k in lost], [k[1] for k in lost]):
+            old[(r["board_id"], r["user_id"])] = r["value"]
+        redo = [i for i in fresh if (batch[i][2].id, batch[i][0].user_id) in set(lost)]
+        final = _compute(batch, redo, old, outcomes)
+    raise RuntimeError("could not settle concurrent inserts of new leaderboard rows")
