@@ -21,7 +21,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import http, migrations, openapi
 from . import observability as obs
@@ -182,9 +182,6 @@ def create_app(settings: Settings, *, drain_on_signal: bool = False) -> Starlett
         Route("/metrics", _metrics, methods=["GET"]),
         WebSocketRoute("/ws", websocket_endpoint),
     ]
-    static = settings.static_dir or (REPO_DIST if REPO_DIST.is_dir() else None)
-    if static is not None:
-        routes.append(Route("/{path:path}", _spa(Path(static)), methods=["GET", "HEAD"]))
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
@@ -196,6 +193,10 @@ def create_app(settings: Settings, *, drain_on_signal: bool = False) -> Starlett
             Exception: _crash,
         },
     )
+    static = settings.static_dir or (REPO_DIST if REPO_DIST.is_dir() else None)
+    if static is not None:
+        # The router's fallback, so a wrong method on an API route still answers 405, not the UI.
+        app.router.default = _spa(Path(static))
     return app
 
 
@@ -240,21 +241,24 @@ async def _metrics(request: Request) -> Response:
     return Response(body, media_type=ctype)
 
 
-def _spa(root: Path) -> Any:
-    """Serve the built UI: files as they are, index.html for any other non-API path (client-side routes)."""
+def _spa(root: Path) -> ASGIApp:
+    """Serve the built UI: files as they are, index.html for any other non-API GET (client-side routes)."""
     root = root.resolve()
 
-    async def serve(request: Request) -> Response:
-        path = request.path_params["path"]
-        if path.startswith(("api/", "ws")):
-            raise HTTPException(404)
-        target = (root / path).resolve()
-        if path and target.is_file() and target.is_relative_to(root):
-            return FileResponse(target)
-        index = root / "index.html"
-        if not index.is_file():
-            raise HTTPException(404)
-        return FileResponse(index, headers={"Cache-Control": "no-cache"})
+    async def serve(scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope["path"].lstrip("/")
+        if scope["type"] != "http" or scope["method"] not in ("GET", "HEAD") or path.startswith(("api/", "ws")):
+            response: Response = http.problem(404, "not_found", "no such route")
+        else:
+            target = (root / path).resolve()
+            index = root / "index.html"
+            if path and target.is_file() and target.is_relative_to(root):
+                response = FileResponse(target)
+            elif index.is_file():
+                response = FileResponse(index, headers={"Cache-Control": "no-cache"})
+            else:
+                response = http.problem(404, "not_found", "the UI is not built (make ui)")
+        await response(scope, receive, send)
 
     return serve
 

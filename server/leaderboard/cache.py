@@ -252,7 +252,7 @@ class Cache:
     async def _rebuild_quietly(self, board: str) -> None:
         try:
             await self.rebuild(board)
-        except RedisError as exc:
+        except Exception as exc:  # Redis or Postgres away: the board stays stale and is retried
             log.warning("rebuild of %s failed: %s", board, exc)
 
     async def rebuild(self, board: str) -> int | None:
@@ -275,6 +275,8 @@ class Cache:
                 p.delete(k.ready)
                 p.delete(k.z, k.v, k.n)
                 await p.execute()
+            # From here on the scan covers every earlier miss; a write that fails during the scan marks the
+            # board stale again, and so does a failure of this rebuild (below), so the watcher retries.
             self.stale.discard(board)
             async for rows in self.store.scan(board, self.rebuild_batch):
                 args: list[Any] = []
@@ -289,6 +291,7 @@ class Cache:
             log.info("rebuilt board %s: %d members in %.2fs", board, count, time.perf_counter() - started)
             return count
         except BaseException:
+            self.stale.add(board)
             obs.rebuild(board, "error", time.perf_counter() - started)
             raise
         finally:

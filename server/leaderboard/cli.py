@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -89,12 +90,27 @@ def serve(args: argparse.Namespace) -> int:
         if s.workers > 1 and obs.multiprocess_dir() is None:
             obs.setup_multiprocess(tempfile.mkdtemp(prefix="leaderboard-metrics-"))
         _say(f"serving on http://{s.host}:{s.port} with {s.workers} worker(s)")
-        uvicorn.run(
-            "leaderboard.app:factory", factory=True, host=s.host, port=s.port, workers=s.workers,
-            log_config=None, ws_max_size=s.max_frame_bytes, lifespan="on", proxy_headers=True,
-            timeout_graceful_shutdown=int(s.drain_timeout_s) + 5,
-        )  # fmt: skip
+        # uvicorn re-raises the signal that stopped it once it has shut down; turn that into a normal exit
+        # so the embedded servers are stopped cleanly on the way out.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, _stop)
+        try:
+            uvicorn.run(
+                "leaderboard.app:factory", factory=True, host=s.host, port=s.port, workers=s.workers,
+                log_config=None, ws_max_size=s.max_frame_bytes, lifespan="on", proxy_headers=True,
+                timeout_graceful_shutdown=int(s.drain_timeout_s) + 5,
+            )  # fmt: skip
+        except _Stopped:
+            pass
     return 0
+
+
+class _Stopped(Exception):
+    pass
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise _Stopped
 
 
 def migrate(args: argparse.Namespace) -> int:

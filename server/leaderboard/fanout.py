@@ -81,6 +81,7 @@ class Mailbox:
                 try:
                     await asyncio.wait_for(self._send(text), slow_timeout)
                 except TimeoutError:
+                    log.warning("closing a socket that stopped reading its pushes (1013)")
                     obs.slow_socket_closed()
                     self.closed = True
                     await self._close(CLOSE_BEHIND)

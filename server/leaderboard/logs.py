@@ -231,6 +231,13 @@ class RequestIdMiddleware:
 # --- formatters --------------------------------------------------------------------------------------------
 
 
+def _message(record: logging.LogRecord) -> str:
+    try:
+        return record.getMessage()
+    except Exception:  # a bad format string in a log call must not lose the line (or break the JSON)
+        return redact(f"{record.msg!s} {record.args!r}")
+
+
 def _extras(record: logging.LogRecord) -> dict[str, Any]:
     fields = dict(_fields.get())
     for key, value in record.__dict__.items():
@@ -249,7 +256,7 @@ class JsonFormatter(logging.Formatter):
             "ts": ts.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             "level": record.levelname,
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": _message(record),
         }
         for key, value in _extras(record).items():
             if key not in out:
@@ -267,7 +274,7 @@ class HumanFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         _redact_record(record)
         ts = dt.datetime.fromtimestamp(record.created).strftime("%H:%M:%S.%f")[:-3]
-        line = f"{ts} {record.levelname:<5} {record.name}  {record.getMessage()}"
+        line = f"{ts} {record.levelname:<5} {record.name}  {_message(record)}"
         extras = _extras(record)
         if extras:
             line += "  " + " ".join(f"{k}={redact(str(v))}" for k, v in extras.items())

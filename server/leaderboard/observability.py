@@ -413,6 +413,8 @@ class MetricsMiddleware:
         finally:
             if route is None:
                 route = _route_template(scope, request)
+                if _nr is not None:  # e.g. an exception: the 500 is sent by an outer middleware
+                    name_transaction(route)
             method = request["method"]
             if method not in HTTP_METHODS:
                 method = OTHER

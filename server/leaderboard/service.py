@@ -88,7 +88,7 @@ class Leaderboard:
         me_entry = next(e for e in entries if e.user_id == user_id)
         return PlayerRank(
             board=info.id, user_id=user_id, display_name=me_entry.display_name, rank=rank, score=me_entry.score,
-            total=total, percentile=ranking.percentile(rank, total), around=entries if around else [],
+            total=total, percentile=ranking.percentile(rank, total), around=entries,
         )  # fmt: skip
 
     async def boards(self) -> list[BoardInfo]:

@@ -311,7 +311,8 @@ async def _apply(con: Con, batch: Sequence[tuple[Submission, uuid.UUID, BoardInf
     # did not repeat it.
     unnamed = sorted({k[1] for k in final if old[k] is None and names.get(k[1]) is None})
     known = {r[0]: r[1] for r in await con.fetch(SQL_NAMES, unnamed)} if unnamed else {}
-    written = await _write_rows(con, batch, fresh, old, outcomes, final, {**known, **{u: n for u, n in names.items() if n}})
+    cache_names = {**known, **{u: n for u, n in names.items() if n}}
+    written = await _write_rows(con, batch, fresh, old, outcomes, final, cache_names)
     refused = [batch[i][1] for i in fresh if outcomes[i].error]
     if refused:
         await con.execute(SQL_DELETE_SESSIONS, refused)

@@ -1,0 +1,81 @@
+"""protocol.py: frame parsing and validation, with no I/O."""
+
+from __future__ import annotations
+
+import uuid
+
+import orjson
+import pytest
+
+from leaderboard.protocol import (
+    FrameError,
+    PingFrame,
+    SubmitFrame,
+    SubscribeFrame,
+    Submission,
+    error_frame,
+    parse_frame,
+)
+
+
+def test_submit_frame_round_trip() -> None:
+    sid = uuid.uuid4()
+    frame = parse_frame(
+        orjson.dumps({"type": "submit", "ref": 7, "user_id": "a.b@c", "score": -5, "session_id": str(sid)})
+    )
+    assert isinstance(frame, SubmitFrame)
+    sub = frame.submission()
+    assert sub == Submission(user_id="a.b@c", score=-5, board="global", session_id=sid)
+
+
+@pytest.mark.parametrize(
+    ("raw", "code", "ref"),
+    [
+        (b"{nope", "invalid_json", None),
+        (b"[1,2]", "invalid_frame", None),
+        (b'{"ref": 3}', "invalid_frame", 3),
+        (b'{"type": 5, "ref": "x"}', "invalid_frame", "x"),
+        (b'{"type": "dance", "ref": "r"}', "unknown_type", "r"),
+        (b'{"type": "submit", "ref": 1, "user_id": "a", "score": "10"}', "validation_error", 1),
+        (b'{"type": "submit", "ref": 1, "user_id": "a", "score": 1.5}', "validation_error", 1),
+        (b'{"type": "submit", "ref": 1, "user_id": "a", "score": true}', "validation_error", 1),
+        (b'{"type": "submit", "ref": 1, "user_id": "a b", "score": 1}', "validation_error", 1),
+        (b'{"type": "submit", "ref": 1, "user_id": "a", "score": 9007199254740992}', "validation_error", 1),
+        (b'{"type": "submit", "ref": 1, "user_id": "a", "score": 1, "board": "Bad!"}', "validation_error", 1),
+        (b'{"type": "submit", "ref": 1, "user_id": "a", "score": 1, "extra": 1}', "validation_error", 1),
+        (b'{"type": "submit", "ref": 1, "user_id": "a", "score": 1, "session_id": "nope"}', "validation_error", 1),
+        (b'{"type": "subscribe", "ref": 2, "topics": []}', "validation_error", 2),
+        (b'{"type": "subscribe", "ref": 2, "topics": ["rank"]}', "validation_error", 2),
+        (b'{"type": "subscribe", "ref": 2, "topics": ["top"], "limit": 101}', "validation_error", 2),
+        (b'{"type": "subscribe", "ref": 2, "topics": ["gossip"]}', "validation_error", 2),
+        (b'{"type": "auth", "ref": 2}', "validation_error", 2),
+    ],
+)
+def test_bad_frames_are_refused_with_a_code_and_the_ref(raw: bytes, code: str, ref: object) -> None:
+    with pytest.raises(FrameError) as info:
+        parse_frame(raw)
+    assert info.value.code == code
+    assert info.value.ref == ref
+    assert info.value.detail
+
+
+def test_an_overlong_ref_is_not_echoed() -> None:
+    with pytest.raises(FrameError) as info:
+        parse_frame(orjson.dumps({"type": "dance", "ref": "x" * 65}))
+    assert info.value.ref is None
+
+
+def test_subscribe_defaults() -> None:
+    frame = parse_frame(b'{"type": "subscribe", "topics": ["top"]}')
+    assert isinstance(frame, SubscribeFrame)
+    assert (frame.board, frame.limit, frame.user_id) == ("global", 10, None)
+    assert isinstance(parse_frame(b'{"type": "ping"}'), PingFrame)
+
+
+def test_error_frame_is_json_text() -> None:
+    assert orjson.loads(error_frame("unknown_type", "no", 3)) == {
+        "type": "error",
+        "ref": 3,
+        "code": "unknown_type",
+        "detail": "no",
+    }
