@@ -10,9 +10,9 @@ import pytest
 from leaderboard.protocol import (
     FrameError,
     PingFrame,
+    Submission,
     SubmitFrame,
     SubscribeFrame,
-    Submission,
     error_frame,
     parse_frame,
 )

@@ -167,6 +167,7 @@ def create_app(settings: Settings, *, drain_on_signal: bool = False) -> Starlett
             await client.aclose()
             await listener.aclose()
             await pool.close()
+            obs.process_exit()
 
     api = http.make_routes()
     routes = [
