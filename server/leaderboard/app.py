@@ -18,6 +18,7 @@ from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
@@ -186,7 +187,7 @@ def create_app(settings: Settings, *, drain_on_signal: bool = False) -> Starlett
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        middleware=[Middleware(RequestIdMiddleware), Middleware(obs.MetricsMiddleware)],
+        middleware=[Middleware(RequestIdMiddleware), Middleware(obs.MetricsMiddleware), *_cors(settings)],
         exception_handlers={
             Refused: http.refused,
             http._Invalid: http.invalid,
@@ -199,6 +200,19 @@ def create_app(settings: Settings, *, drain_on_signal: bool = False) -> Starlett
         # The router's fallback, so a wrong method on an API route still answers 405, not the UI.
         app.router.default = _spa(Path(static))
     return app
+
+
+def _cors(settings: Settings) -> list[Middleware]:
+    origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
+    if not origins:
+        return []
+    return [
+        Middleware(
+            CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST"],
+            allow_headers=["authorization", "content-type", "x-request-id"], expose_headers=["x-request-id"],
+            max_age=600,
+        )
+    ]  # fmt: skip
 
 
 def _crash(request: Request, exc: Exception) -> Response:

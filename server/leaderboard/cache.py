@@ -198,7 +198,8 @@ class Cache:
         args: list[Any] = [k.ev, f"{committed_at:.6f}", len(rows)]
         for w in rows:
             args += (w.user_id, w.sort_key, w.version, w.display_name or "")
-        others = [u for u in dict.fromkeys(rank_of) if u not in {w.user_id for w in rows}]
+        changed = {w.user_id for w in rows}
+        others = [u for u in dict.fromkeys(rank_of) if u not in changed]
         args += others
         ready, seq, ranks = await self._write(keys=[k.z, k.v, k.n, k.seq, k.ready], args=args)
         members = [w.user_id for w in rows] + others

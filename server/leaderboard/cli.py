@@ -98,6 +98,9 @@ def serve(args: argparse.Namespace) -> int:
             uvicorn.run(
                 "leaderboard.app:factory", factory=True, host=s.host, port=s.port, workers=s.workers,
                 log_config=None, ws_max_size=s.max_frame_bytes, lifespan="on", proxy_headers=True,
+                # Small JSON frames gain little from compression, and per-socket deflate contexts would
+                # defeat "encode a snapshot once for every subscriber" and cost memory per connection.
+                ws="websockets-sansio", ws_per_message_deflate=False,
                 timeout_graceful_shutdown=int(s.drain_timeout_s) + 5,
             )  # fmt: skip
         except _Stopped:

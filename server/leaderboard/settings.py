@@ -34,6 +34,7 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(default=10, ge=2)
     rebuild_batch: int = Field(default=10_000, ge=100)
 
+    cors_origins: str = ""  # comma-separated origins allowed to call the REST API from a browser ("*" = any)
     static_dir: Path | None = None
     log_level: str = "INFO"
     log_format: Literal["auto", "json", "human"] = "auto"
