@@ -33,7 +33,7 @@ run: ui
 test: ui test-python
 ifneq ($(CLIENT),)
 	cd client && npm test
-	cd client && npm run e2e
+	cd client && npm run e2e:only
 endif
 
 test-python: install

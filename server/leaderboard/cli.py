@@ -195,7 +195,7 @@ def demo(args: argparse.Namespace) -> int:
     import asyncpg
 
     from . import auth, migrations
-    from .demo import run_demo
+    from .demo import AuthFailed, DemoError, run_demo
 
     async def make_key(dsn: str) -> str:
         await migrations.apply_migrations(dsn)
@@ -212,10 +212,16 @@ def demo(args: argparse.Namespace) -> int:
             key = asyncio.run(make_key(s.database_url))
     try:
         asyncio.run(
-            run_demo(args.url, key, players=args.players, rate=args.rate, board=args.board, duration=args.duration)
-        )
+            run_demo(
+                args.url, key, players=args.players, rate=args.rate, board=args.board, duration=args.duration,
+                connections=args.connections,
+            )
+        )  # fmt: skip
     except KeyboardInterrupt:
         pass
+    except (AuthFailed, DemoError) as exc:
+        print(f"demo: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -254,6 +260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--rate", type=float, default=50.0, help="submissions per second")
     p.add_argument("--board", default="global")
     p.add_argument("--duration", type=float, default=None, help="seconds (default: until Ctrl-C)")
+    p.add_argument("--connections", type=int, default=4, help="WebSocket connections")
     p.set_defaults(fn=demo)
 
     args = parser.parse_args(argv)

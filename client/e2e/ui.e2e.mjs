@@ -1,0 +1,339 @@
+// End-to-end: the real server (embedded Postgres + Valkey), the built client (client/dist), real Chromium.
+// Run with `npm run e2e` (builds first). Tests run in order and share one server and one page.
+
+import assert from "node:assert/strict";
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
+import { spawn } from "node:child_process";
+import { LeaderboardServer, REPO, boardRows, launchBrowser, sleep, statusOf, waitFor } from "./harness.mjs";
+
+const IMG_DIR = join(REPO, "docs", "img");
+
+/** 24 players with display names for the screenshots. */
+const ROSTER = [
+  ["nova", "Nova Strike"], ["kite", "Kite Runner"], ["bjorn", "Björn Ironside"], ["mei", "Mei Lin"],
+  ["zed", "Zed the Swift"], ["ash", "Ash Ketch"], ["luna", "Luna Vale"], ["orion", "Orion Pax"],
+  ["pixel", "PixelPunk"], ["rook", "Rook & Bishop"], ["sol", "Sol Invictus"], ["tara", "Tara Quinn"],
+  ["umbra", "Umbra"], ["vex", "Vex Hollow"], ["wren", "Wren Ashby"], ["yuki", "Yuki Tanaka"],
+  ["amara", "Amara Osei"], ["diego", "Diego Ramírez"], ["freya", "Freya North"], ["gus", "Gus Grizzly"],
+  ["hana", "Hana Park"], ["ivo", "Ivo Petrov"], ["jules", "Jules Verne Jr."], ["kai", "Kai Nakoa"],
+];
+
+describe("leaderboard UI against the real server", { timeout: 600_000 }, () => {
+  /** @type {LeaderboardServer} */
+  let server;
+  let key;
+  let browser;
+  let page;
+  const pageErrors = [];
+  const httpRequests = [];
+  const wsOpened = [];
+
+  before(async () => {
+    server = await LeaderboardServer.create();
+    await server.start();
+    key = await server.createKey("submit", "e2e");
+    browser = await launchBrowser();
+    const context = await browser.newContext({ viewport: { width: 1280, height: 860 }, deviceScaleFactor: 1, colorScheme: "dark" });
+    page = await context.newPage();
+    page.setDefaultTimeout(15_000);
+    page.on("pageerror", (err) => pageErrors.push(String(err)));
+    page.on("console", (msg) => {
+      if (msg.type() === "error" && !/WebSocket connection .* failed|Failed to load resource/.test(msg.text())) pageErrors.push(msg.text());
+    });
+    page.on("request", (req) => httpRequests.push({ url: req.url(), at: Date.now() }));
+    page.on("websocket", (ws) => wsOpened.push({ url: ws.url(), at: Date.now() }));
+  });
+
+  after(async () => {
+    await browser?.close().catch(() => {});
+    await server?.destroy();
+  });
+
+  test("the board loads, connects, and re-orders within 1 s of a submission, without reload or polling", async (t) => {
+    await server.submit(key, { user_id: "alice", score: 100, display_name: "Alice" });
+    await server.submit(key, { user_id: "bob", score: 50, display_name: "Bob" });
+    await page.goto(`${server.url}/`);
+    await waitFor("status connected", async () => (await statusOf(page)).state === "connected", { timeoutMs: 15_000 });
+    await waitFor("alice above bob", async () => (await boardRows(page)).map((r) => r.user).join() === "alice,bob");
+    const rows = await boardRows(page);
+    assert.deepEqual(
+      rows.map((r) => [r.rank, r.name]),
+      [
+        [1, "Alice"],
+        [2, "Bob"],
+      ],
+    );
+    // Accessible table structure.
+    assert.equal(await page.locator("table.board caption").count(), 1);
+    assert.equal(await page.locator("table.board thead th[scope=col]").count(), 3);
+    assert.equal(await page.locator("table.board tbody th[scope=row]").count(), 2);
+
+    await page.evaluate(() => {
+      window.__noReloadMarker = 42;
+    });
+    const requestsBefore = httpRequests.length;
+    const ack = await server.submit(key, { user_id: "bob", score: 100 }); // incr: bob 150 > alice 100
+    assert.equal(ack.score, 150);
+    assert.equal(ack.rank, 1);
+    const t0 = Date.now();
+    await page.waitForFunction(
+      () =>
+        [...document.querySelectorAll("table.board tbody tr[data-user]")].map((r) => r.dataset.user).join() ===
+        "bob,alice",
+      null,
+      { timeout: 1000, polling: 20 },
+    );
+    const took = Date.now() - t0;
+    assert.ok(took <= 1000, `re-ordered after ${took} ms`);
+    t.diagnostic(`board re-ordered ${took} ms after the submit was acknowledged`);
+    assert.equal(await page.evaluate(() => window.__noReloadMarker), 42, "page was reloaded");
+    const polled = httpRequests.slice(requestsBefore).filter((r) => r.url.includes("/api/"));
+    assert.deepEqual(polled, [], "the live board must not poll the REST API");
+    assert.equal(wsOpened.length, 1, "one WebSocket");
+    const bobRow = (await boardRows(page))[0];
+    assert.equal(bobRow.score, "150");
+    assert.equal(bobRow.name, "Bob");
+  });
+
+  test("find a player, follow them live, and get an 'overtaken' toast", async () => {
+    await page.fill("form[role=search] input", "alice");
+    await page.click("form[role=search] button[type=submit]");
+    await waitFor("alice's rank", async () => (await page.textContent("[data-testid=player-rank]")) === "2");
+    assert.equal(await page.textContent("[data-testid=player-score]"), "100");
+    assert.match(await page.textContent("[data-testid=player-result]"), /100\.00 %|50\.00 %/);
+    assert.equal(await page.locator("table.board tr.me[data-user=alice]").count(), 1);
+
+    // 404: a clear "no entry" message.
+    await page.fill("form[role=search] input", "nobody-here");
+    await page.click("form[role=search] button[type=submit]");
+    await waitFor("no-entry message", async () => (await page.locator("[data-testid=no-entry]").count()) === 1);
+    assert.match(await page.textContent("[data-testid=no-entry]"), /No entry for nobody-here/);
+
+    await page.fill("form[role=search] input", "alice");
+    await page.click("form[role=search] button[type=submit]");
+    await waitFor("alice's rank again", async () => (await page.textContent("[data-testid=player-rank]")) === "2");
+    await sleep(300); // the rank subscription is live (its first push has arrived)
+
+    await server.submit(key, { user_id: "carol", score: 400, display_name: "Carol" });
+    const toast = page.locator("[data-testid=toast]", { hasText: "overtaken: 2 → 3" });
+    await toast.waitFor({ state: "visible", timeout: 3000 });
+    await waitFor("live rank 3", async () => (await page.textContent("[data-testid=player-rank]")) === "3");
+    await waitFor("live region", async () =>
+      /overtaken: rank 2 to 3/.test(await page.textContent("[data-testid=live-region]")),
+    );
+
+    await server.submit(key, { user_id: "alice", score: 1000 });
+    await page.locator("[data-testid=toast]", { hasText: "↑ 3 → 1" }).waitFor({ state: "visible", timeout: 3000 });
+    await waitFor("alice first", async () => (await boardRows(page))[0]?.user === "alice");
+
+    // A burst of changes never stacks more than 3 toasts.
+    for (let i = 0; i < 8; i++) {
+      await server.submit(key, { user_id: `burst-${i}`, score: 1200 + i * 10 });
+    }
+    await sleep(1500);
+    const visible = await page.locator("[data-testid=toast]").count();
+    assert.ok(visible >= 1 && visible <= 3, `visible toasts: ${visible}`);
+  });
+
+  test("server restart (SIGTERM): reconnecting, then connected, and the board is right", async () => {
+    const socketsBefore = wsOpened.length;
+    const seqBefore = Number(await page.getAttribute("table.board", "data-seq"));
+    const stopping = server.stop();
+    await waitFor("status reconnecting", async () => (await statusOf(page)).state === "reconnecting", {
+      timeoutMs: 20_000,
+      intervalMs: 50,
+    });
+    assert.match((await statusOf(page)).text, /Reconnecting \(attempt \d+\)/);
+    await stopping;
+    // While down the page keeps showing the last board and keeps retrying.
+    await sleep(1000);
+    assert.equal((await statusOf(page)).state, "reconnecting");
+    await server.start();
+    await waitFor("status connected again", async () => (await statusOf(page)).state === "connected", {
+      timeoutMs: 30_000,
+    });
+    assert.ok(wsOpened.length > socketsBefore, "a new socket was opened");
+
+    // A change after the restart still reaches the page (seq kept growing across the restart).
+    await server.submit(key, { user_id: "dave", score: 5000, display_name: "Dave" });
+    await waitFor("dave first", async () => (await boardRows(page))[0]?.user === "dave", { timeoutMs: 3000 });
+    const seqAfter = Number(await page.getAttribute("table.board", "data-seq"));
+    assert.ok(seqAfter > seqBefore, `seq ${seqAfter} > ${seqBefore}`);
+    const truth = await server.top();
+    const shown = await boardRows(page);
+    assert.deepEqual(
+      shown.map((r) => [r.rank, r.user, r.score]),
+      truth.entries.map((e) => [e.rank, e.user_id, e.score.toLocaleString("en-US")]),
+    );
+    // And the followed player is followed again on the new socket.
+    const rankOf = async (u) => (await (await fetch(`${server.url}/api/leaderboard/rank/${u}`)).json()).rank;
+    const aliceBefore = await rankOf("alice");
+    await server.submit(key, { user_id: "erin", score: 5500 });
+    const aliceAfter = await rankOf("alice");
+    assert.equal(aliceAfter, aliceBefore + 1);
+    await page
+      .locator("[data-testid=toast]", { hasText: `overtaken: ${aliceBefore} → ${aliceAfter}` })
+      .waitFor({ state: "visible", timeout: 3000 });
+  });
+
+  test("submit panel: key in sessionStorage only, ack and problem details shown", async () => {
+    await page.click("button.disclosure");
+    await page.fill("input[type=password]", "lbk_wrong");
+    const panel = page.locator("section.submit");
+    await panel.locator("label:has-text('user_id') + input").fill("frank");
+    await panel.locator("label:has-text('Score') + input").fill("77");
+    await panel.locator("label:has-text('Display name') + input").fill("Frank");
+    await panel.locator("button[type=submit]").click();
+    await waitFor("401 problem", async () => /401/.test(await panel.locator("[data-testid=submit-result]").textContent()));
+    assert.match(await panel.locator("[data-testid=submit-result]").textContent(), /unauthorized/);
+
+    await page.fill("input[type=password]", key);
+    await panel.locator("button[type=submit]").click();
+    await waitFor("ack", async () => /Accepted:/.test(await panel.locator("[data-testid=submit-result]").textContent()));
+    assert.match(await panel.locator("[data-testid=submit-result]").textContent(), /frank now has 77 on global/);
+    const storage = await page.evaluate(() => ({
+      session: sessionStorage.getItem("leaderboard.apiKey"),
+      local: Object.keys(localStorage).length,
+    }));
+    assert.equal(storage.session, key);
+    assert.equal(storage.local, 0);
+    await page.click("button.disclosure");
+  });
+
+  test("1008: a bad key on the live socket shows the auth failure and does not hammer", async () => {
+    const ctx = await browser.newContext({ viewport: { width: 1000, height: 700 } });
+    const p2 = await ctx.newPage();
+    const sockets = [];
+    p2.on("websocket", (ws) => sockets.push(ws.url()));
+    try {
+      await p2.goto(`${server.url}/`);
+      await waitFor("connected", async () => (await statusOf(p2)).state === "connected", { timeoutMs: 15_000 });
+      await p2.click("button.disclosure");
+      await p2.fill("input[type=password]", "lbk_definitely_not_a_key");
+      await p2.check("section.submit input[type=checkbox]");
+      await waitFor("offline (auth)", async () => (await statusOf(p2)).state === "offline", { timeoutMs: 10_000 });
+      assert.match((await statusOf(p2)).text, /authentication failed/);
+      const n = sockets.length;
+      await sleep(3000);
+      assert.equal(sockets.length, n, "no reconnect loop after 1008");
+      // Unticking the box drops the key and reconnects.
+      await p2.uncheck("section.submit input[type=checkbox]");
+      await waitFor("connected again", async () => (await statusOf(p2)).state === "connected", { timeoutMs: 10_000 });
+    } finally {
+      await ctx.close();
+    }
+  });
+
+  test("phone width: no horizontal scrolling, board readable", async () => {
+    const ctx = await browser.newContext({ viewport: { width: 375, height: 740 }, isMobile: true, hasTouch: true });
+    const p3 = await ctx.newPage();
+    try {
+      await p3.goto(`${server.url}/`);
+      await waitFor("rows", async () => (await boardRows(p3)).length >= 5);
+      const overflow = await p3.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+      assert.ok(overflow <= 0, `horizontal overflow ${overflow}px`);
+    } finally {
+      await ctx.close();
+    }
+  });
+
+  test("screenshots of the live board and of ?screen=1", async () => {
+    mkdirSync(IMG_DIR, { recursive: true });
+    // A realistic board: ~24 named players with spread-out totals (several submissions each).
+    let s = 7;
+    const rnd = () => ((s = (s * 48271) % 2147483647) / 2147483647);
+    for (const [id, name] of ROSTER) {
+      const games = 2 + Math.floor(rnd() * 4);
+      for (let g = 0; g < games; g++) {
+        await server.submit(key, { user_id: id, display_name: name, score: 900 + Math.floor(rnd() * 2600) });
+      }
+    }
+    await page.setViewportSize({ width: 1280, height: 860 });
+    await page.goto(`${server.url}/?player=luna`);
+    await waitFor("connected", async () => (await statusOf(page)).state === "connected");
+    await waitFor("10 rows", async () => (await boardRows(page)).length === 10);
+    await waitFor("luna's rank", async () => Number(await page.textContent("[data-testid=player-rank]")) > 0);
+    // One live move into the top 10, so the screenshot shows the followed row, the move marks and a toast.
+    const entries = (await server.top("global", 100)).entries;
+    const luna = entries.find((e) => e.user_id === "luna");
+    const fourth = entries.find((e) => e.rank === 4);
+    assert.ok(luna && fourth && luna.rank > 4, "luna starts below rank 4");
+    await server.submit(key, { user_id: "luna", score: fourth.score - luna.score + 40 });
+    await page.locator("[data-testid=toast]", { hasText: `↑ ${luna.rank} → 4` }).waitFor({ timeout: 3000 });
+    await waitFor("luna on the board", async () => (await boardRows(page))[3]?.user === "luna", { timeoutMs: 3000 });
+    await waitFor("neighbourhood refreshed", async () =>
+      (await page.textContent("table.around tr.me td")) === "4",
+    );
+    await sleep(400); // the reorder animation has finished; the move marks are still showing
+    await page.screenshot({ path: join(IMG_DIR, "board.png") });
+
+    const tv = await browser.newContext({ viewport: { width: 1920, height: 1080 }, colorScheme: "dark" });
+    const p4 = await tv.newPage();
+    try {
+      await p4.goto(`${server.url}/?screen=1`);
+      await waitFor("tv rows", async () => (await boardRows(p4)).length === 10);
+      assert.equal(await p4.locator("form, input, select, button").count(), 0, "TV mode has no controls");
+      const lastRow = await p4.locator("table.board tbody tr[data-user]").last().boundingBox();
+      assert.ok(lastRow && lastRow.y + lastRow.height <= 1080, "all 10 rows fit on the TV screen");
+      await sleep(600);
+      await p4.screenshot({ path: join(IMG_DIR, "screen.png") });
+    } finally {
+      await tv.close();
+    }
+    assert.deepEqual(pageErrors, [], "no page errors");
+  });
+  test("under demo traffic (leaderboard.demo) the board keeps up and ends equal to the server's top 10", async (t) => {
+    // A fresh board, so every demo submission moves its top 10.
+    const admin = await server.createKey("admin", "e2e-admin");
+    const res = await fetch(`${server.url}/api/leaderboards`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json", Authorization: `Bearer ${admin}` },
+      body: JSON.stringify({ id: "arena", title: "Arena", sort: "desc", operator: "incr" }),
+      signal: AbortSignal.timeout(10_000),
+    });
+    assert.equal(res.status, 201, await res.text());
+    await page.goto(`${server.url}/?board=arena`);
+    await waitFor("connected", async () => (await statusOf(page)).state === "connected");
+    assert.equal(await page.inputValue(".picker select"), "arena");
+    await waitFor("empty arena board", async () => /No scores/.test(await page.textContent("table.board tbody")));
+
+    const python = join(REPO, ".venv", "bin", "python");
+    const seqs = new Set();
+    const demo = spawn(
+      python,
+      ["-m", "leaderboard.demo", "--url", server.url, "--key", key, "--players", "300", "--rate", "60",
+        "--duration", "8", "--seed", "5", "--connections", "3", "--board", "arena"],
+      { cwd: REPO, stdio: ["ignore", "pipe", "pipe"] },
+    );
+    let out = "";
+    demo.stdout.on("data", (d) => (out += d));
+    demo.stderr.on("data", (d) => (out += d));
+    const exited = new Promise((r) => demo.once("exit", (code) => r(code)));
+    try {
+      const deadline = Date.now() + 30_000;
+      let code = null;
+      while (code === null && Date.now() < deadline) {
+        seqs.add(await page.getAttribute("table.board", "data-seq"));
+        code = await Promise.race([exited, sleep(250).then(() => null)]);
+      }
+      assert.equal(code, 0, `demo exited with ${code}:\n${out}`);
+    } finally {
+      if (demo.exitCode === null) demo.kill("SIGTERM");
+    }
+    assert.match(out, /acked=\d+/);
+    t.diagnostic(`${seqs.size} distinct snapshots seen; demo said: ${out.trim().split("\n").at(-1)}`);
+    assert.ok(seqs.size >= 10, `the page applied ${seqs.size} distinct snapshots while the demo ran`);
+    const truth = await server.top("arena");
+    assert.equal(truth.entries.length, 10);
+    await waitFor("board equals GET /top after the demo", async () => {
+      const shown = await boardRows(page);
+      return (
+        JSON.stringify(shown.map((r) => [r.rank, r.user, r.score])) ===
+        JSON.stringify(truth.entries.map((e) => [e.rank, e.user_id, e.score.toLocaleString("en-US")]))
+      );
+    }, { timeoutMs: 3000 });
+    assert.deepEqual(pageErrors, [], "no page errors");
+  });
+});

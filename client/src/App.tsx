@@ -1,0 +1,134 @@
+import { useCallback, useEffect, useId, useState } from "react";
+import { listBoards } from "./api";
+import { Board } from "./components/Board";
+import { PlayerPanel } from "./components/PlayerPanel";
+import { Status } from "./components/Status";
+import { KEY_FOR_SOCKET_STORAGE, KEY_STORAGE, SubmitPanel } from "./components/SubmitPanel";
+import { LiveRegion, Toasts } from "./components/Toasts";
+import { useStore } from "./hooks";
+import type { BoardInfo } from "./types";
+
+const FALLBACK_BOARDS: BoardInfo[] = [
+  { id: "global", title: "Global", sort: "desc", operator: "incr", created_at: "" },
+];
+
+function readParams() {
+  const p = new URLSearchParams(window.location.search);
+  return {
+    board: p.get("board") || "global",
+    player: p.get("player") || null,
+    screen: p.get("screen") === "1",
+  };
+}
+
+/** Keep the chosen board and followed player in the address bar, so a link reproduces the view. */
+function writeParams(board: string, player: string | null) {
+  const p = new URLSearchParams(window.location.search);
+  if (board === "global") p.delete("board");
+  else p.set("board", board);
+  if (player) p.set("player", player);
+  else p.delete("player");
+  const qs = p.toString();
+  window.history.replaceState(null, "", `${window.location.pathname}${qs ? `?${qs}` : ""}`);
+}
+
+function useBoards(): BoardInfo[] {
+  const [boards, setBoards] = useState<BoardInfo[]>(FALLBACK_BOARDS);
+  useEffect(() => {
+    const ctl = new AbortController();
+    listBoards(ctl.signal).then(
+      (list) => {
+        if (list.length) setBoards(list);
+      },
+      () => {
+        // Keep the fallback; the live board still works over the socket.
+      },
+    );
+    return () => ctl.abort();
+  }, []);
+  return boards;
+}
+
+export function App() {
+  const initial = readParams();
+  const store = useStore();
+  const boards = useBoards();
+  const [board, setBoard] = useState(initial.board);
+  const [player, setPlayer] = useState<string | null>(initial.player);
+  const pickerId = useId();
+
+  useEffect(() => writeParams(board, player), [board, player]);
+
+  useEffect(() => {
+    try {
+      if (sessionStorage.getItem(KEY_FOR_SOCKET_STORAGE) === "1") store.setToken(sessionStorage.getItem(KEY_STORAGE));
+    } catch {
+      // sessionStorage unavailable
+    }
+  }, [store]);
+  const onKeyForLive = useCallback((key: string | null) => store.setToken(key), [store]);
+
+  const info = boards.find((b) => b.id === board);
+  const title = info?.title || board;
+
+  if (initial.screen) {
+    return (
+      <div className="tv">
+        <header className="tv-header">
+          <h1>{title}</h1>
+          <Status compact />
+        </header>
+        <main>
+          <Board board={board} title={`Top 10 · ${title}`} />
+        </main>
+        <LiveRegion />
+      </div>
+    );
+  }
+
+  return (
+    <div className="app">
+      <a className="skip" href="#main">
+        Skip to the leaderboard
+      </a>
+      <header className="topbar">
+        <h1>
+          <span className="logo" aria-hidden="true">
+            ◆
+          </span>{" "}
+          Leaderboard
+        </h1>
+        <div className="picker">
+          <label htmlFor={pickerId}>Board</label>
+          <select id={pickerId} value={board} onChange={(e) => setBoard(e.target.value)}>
+            {boards.map((b) => (
+              <option key={b.id} value={b.id}>
+                {b.title || b.id}
+              </option>
+            ))}
+            {!boards.some((b) => b.id === board) && <option value={board}>{board}</option>}
+          </select>
+        </div>
+        <Status />
+      </header>
+      <main id="main" className="layout">
+        <div className="col-board">
+          <Board
+            board={board}
+            title={`Top 10 · ${title}${info?.sort === "asc" ? " (lower is better)" : ""}`}
+            highlight={player}
+          />
+          <p className="hint">
+            Live over WebSocket. TV view: <a href={`?screen=1${board !== "global" ? `&board=${board}` : ""}`}>?screen=1</a>
+          </p>
+        </div>
+        <div className="col-side">
+          <PlayerPanel board={board} boardTitle={title} userId={player} onFollow={setPlayer} />
+          <SubmitPanel boards={boards} board={board} onKeyForLive={onKeyForLive} />
+        </div>
+      </main>
+      <Toasts />
+      <LiveRegion />
+    </div>
+  );
+}

@@ -1,0 +1,60 @@
+// REST calls (docs/protocol.md). Errors come back as RFC 9457 problem details.
+
+import type { BoardInfo, PlayerRank, Problem, SubmitAck, SubmitBody } from "./types";
+
+export class ProblemError extends Error {
+  constructor(readonly problem: Problem) {
+    super(problem.detail || problem.title);
+  }
+}
+
+async function readProblem(res: Response): Promise<Problem> {
+  try {
+    const body = (await res.json()) as Partial<Problem>;
+    if (body && typeof body === "object" && typeof body.title === "string") {
+      return { ...body, status: body.status ?? res.status } as Problem;
+    }
+  } catch {
+    // Not JSON (a proxy error page, for instance): fall through to a synthetic problem.
+  }
+  return { title: res.statusText || "Request failed", status: res.status, detail: `HTTP ${res.status}` };
+}
+
+async function request<T>(path: string, init?: RequestInit): Promise<T> {
+  let res: Response;
+  try {
+    res = await fetch(path, init);
+  } catch (err) {
+    throw new ProblemError({ title: "Network error", status: 0, detail: String(err), code: "network" });
+  }
+  if (!res.ok) throw new ProblemError(await readProblem(res));
+  return (await res.json()) as T;
+}
+
+export async function listBoards(signal?: AbortSignal): Promise<BoardInfo[]> {
+  const body = await request<{ boards: BoardInfo[] }>("/api/leaderboards", { signal });
+  return body.boards;
+}
+
+export function getRank(userId: string, board: string, around = 3, signal?: AbortSignal): Promise<PlayerRank> {
+  const q = new URLSearchParams({ board, around: String(around) });
+  return request<PlayerRank>(`/api/leaderboard/rank/${encodeURIComponent(userId)}?${q}`, { signal });
+}
+
+export function submitScore(body: SubmitBody, key: string): Promise<SubmitAck> {
+  return request<SubmitAck>("/api/leaderboard/submit", {
+    method: "POST",
+    headers: { "Content-Type": "application/json", Authorization: `Bearer ${key}` },
+    body: JSON.stringify(body),
+  });
+}
+
+/** crypto.randomUUID exists only in secure contexts (https, localhost); build a v4 UUID otherwise. */
+export function newSessionId(): string {
+  if (typeof crypto.randomUUID === "function") return crypto.randomUUID();
+  const b = crypto.getRandomValues(new Uint8Array(16));
+  b[6] = ((b[6] ?? 0) & 0x0f) | 0x40;
+  b[8] = ((b[8] ?? 0) & 0x3f) | 0x80;
+  const h = Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+}

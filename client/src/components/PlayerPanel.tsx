@@ -1,0 +1,200 @@
+import { useEffect, useId, useRef, useState } from "react";
+import { ProblemError, getRank } from "../api";
+import { formatScore, nameOf, percentileOf } from "../format";
+import { useRank } from "../hooks";
+import type { PlayerRank } from "../types";
+
+type Lookup =
+  | { kind: "idle" }
+  | { kind: "loading" }
+  | { kind: "found"; data: PlayerRank }
+  | { kind: "missing" }
+  | { kind: "error"; message: string };
+
+interface Props {
+  board: string;
+  boardTitle: string;
+  userId: string | null;
+  onFollow(userId: string | null): void;
+}
+
+const USER_ID = /^[A-Za-z0-9_.:@-]{1,64}$/;
+
+/**
+ * Find a player: REST lookup (rank, score, percentile, the players around them), then follow them live
+ * over the socket. A live rank push updates rank/score at once; the neighbours and percentile are
+ * re-read over REST shortly after (one request per burst of changes, not polling).
+ */
+export function PlayerPanel({ board, boardTitle, userId, onFollow }: Props) {
+  const inputId = useId();
+  const [query, setQuery] = useState(userId ?? "");
+  const [invalid, setInvalid] = useState<string | null>(null);
+  const [lookup, setLookup] = useState<Lookup>({ kind: "idle" });
+  const [refreshTick, setRefreshTick] = useState(0);
+  const label = lookup.kind === "found" ? nameOf(lookup.data) : (userId ?? undefined);
+  const live = useRank(board, userId, label);
+
+  useEffect(() => {
+    if (!userId) {
+      setLookup({ kind: "idle" });
+      return;
+    }
+    const ctl = new AbortController();
+    setLookup((prev) => (prev.kind === "found" && prev.data.user_id === userId && prev.data.board === board ? prev : { kind: "loading" }));
+    getRank(userId, board, 3, ctl.signal).then(
+      (data) => setLookup({ kind: "found", data }),
+      (err: unknown) => {
+        if (ctl.signal.aborted) return;
+        if (err instanceof ProblemError && err.problem.status === 404) setLookup({ kind: "missing" });
+        else setLookup({ kind: "error", message: err instanceof Error ? err.message : String(err) });
+      },
+    );
+    return () => ctl.abort();
+  }, [userId, board, refreshTick]);
+
+  // Re-read the neighbourhood after a live change: at once after a quiet spell, then at most once per
+  // 750 ms (a throttle, so a player who keeps moving still gets fresh neighbours). Not polling: only
+  // a push triggers it.
+  const pendingRefresh = useRef<number | null>(null);
+  const lastRefreshAt = useRef(0);
+  const lastRefreshFor = useRef("");
+  useEffect(() => {
+    if (!live || live.rank === null || pendingRefresh.current !== null) return;
+    const sig = `${live.rank}:${live.score}`;
+    const known = lookup.kind === "found" ? `${lookup.data.rank}:${lookup.data.score}` : "";
+    // Once per distinct live state: if REST and the push ever disagree, this must not turn into polling.
+    if (sig === known || sig === lastRefreshFor.current) return;
+    lastRefreshFor.current = sig;
+    const wait = Math.max(0, lastRefreshAt.current + 750 - Date.now());
+    pendingRefresh.current = window.setTimeout(() => {
+      pendingRefresh.current = null;
+      lastRefreshAt.current = Date.now();
+      setRefreshTick((n) => n + 1);
+    }, wait);
+  }, [live, lookup]);
+  useEffect(
+    () => () => {
+      if (pendingRefresh.current !== null) window.clearTimeout(pendingRefresh.current);
+      pendingRefresh.current = null;
+    },
+    [],
+  );
+
+  function submit(ev: React.FormEvent) {
+    ev.preventDefault();
+    const id = query.trim();
+    if (!USER_ID.test(id)) {
+      setInvalid("A user_id is 1–64 characters: letters, digits and _ . : @ -");
+      return;
+    }
+    setInvalid(null);
+    if (id === userId) setRefreshTick((n) => n + 1);
+    else onFollow(id);
+  }
+
+  const data = lookup.kind === "found" ? lookup.data : null;
+  const rank = live?.rank ?? data?.rank ?? null;
+  const score = live && live.rank !== null ? live.score : (data?.score ?? null);
+  const total = data?.total ?? null;
+  const pct = rank !== null && total ? (rank === data?.rank ? data.percentile : percentileOf(rank, total)) : null;
+
+  return (
+    <section className="panel player" aria-labelledby={`${inputId}-h`}>
+      <h2 id={`${inputId}-h`}>Find a player</h2>
+      <form className="search" onSubmit={submit} role="search">
+        <label htmlFor={inputId}>user_id</label>
+        <div className="row">
+          <input
+            id={inputId}
+            name="user_id"
+            value={query}
+            onChange={(e) => setQuery(e.target.value)}
+            placeholder="e.g. player-0042"
+            autoComplete="off"
+            spellCheck={false}
+            aria-invalid={invalid ? true : undefined}
+            aria-describedby={invalid ? `${inputId}-err` : undefined}
+          />
+          <button type="submit">Find</button>
+          {userId && (
+            <button
+              type="button"
+              className="secondary"
+              onClick={() => {
+                onFollow(null);
+                setQuery("");
+              }}
+            >
+              Stop
+            </button>
+          )}
+        </div>
+        {invalid && (
+          <p className="error" id={`${inputId}-err`}>
+            {invalid}
+          </p>
+        )}
+      </form>
+
+      <div className="player-result" aria-live="off" data-testid="player-result">
+        {lookup.kind === "loading" && <p className="muted">Looking up {userId}…</p>}
+        {lookup.kind === "missing" && (rank === null || !live) && (
+          <p className="notice" data-testid="no-entry">
+            No entry for <code>{userId}</code> on {boardTitle}. Following anyway: they appear here as soon as
+            they score.
+          </p>
+        )}
+        {lookup.kind === "error" && <p className="error">Lookup failed: {lookup.message}</p>}
+        {userId && rank !== null && (
+          <>
+            <dl className="stats">
+              <div>
+                <dt>Rank</dt>
+                <dd data-testid="player-rank">{rank.toLocaleString()}</dd>
+              </div>
+              <div>
+                <dt>Score</dt>
+                <dd data-testid="player-score">{formatScore(score)}</dd>
+              </div>
+              <div>
+                <dt>Percentile</dt>
+                <dd>{pct !== null ? `${pct.toFixed(2)} %` : "—"}</dd>
+              </div>
+            </dl>
+            <p className="following">
+              <span className="dot live" aria-hidden="true" /> Following{" "}
+              <strong>{data ? nameOf(data) : userId}</strong> live on {boardTitle}
+            </p>
+            {data && data.around.length > 0 && (
+              <table className="around">
+                <caption>Around {nameOf(data)}</caption>
+                <thead>
+                  <tr>
+                    <th scope="col">Rank</th>
+                    <th scope="col">Player</th>
+                    <th scope="col" className="col-score">
+                      Score
+                    </th>
+                  </tr>
+                </thead>
+                <tbody>
+                  {data.around.map((e) => (
+                    <tr
+                      key={e.user_id}
+                      className={e.user_id === data.user_id ? "me" : undefined}
+                      aria-current={e.user_id === data.user_id ? "true" : undefined}
+                    >
+                      <td>{e.rank}</td>
+                      <th scope="row">{nameOf(e)}</th>
+                      <td className="col-score">{formatScore(e.score)}</td>
+                    </tr>
+                  ))}
+                </tbody>
+              </table>
+            )}
+          </>
+        )}
+      </div>
+    </section>
+  );
+}

@@ -1,0 +1,532 @@
+// The one module that owns the WebSocket. Components read per-topic state through `listen`/`get*`
+// (wired to useSyncExternalStore in hooks.ts), so a rank push re-renders only what reads that rank.
+//
+// Connection state machine:
+//   idle -> connecting -> connected -> (close) -> reconnecting(attempt n) -> connected ...
+//   close 1008 (auth failed)  -> offline, no automatic retry (the user presses Retry or changes the key)
+//   network offline           -> offline until the browser says it is online again
+// Reconnect delay: full jitter, delay = random(0, min(cap, base * 2^attempt)), attempt reset on open.
+// Every (re)connect resubscribes every topic; the server answers each subscribe with a fresh snapshot.
+// A `top` snapshot whose seq is <= the last one applied for that board is dropped (seq only grows).
+
+import type { TimerHandle, Timers } from "./clock";
+import { DEFAULT_TOAST_OPTIONS, ToastQueue, type ToastOptions } from "./toasts";
+import type { Entry, ErrorPush, RankPush, ServerFrame, TopPush } from "./types";
+
+export const WS_OPEN = 1;
+
+/** The part of the browser WebSocket the store uses. */
+export interface SocketLike {
+  readonly readyState: number;
+  send(data: string): void;
+  close(code?: number, reason?: string): void;
+  onopen: ((ev: unknown) => void) | null;
+  onclose: ((ev: { code: number; reason: string }) => void) | null;
+  onmessage: ((ev: { data: unknown }) => void) | null;
+  onerror: ((ev: unknown) => void) | null;
+}
+
+export interface BackoffOptions {
+  baseMs: number;
+  capMs: number;
+}
+
+export const DEFAULT_BACKOFF: BackoffOptions = { baseMs: 250, capMs: 10_000 };
+
+/** Full-jitter exponential backoff: a uniform draw in [0, min(cap, base * 2^attempt)). */
+export function backoffDelay(attempt: number, random: () => number, opts: BackoffOptions = DEFAULT_BACKOFF): number {
+  const ceiling = Math.min(opts.capMs, opts.baseMs * 2 ** Math.min(attempt, 30));
+  return Math.floor(random() * ceiling);
+}
+
+export interface StoreDeps {
+  url: string;
+  createSocket: (url: string) => SocketLike;
+  timers: Timers;
+  random: () => number;
+  backoff?: BackoffOptions;
+  /** Send a ping this often while connected; close and reconnect if nothing arrives for 2.5x as long. */
+  heartbeatMs?: number;
+  toasts?: ToastOptions;
+}
+
+export type ConnState = "idle" | "connecting" | "connected" | "reconnecting" | "offline";
+
+export interface ConnStatus {
+  state: ConnState;
+  /** The reconnect attempt in progress or scheduled (1-based), 0 when connected. */
+  attempt: number;
+  /** Why we are offline: "auth" (closed with 1008) or "network". */
+  reason: "auth" | "network" | null;
+  lastCloseCode: number | null;
+  /** When the scheduled reconnect fires (timers.now() clock), or null. */
+  retryAt: number | null;
+}
+
+export interface TopState {
+  board: string;
+  seq: number;
+  total: number;
+  entries: readonly Entry[];
+  receivedAt: number;
+}
+
+export interface RankState {
+  board: string;
+  userId: string;
+  rank: number | null;
+  previousRank: number | null;
+  score: number | null;
+  seq: number | null;
+  receivedAt: number;
+}
+
+export interface Announcement {
+  id: number;
+  text: string;
+}
+
+type Sub =
+  | { kind: "top"; board: string; limit: number; refs: number }
+  | { kind: "rank"; board: string; userId: string; refs: number };
+
+export const topKey = (board: string): string => `top:${board}`;
+export const rankKey = (board: string, userId: string): string => `rank:${board}:${userId}`;
+export const STATUS_KEY = "status";
+export const ANNOUNCE_KEY = "announce";
+const errorKey = (subKey: string): string => `error:${subKey}`;
+
+export class LiveStore {
+  readonly toasts: ToastQueue;
+  /** Snapshots dropped because their seq was not newer (for tests and the debug overlay). */
+  droppedSnapshots = 0;
+  /** Total sockets opened (for tests). */
+  connects = 0;
+
+  private status: ConnStatus = { state: "idle", attempt: 0, reason: null, lastCloseCode: null, retryAt: null };
+  private socket: SocketLike | null = null;
+  private started = false;
+  private networkOnline = true;
+  private token: string | null = null;
+  private attempt = 0;
+  private reconnectTimer: TimerHandle | null = null;
+  private heartbeatTimer: TimerHandle | null = null;
+  private lastMessageAt = 0;
+  private nextRef = 1;
+  private readonly refToSub = new Map<number, string>();
+  private readonly subs = new Map<string, Sub>();
+  private readonly tops = new Map<string, TopState>();
+  private readonly lastTopSeq = new Map<string, number>();
+  private readonly ranks = new Map<string, RankState>();
+  private readonly labels = new Map<string, string>();
+  private readonly errors = new Map<string, ErrorPush>();
+  private readonly listeners = new Map<string, Set<() => void>>();
+  private announcement: Announcement | null = null;
+  private readonly backoff: BackoffOptions;
+  private readonly heartbeatMs: number;
+
+  constructor(private readonly deps: StoreDeps) {
+    this.backoff = deps.backoff ?? DEFAULT_BACKOFF;
+    this.heartbeatMs = deps.heartbeatMs ?? 20_000;
+    this.toasts = new ToastQueue(deps.timers, deps.toasts ?? DEFAULT_TOAST_OPTIONS);
+    this.toasts.subscribe(() => {
+      const latest = this.toasts.visible.at(-1);
+      if (latest && latest.id !== this.announcement?.id) this.announce(latest.id, latest.spoken);
+    });
+  }
+
+  // ---- lifecycle ------------------------------------------------------------------------------------
+
+  start(): void {
+    if (this.started) return;
+    this.started = true;
+    this.attempt = 0;
+    if (this.networkOnline) this.connect();
+    else this.setStatus({ state: "offline", attempt: 0, reason: "network", retryAt: null });
+  }
+
+  stop(): void {
+    this.started = false;
+    this.cancelReconnect();
+    this.dropSocket(1000, "client stopped");
+    this.toasts.clear();
+    this.setStatus({ state: "idle", attempt: 0, reason: null, retryAt: null });
+  }
+
+  /** Reconnect now (after an auth failure, or when the user does not want to wait for the backoff). */
+  retry(): void {
+    if (!this.started) return;
+    this.cancelReconnect();
+    this.dropSocket(1000, "retry");
+    this.attempt = 0;
+    if (this.networkOnline) this.connect();
+  }
+
+  /** The browser's online/offline events. */
+  setNetworkOnline(online: boolean): void {
+    if (online === this.networkOnline) return;
+    this.networkOnline = online;
+    if (!this.started) return;
+    if (!online) {
+      this.cancelReconnect();
+      this.dropSocket(1000, "network offline");
+      this.setStatus({ state: "offline", attempt: 0, reason: "network", retryAt: null });
+    } else if (this.status.reason !== "auth") {
+      this.attempt = 0;
+      this.connect();
+    }
+  }
+
+  /** A credential sent in an `auth` frame after every open (needed when public reads are off). */
+  setToken(token: string | null): void {
+    const next = token && token.trim() ? token.trim() : null;
+    if (next === this.token) return;
+    this.token = next;
+    if (this.started && (this.socket || this.status.reason === "auth")) this.retry();
+  }
+
+  // ---- subscriptions --------------------------------------------------------------------------------
+
+  /** Follow a board's top-N. Returns the release function (reference counted). */
+  watchTop(board: string, limit = 10): () => void {
+    return this.watch(topKey(board), () => ({ kind: "top", board, limit, refs: 0 }));
+  }
+
+  /** Follow one player's rank on a board. `label` is how toasts name them. */
+  watchRank(board: string, userId: string, label?: string): () => void {
+    const key = rankKey(board, userId);
+    if (label || !this.labels.has(key)) this.labels.set(key, label ?? userId);
+    return this.watch(key, () => ({ kind: "rank", board, userId, refs: 0 }));
+  }
+
+  /** How toasts and announcements name a followed player (e.g. the display name once known). */
+  setRankLabel(board: string, userId: string, label: string): void {
+    this.labels.set(rankKey(board, userId), label);
+  }
+
+  private watch(key: string, make: () => Sub): () => void {
+    let sub = this.subs.get(key);
+    if (!sub) {
+      sub = make();
+      this.subs.set(key, sub);
+      this.errors.delete(key);
+      if (this.isOpen()) this.sendSubscribe(key, sub, "subscribe");
+    }
+    sub.refs += 1;
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      const current = this.subs.get(key);
+      if (!current) return;
+      current.refs -= 1;
+      if (current.refs > 0) return;
+      this.subs.delete(key);
+      if (current.kind === "rank") {
+        // A later follow of the same player starts fresh (no toast against a stale rank).
+        this.ranks.delete(key);
+        this.emit(key);
+      }
+      if (this.isOpen()) this.sendSubscribe(key, current, "unsubscribe");
+    };
+  }
+
+  // ---- reads (stable references until the topic changes) --------------------------------------------
+
+  listen(key: string, listener: () => void): () => void {
+    let set = this.listeners.get(key);
+    if (!set) {
+      set = new Set();
+      this.listeners.set(key, set);
+    }
+    set.add(listener);
+    return () => {
+      set.delete(listener);
+    };
+  }
+
+  getStatus(): ConnStatus {
+    return this.status;
+  }
+
+  getTop(board: string): TopState | undefined {
+    return this.tops.get(topKey(board));
+  }
+
+  getRank(board: string, userId: string): RankState | undefined {
+    return this.ranks.get(rankKey(board, userId));
+  }
+
+  /** The last `error` frame that answered a subscribe for this topic key (e.g. unknown board). */
+  getError(key: string): ErrorPush | undefined {
+    return this.errors.get(key);
+  }
+
+  getAnnouncement(): Announcement | null {
+    return this.announcement;
+  }
+
+  /** Announce a message through the polite live region. */
+  announce(id: number, text: string): void {
+    this.announcement = { id, text };
+    this.emit(ANNOUNCE_KEY);
+  }
+
+  // ---- socket ---------------------------------------------------------------------------------------
+
+  private isOpen(): boolean {
+    return this.socket !== null && this.socket.readyState === WS_OPEN && this.status.state === "connected";
+  }
+
+  private connect(): void {
+    this.cancelReconnect();
+    this.dropSocket(1000, "reconnect");
+    const first = this.connects === 0;
+    this.setStatus({
+      state: first ? "connecting" : "reconnecting",
+      attempt: first ? 0 : Math.max(this.attempt, 1),
+      reason: null,
+      retryAt: null,
+    });
+    let socket: SocketLike;
+    try {
+      socket = this.deps.createSocket(this.deps.url);
+    } catch {
+      this.scheduleReconnect(null);
+      return;
+    }
+    this.connects += 1;
+    this.socket = socket;
+    socket.onopen = () => {
+      if (this.socket !== socket) return;
+      this.onOpen();
+    };
+    socket.onmessage = (ev) => {
+      if (this.socket !== socket) return;
+      this.onMessage(ev.data);
+    };
+    socket.onclose = (ev) => {
+      if (this.socket !== socket) return;
+      this.socket = null;
+      this.onClose(ev.code);
+    };
+    socket.onerror = () => {
+      // Always followed by close; nothing to do here.
+    };
+  }
+
+  private onOpen(): void {
+    this.attempt = 0;
+    this.lastMessageAt = this.deps.timers.now();
+    this.setStatus({ state: "connected", attempt: 0, reason: null, retryAt: null });
+    if (this.token) this.send({ type: "auth", token: this.token });
+    for (const [key, sub] of this.subs) this.sendSubscribe(key, sub, "subscribe");
+    this.scheduleHeartbeat();
+  }
+
+  private onClose(code: number): void {
+    this.stopHeartbeat();
+    this.status = { ...this.status, lastCloseCode: code };
+    if (!this.started) return;
+    if (code === 1008) {
+      // Authentication failed: retrying with the same credential would only hammer the server.
+      this.setStatus({ state: "offline", attempt: 0, reason: "auth", retryAt: null });
+      return;
+    }
+    if (!this.networkOnline) {
+      this.setStatus({ state: "offline", attempt: 0, reason: "network", retryAt: null });
+      return;
+    }
+    this.scheduleReconnect(code);
+  }
+
+  private scheduleReconnect(code: number | null): void {
+    const delay = backoffDelay(this.attempt, this.deps.random, this.backoff);
+    this.attempt += 1;
+    const retryAt = this.deps.timers.now() + delay;
+    this.setStatus({ state: "reconnecting", attempt: this.attempt, reason: null, retryAt, lastCloseCode: code });
+    this.reconnectTimer = this.deps.timers.setTimeout(() => {
+      this.reconnectTimer = null;
+      this.connect();
+    }, delay);
+  }
+
+  private cancelReconnect(): void {
+    if (this.reconnectTimer !== null) this.deps.timers.clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = null;
+  }
+
+  /** Detach and close the current socket without running the close handling for it. */
+  private dropSocket(code: number, reason: string): void {
+    const s = this.socket;
+    if (!s) return;
+    this.socket = null;
+    this.stopHeartbeat();
+    s.onopen = s.onmessage = s.onerror = null;
+    s.onclose = null;
+    try {
+      s.close(code, reason);
+    } catch {
+      // Closing a socket that is still connecting may throw in some browsers; it is gone either way.
+    }
+  }
+
+  private scheduleHeartbeat(): void {
+    this.stopHeartbeat();
+    this.heartbeatTimer = this.deps.timers.setTimeout(() => {
+      this.heartbeatTimer = null;
+      if (!this.isOpen()) return;
+      const silentFor = this.deps.timers.now() - this.lastMessageAt;
+      if (silentFor > this.heartbeatMs * 2.5) {
+        // A half-open TCP connection never fires close; treat long silence as a drop.
+        this.dropSocket(4000, "heartbeat timeout");
+        this.onClose(4000);
+        return;
+      }
+      this.send({ type: "ping", ref: "hb" });
+      this.scheduleHeartbeat();
+    }, this.heartbeatMs);
+  }
+
+  private stopHeartbeat(): void {
+    if (this.heartbeatTimer !== null) this.deps.timers.clearTimeout(this.heartbeatTimer);
+    this.heartbeatTimer = null;
+  }
+
+  private send(frame: Record<string, unknown>): void {
+    if (this.socket && this.socket.readyState === WS_OPEN) this.socket.send(JSON.stringify(frame));
+  }
+
+  private sendSubscribe(key: string, sub: Sub, type: "subscribe" | "unsubscribe"): void {
+    const ref = this.nextRef++;
+    this.refToSub.set(ref, key);
+    if (this.refToSub.size > 256) {
+      const oldest = this.refToSub.keys().next().value;
+      if (oldest !== undefined) this.refToSub.delete(oldest);
+    }
+    if (sub.kind === "top") {
+      const frame: Record<string, unknown> = { type, ref, board: sub.board, topics: ["top"] };
+      if (type === "subscribe") frame.limit = sub.limit;
+      this.send(frame);
+    } else {
+      this.send({ type, ref, board: sub.board, topics: ["rank"], user_id: sub.userId });
+    }
+  }
+
+  // ---- frames ---------------------------------------------------------------------------------------
+
+  private onMessage(data: unknown): void {
+    this.lastMessageAt = this.deps.timers.now();
+    if (typeof data !== "string") return;
+    let frame: ServerFrame;
+    try {
+      frame = JSON.parse(data) as ServerFrame;
+    } catch {
+      return;
+    }
+    if (!frame || typeof frame !== "object") return;
+    switch (frame.type) {
+      case "top":
+        this.applyTop(frame);
+        break;
+      case "rank":
+        this.applyRank(frame);
+        break;
+      case "error":
+        this.applyError(frame);
+        break;
+      default:
+        break;
+    }
+  }
+
+  /** Apply a `top` snapshot unless it is not newer than the last one applied for that board. */
+  applyTop(msg: TopPush): boolean {
+    const last = this.lastTopSeq.get(msg.board);
+    if (last !== undefined && msg.seq <= last) {
+      this.droppedSnapshots += 1;
+      return false;
+    }
+    this.lastTopSeq.set(msg.board, msg.seq);
+    const key = topKey(msg.board);
+    this.tops.set(key, {
+      board: msg.board,
+      seq: msg.seq,
+      total: msg.total,
+      entries: msg.entries,
+      receivedAt: this.deps.timers.now(),
+    });
+    if (this.errors.delete(key)) this.emit(errorKey(key));
+    this.emit(key);
+    return true;
+  }
+
+  /** Apply a `rank` push for a followed player; raise a toast when the rank moved. */
+  applyRank(msg: RankPush): boolean {
+    const key = rankKey(msg.board, msg.user_id);
+    if (!this.subs.has(key)) return false; // a late push after unfollow
+    const prev = this.ranks.get(key);
+    const seq = typeof msg.seq === "number" ? msg.seq : null;
+    if (prev && prev.seq !== null && seq !== null && seq < prev.seq) {
+      this.droppedSnapshots += 1;
+      return false;
+    }
+    this.ranks.set(key, {
+      board: msg.board,
+      userId: msg.user_id,
+      rank: msg.rank,
+      previousRank: msg.previous_rank,
+      score: msg.score,
+      seq,
+      receivedAt: this.deps.timers.now(),
+    });
+    // Prefer our own last known rank: after a reconnect the server's first push has previous_rank null
+    // even if the player moved while we were away.
+    const from = prev ? prev.rank : msg.previous_rank;
+    if (from !== null && from !== undefined && msg.rank !== null && from !== msg.rank) {
+      this.toasts.push(from, msg.rank, this.labels.get(key) ?? msg.user_id);
+    }
+    this.emit(key);
+    return true;
+  }
+
+  private applyError(msg: ErrorPush): void {
+    if (typeof msg.ref !== "number") return;
+    const key = this.refToSub.get(msg.ref);
+    if (!key) return;
+    this.errors.set(key, msg);
+    this.emit(errorKey(key));
+  }
+
+  listenError(key: string, listener: () => void): () => void {
+    return this.listen(errorKey(key), listener);
+  }
+
+  // ---- plumbing -------------------------------------------------------------------------------------
+
+  private setStatus(patch: Partial<ConnStatus>): void {
+    this.status = { ...this.status, ...patch };
+    this.emit(STATUS_KEY);
+  }
+
+  private emit(key: string): void {
+    const set = this.listeners.get(key);
+    if (!set) return;
+    for (const l of [...set]) l();
+  }
+}
+
+/** The production store: a real WebSocket to /ws on the page's origin. */
+export function createBrowserStore(): LiveStore {
+  const proto = window.location.protocol === "https:" ? "wss:" : "ws:";
+  return new LiveStore({
+    url: `${proto}//${window.location.host}/ws`,
+    createSocket: (url) => new WebSocket(url) as unknown as SocketLike,
+    timers: {
+      now: () => Date.now(),
+      setTimeout: (fn, ms) => window.setTimeout(fn, ms),
+      clearTimeout: (h) => window.clearTimeout(h as number),
+    },
+    random: Math.random,
+  });
+}

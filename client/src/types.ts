@@ -1,0 +1,97 @@
+// Wire types from docs/protocol.md. Only what the UI reads or sends.
+
+export interface Entry {
+  rank: number;
+  user_id: string;
+  display_name: string | null;
+  score: number;
+}
+
+export interface TopPush {
+  type: "top";
+  board: string;
+  seq: number;
+  total: number;
+  entries: Entry[];
+}
+
+export interface RankPush {
+  type: "rank";
+  board: string;
+  user_id: string;
+  rank: number | null;
+  previous_rank: number | null;
+  score: number | null;
+  seq?: number | null;
+}
+
+export interface ErrorPush {
+  type: "error";
+  ref?: string | number | null;
+  code: string;
+  detail: string;
+}
+
+export interface AuthReply {
+  type: "auth";
+  ok: boolean;
+  role?: string;
+  user_id?: string | null;
+}
+
+export type ServerFrame =
+  | TopPush
+  | RankPush
+  | ErrorPush
+  | AuthReply
+  | { type: "subscribed" | "unsubscribed"; ref?: string | number | null; board: string; topics: string[] }
+  | { type: "pong"; ref?: string | number | null }
+  | { type: "ack"; ref?: string | number | null };
+
+export interface BoardInfo {
+  id: string;
+  title: string;
+  sort: "desc" | "asc";
+  operator: "incr" | "best" | "set";
+  created_at: string;
+  total?: number | null;
+}
+
+export interface PlayerRank {
+  board: string;
+  user_id: string;
+  display_name: string | null;
+  rank: number;
+  score: number;
+  total: number;
+  percentile: number;
+  around: Entry[];
+}
+
+export interface SubmitAck {
+  accepted: boolean;
+  duplicate: boolean;
+  board: string;
+  user_id: string;
+  score: number;
+  rank: number | null;
+  session_id: string;
+}
+
+/** RFC 9457 problem details. */
+export interface Problem {
+  type?: string;
+  title: string;
+  status: number;
+  detail?: string;
+  code?: string;
+  errors?: { loc: (string | number)[]; msg: string }[] | null;
+}
+
+export interface SubmitBody {
+  user_id: string;
+  score: number;
+  board: string;
+  session_id: string;
+  display_name?: string;
+}
