@@ -4,7 +4,10 @@ Per board (all keys share the `{board}` hash tag, so a board lives in one Redis 
     lb:{b}:z      sorted set  user_id -> sort key (smaller is better; see ranking.py)
     lb:{b}:v      hash        user_id -> version of the committed row the member reflects
     lb:{b}:n      hash        user_id -> display name
-    lb:{b}:seq    counter     the board's change counter (the `seq` of pushes); only grows
+    lb:{b}:seq    counter     the board's change counter (the `seq` of pushes); only grows. Each change sets
+                              it to max(seq + 1, highest version written * 1024), so it stays below
+                              (last version issued + 1) * 1024 and Postgres can vouch for a floor
+                              (Store.seq_floor) when Redis is lost or unreachable.
     lb:{b}:ready  flag        present only while the sorted set is complete; absent = read Postgres
     lb:{b}:lock   lock        held by the process rebuilding the board
     lb:{b}:ev     channel     change events: {"s": seq, "t": commit time, "c": [[user, old_key, new_key], ...]}
@@ -55,6 +58,7 @@ _WRITE = """
 local z, v, n, seqk = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local count = tonumber(ARGV[3])
 local changes, members = {}, {}
+local vmax = 0
 local i = 4
 for _ = 1, count do
   local m, key, ver, name = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3]
@@ -67,6 +71,7 @@ for _ = 1, count do
     redis.call('HSET', v, m, ver)
     if name ~= '' then redis.call('HSET', n, m, name) end
     if (not old) or tonumber(old) ~= tonumber(key) then changes[#changes + 1] = {m, old or false, key} end
+    if ver > vmax then vmax = ver end
   end
 end
 for j = i, #ARGV do members[#members + 1] = ARGV[j] end
@@ -77,7 +82,8 @@ for _, m in ipairs(members) do
 end
 local seq = tonumber(redis.call('GET', seqk) or '0')
 if #changes > 0 then
-  seq = redis.call('INCR', seqk)
+  seq = math.max(seq + 1, vmax * 1024)
+  redis.call('SET', seqk, string.format('%.0f', seq))
   redis.call('PUBLISH', ARGV[1], cjson.encode({s = seq, t = ARGV[2], c = changes}))
 end
 return {redis.call('EXISTS', KEYS[5]), seq, ranks}
@@ -145,10 +151,10 @@ end
 return 1
 """
 
-# KEYS seq ready ev... ; ARGV max_version -> mark complete; seq never goes back, even after Redis lost it
+# KEYS seq ready ev; ARGV seq floor -> mark complete; seq never goes back, even after Redis lost it
 _FINISH = """
-local seq = math.max(tonumber(redis.call('GET', KEYS[1]) or '0'), tonumber(ARGV[1])) + 1
-redis.call('SET', KEYS[1], seq)
+local seq = math.max(tonumber(redis.call('GET', KEYS[1]) or '0') + 1, tonumber(ARGV[1]))
+redis.call('SET', KEYS[1], string.format('%.0f', seq))
 redis.call('SET', KEYS[2], '1')
 redis.call('PUBLISH', KEYS[3], cjson.encode({s = seq, reset = true}))
 return seq
@@ -286,7 +292,7 @@ class Cache:
                 await self._load(keys=[k.z, k.v, k.n], args=args)
                 await self.r.pexpire(k.lock, 30_000)
                 count += len(rows)
-            await self._finish(keys=[k.seq, k.ready, k.ev], args=[await self.store.max_version(board)])
+            await self._finish(keys=[k.seq, k.ready, k.ev], args=[await self.store.seq_floor()])
             obs.cache_ready(board, True)
             obs.rebuild(board, "ok", time.perf_counter() - started)
             log.info("rebuilt board %s: %d members in %.2fs", board, count, time.perf_counter() - started)

@@ -27,7 +27,7 @@ from redis.exceptions import RedisError
 
 from . import observability as obs
 from . import ranking
-from .cache import EVENT_PATTERN, Cache, board_of_channel
+from .cache import EVENT_PATTERN, Cache, Keys, board_of_channel
 from .protocol import CLOSE_BEHIND, encode
 from .store import BoardInfo, Store
 
@@ -290,19 +290,20 @@ class Hub:
 
     async def _seq(self, board_id: str) -> int:
         try:
-            return int(await self.r.get(f"lb:{{{board_id}}}:seq") or 0)
+            return int(await self.r.get(Keys(board_id).seq) or 0)
         except RedisError:
-            return 0
+            return await self.store.seq_floor()
 
     async def _snapshot(self, b: _Board, limit: int) -> tuple[int, list[dict[str, Any]], int]:
-        """(seq, entries, total) of the board's top `limit`. seq is 0 only while Redis is unreachable."""
+        """(seq, entries, total) of the board's top `limit`, from Redis when ready, else from Postgres."""
         sort = b.info.sort
         try:
             seq, page = await self.cache.top(b.info.id, 0, limit)
         except RedisError:
             obs.redis_fallback("top")
-            seq, page = 0, None
+            seq, page = await self.store.seq_floor(), None
         if page is None:
+            seq = seq or await self.store.seq_floor()  # a Redis that lost everything has no seq yet
             total, first, rows = await self.store.top(b.info, limit, 0)
             items = [(u, n, k) for u, n, _, k in rows]
         else:
@@ -321,8 +322,9 @@ class Hub:
             seq, found = await self.cache.follow(b.info.id, users)
         except RedisError:
             obs.redis_fallback("follow")
-            seq, found = 0, None
+            seq, found = await self.store.seq_floor(), None
         if found is None:
+            seq = seq or await self.store.seq_floor()
             found = await self.store.follow(b.info.id, users)
         return seq, found
 

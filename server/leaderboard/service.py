@@ -47,6 +47,7 @@ class Leaderboard:
             obs.redis_fallback("top")
         try:
             if page is None:
+                seq = seq or await self.store.seq_floor()
                 total, first, rows = await self.store.top(info, limit, offset)
                 page = total, first, [(u, n, k) for u, n, _, k in rows]
         except _DB_DOWN:

@@ -28,7 +28,7 @@ class Settings(BaseSettings):
     drain_timeout_s: float = Field(default=10.0, gt=0)
 
     public_read: bool = True
-    player_token_secret: str | None = None
+    player_token_secret: str | None = Field(default=None, min_length=32)  # HS256 needs >= 256 bits of key
 
     batch_max: int = Field(default=500, ge=1)
     db_pool_size: int = Field(default=10, ge=2)

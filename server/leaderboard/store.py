@@ -148,7 +148,8 @@ SELECT l.user_id, l.sort_key, l.version, u.display_name
 FROM leaderboard l JOIN users u ON u.user_id = l.user_id
 WHERE l.board_id = $1 AND l.user_id > $2 ORDER BY l.user_id LIMIT $3
 """
-SQL_MAX_VERSION = "SELECT coalesce(max(version), 0) FROM leaderboard WHERE board_id = $1"
+SQL_LAST_VERSION = "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM leaderboard_version_seq"
+SEQ_SCALE = 1024  # push seq = version * SEQ_SCALE + changes applied out of version order (cache.py _WRITE)
 
 
 def _board(row: asyncpg.Record) -> BoardInfo:
@@ -247,9 +248,10 @@ class Store:
             yield rows
             after = rows[-1]["user_id"]
 
-    async def max_version(self, board_id: str) -> int:
-        n: int = await self.pool.fetchval(SQL_MAX_VERSION, board_id)
-        return n
+    async def seq_floor(self) -> int:
+        """A push `seq` at least as high as any the cache has issued: see the seq notes in cache.py."""
+        last: int = await self.pool.fetchval(SQL_LAST_VERSION)
+        return (last + 1) * SEQ_SCALE - 1
 
 
 async def _apply(con: Con, batch: Sequence[tuple[Submission, uuid.UUID, BoardInfo]]) -> BatchResult:
@@ -318,9 +320,10 @@ async def _apply(con: Con, batch: Sequence[tuple[Submission, uuid.UUID, BoardInf
         await con.execute(SQL_DELETE_SESSIONS, refused)
 
     # 5. Duplicates answer with the board's current value (after this batch).
-    for i, o in enumerate(outcomes):  # a repeat, in this batch, of a submission this batch refused
-        first = outcomes[first_of[batch[i][1]]]
-        if o.duplicate and first.error is not None:
+    for i, o in enumerate(outcomes):  # a repeat, in this batch, of a new submission this batch refused
+        sid = batch[i][1]
+        first = outcomes[first_of[sid]]
+        if o.duplicate and sid not in logged and first.error is not None:
             o.duplicate, o.error = False, first.error
     dups = sorted({(batch[i][2].id, batch[i][0].user_id) for i, o in enumerate(outcomes) if o.duplicate})
     if dups:

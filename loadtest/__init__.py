@@ -1,0 +1,1 @@
+"""Load generator for the leaderboard service: ``python -m loadtest --url URL --key KEY SCENARIO``."""

@@ -1,0 +1,261 @@
+"""Fixtures: real Postgres + real Redis (embedded, or the servers named by LEADERBOARD_TEST_*), real uvicorn.
+
+Session: one database (a fresh `lb_test_<random>` on a given server, or an embedded one), migrated once.
+Each test that asks for `clean` (directly or through `make_server`) starts from an empty database (the
+`global` board only) and an empty Redis db.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import shutil
+import socket
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+import redis.asyncio as aioredis
+
+from helpers import SECRET, Keys, ServerURL, Services, dsn_with_database, free_port
+
+TRUNCATE = "TRUNCATE users, game_sessions, leaderboard, api_keys RESTART IDENTITY"
+
+
+@pytest.fixture(scope="session")
+def _tmp_root() -> Iterator[Path]:
+    # Short path: the embedded Postgres puts its unix socket in here (108-byte limit).
+    root = Path(tempfile.mkdtemp(prefix="lbt-"))
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+async def services(_tmp_root: Path) -> AsyncIterator[Services]:
+    from leaderboard.embedded import EmbeddedPostgres, EmbeddedRedis
+    from leaderboard.migrations import apply_migrations
+
+    stops: list[Callable[[], Any]] = []
+    db_url = os.environ.get("LEADERBOARD_TEST_DATABASE_URL")
+    redis_url = os.environ.get("LEADERBOARD_TEST_REDIS_URL")
+    try:
+        if db_url:
+            admin_dsn = db_url
+            name = f"lb_test_{secrets.token_hex(6)}"
+            con = await asyncpg.connect(admin_dsn)
+            try:
+                await con.execute(f'CREATE DATABASE "{name}"')
+            finally:
+                await con.close()
+
+            async def drop() -> None:
+                con = await asyncpg.connect(admin_dsn)
+                try:
+                    await con.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                finally:
+                    await con.close()
+
+            stops.append(drop)
+            dsn = dsn_with_database(admin_dsn, name)
+        else:
+            pg = EmbeddedPostgres(_tmp_root / "pg")
+            admin_dsn = await asyncio.to_thread(pg.start)
+            stops.append(pg.stop)
+            con = await asyncpg.connect(admin_dsn)
+            try:
+                await con.execute('CREATE DATABASE "lb_test"')
+            finally:
+                await con.close()
+            dsn = dsn_with_database(admin_dsn, "lb_test")
+        if not redis_url:
+            rd = EmbeddedRedis(_tmp_root / "redis", port=free_port())
+            redis_url = await asyncio.to_thread(rd.start)
+            stops.append(rd.stop)
+        await apply_migrations(dsn)
+        yield Services(dsn=dsn, redis_url=redis_url, admin_dsn=admin_dsn, embedded=not db_url)
+    finally:
+        for stop in reversed(stops):
+            result = stop()
+            if asyncio.iscoroutine(result):
+                await result
+
+
+@pytest.fixture(scope="session")
+async def pool(services: Services) -> AsyncIterator[asyncpg.Pool]:
+    p = await asyncpg.create_pool(services.dsn, min_size=1, max_size=4)
+    yield p
+    await p.close()
+
+
+@pytest.fixture(scope="session")
+async def rds(services: Services) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.from_url(services.redis_url, decode_responses=True)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def scratch_db(services: Services) -> AsyncIterator[str]:
+    """The DSN of a new, empty database on the test server (dropped afterwards)."""
+    name = f"lb_scratch_{secrets.token_hex(6)}"
+    con = await asyncpg.connect(services.admin_dsn)
+    try:
+        await con.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await con.close()
+    yield dsn_with_database(services.admin_dsn, name)
+    con = await asyncpg.connect(services.admin_dsn)
+    try:
+        await con.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await con.close()
+
+
+@pytest.fixture
+async def clean(pool: asyncpg.Pool, rds: aioredis.Redis) -> None:
+    """An empty database (only the `global` board) and an empty Redis db."""
+    async with pool.acquire() as con:
+        await con.execute(TRUNCATE)
+        await con.execute("DELETE FROM leaderboards WHERE id <> 'global'")
+    await rds.flushdb()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# In-process servers
+
+
+@pytest.fixture
+async def make_server(
+    services: Services, clean: None, tmp_path: Path
+) -> AsyncIterator[Callable[..., Awaitable[ServerURL]]]:
+    import uvicorn
+
+    from leaderboard.app import create_app
+    from leaderboard.settings import Settings
+
+    running: list[tuple[uvicorn.Server, asyncio.Task[None]]] = []
+
+    async def stop(server: uvicorn.Server, task: asyncio.Task[None]) -> None:
+        server.should_exit = True
+        try:
+            await asyncio.wait_for(asyncio.shield(task), 30)
+        except TimeoutError:
+            server.force_exit = True
+            await asyncio.wait_for(task, 10)
+
+    async def factory(*, send_buffer: int | None = None, **overrides: Any) -> ServerURL:
+        """Start create_app(Settings(**overrides)) on uvicorn, port 0. `send_buffer` pins SO_SNDBUF of
+        accepted sockets (inherited from the listener), i.e. a narrow network path instead of 4 MB buffers."""
+        kwargs: dict[str, Any] = {
+            "database_url": services.dsn,
+            "redis_url": services.redis_url,
+            "player_token_secret": SECRET,
+            "data_dir": tmp_path / f"server{len(running)}",
+            "push_interval_ms": 50,
+            "drain_timeout_s": 1,
+        }
+        kwargs.update(overrides)
+        settings = Settings(**kwargs)
+        config = uvicorn.Config(
+            create_app(settings),
+            host="127.0.0.1",
+            port=0,
+            lifespan="on",
+            ws="websockets-sansio",
+            log_config=None,
+            access_log=False,
+            timeout_graceful_shutdown=3,
+        )
+        server = uvicorn.Server(config)
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if send_buffer is not None:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
+        listener.bind(("127.0.0.1", 0))
+        task = asyncio.create_task(server.serve(sockets=[listener]))
+        running.append((server, task))
+        for _ in range(600):
+            if server.started or task.done():
+                break
+            await asyncio.sleep(0.05)
+        if not server.started:
+            if task.done():
+                task.result()
+            raise RuntimeError("server did not start (lifespan failed?)")
+        port = listener.getsockname()[1]
+        url = ServerURL(f"http://127.0.0.1:{port}")
+        url.settings = settings
+
+        async def stop_this() -> None:
+            await stop(server, task)
+
+        url.stop = stop_this
+        return url
+
+    yield factory
+    for server, task in reversed(running):
+        if not task.done():
+            await stop(server, task)
+
+
+@pytest.fixture
+async def server(make_server: Callable[..., Awaitable[ServerURL]]) -> ServerURL:
+    return await make_server()
+
+
+@pytest.fixture
+async def keys(pool: asyncpg.Pool, clean: None) -> Keys:
+    from leaderboard.auth import create_api_key
+
+    return Keys(
+        admin=await create_api_key(pool, "admin", "test-admin"),
+        submit=await create_api_key(pool, "submit", "test-submit"),
+        read=await create_api_key(pool, "read", "test-read"),
+    )
+
+
+@pytest.fixture
+async def make_client() -> AsyncIterator[Callable[..., httpx.AsyncClient]]:
+    clients: list[httpx.AsyncClient] = []
+
+    def factory(base_url: str, credential: str | None = None) -> httpx.AsyncClient:
+        headers = {"Authorization": f"Bearer {credential}"} if credential else {}
+        client = httpx.AsyncClient(base_url=base_url, headers=headers, timeout=30)
+        clients.append(client)
+        return client
+
+    yield factory
+    for client in clients:
+        await client.aclose()
+
+
+@pytest.fixture
+def api(server: ServerURL, keys: Keys, make_client: Callable[..., httpx.AsyncClient]) -> httpx.AsyncClient:
+    """A game server's client: submit key."""
+    return make_client(server, keys.submit)
+
+
+@pytest.fixture
+def admin(server: ServerURL, keys: Keys, make_client: Callable[..., httpx.AsyncClient]) -> httpx.AsyncClient:
+    return make_client(server, keys.admin)
+
+
+@pytest.fixture
+def anon(server: ServerURL, make_client: Callable[..., httpx.AsyncClient]) -> httpx.AsyncClient:
+    return make_client(server)
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[Any]:
+    """A Redis of this test's own (even in system-services mode), which the test may stop and restart."""
+    from leaderboard.embedded import EmbeddedRedis
+
+    rd = EmbeddedRedis(tmp_path / "private-redis", port=free_port())
+    rd.start()
+    yield rd
+    rd.stop()

@@ -1,0 +1,183 @@
+"""Faults: Redis going away and coming back, a cold (flushed) Redis rebuilt in full while serving."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import asyncpg
+import httpx
+import redis.asyncio as aioredis
+
+from helpers import (
+    Keys,
+    assert_cache_matches_pg,
+    assert_problem,
+    cache_key,
+    eventually,
+    full_listing,
+    percentile,
+    pg_values,
+    rank,
+    ranked,
+    submit,
+    subscribe_top,
+    top,
+    ws_connect,
+)
+
+
+async def check_reads(api: httpx.AsyncClient, expected: dict[str, int], *probe: str) -> None:
+    """Every listing and the given players' ranks agree with the reference ranking of `expected`."""
+    want = ranked(expected, "desc")
+    listing = await full_listing(api)
+    assert [(e["rank"], e["user_id"], e["score"]) for e in listing] == [
+        (e["rank"], e["user_id"], e["score"]) for e in want
+    ]
+    by_user = {e["user_id"]: e for e in want}
+    for user in probe:
+        r = await rank(api, user, around=1)
+        assert (r["rank"], r["score"], r["total"]) == (by_user[user]["rank"], expected[user], len(expected))
+        assert r["percentile"] == percentile(r["rank"], len(expected))
+
+
+async def test_redis_outage_degrades_then_recovers(
+    make_server: Any, private_redis: Any, keys: Keys, make_client: Any, pool: asyncpg.Pool
+) -> None:
+    server = await make_server(redis_url=private_redis.url)
+    api = make_client(server, keys.submit)
+    anon = make_client(server)
+    expected = {f"u{i:02d}": i * 10 for i in range(20)}
+    await asyncio.gather(*(submit(api, u, v) for u, v in expected.items()))
+    cache = aioredis.from_url(private_redis.url, decode_responses=True)
+    try:
+        async with ws_connect(server) as ws:
+            await subscribe_top(ws)
+            seen_seq = max(ws.max_seq(), (await top(api))["seq"])
+
+            private_redis.stop()
+            # submissions still commit and ack with a correct rank
+            ack = await submit(api, "u00", 1000)
+            expected["u00"] += 1000
+            assert (ack["score"], ack["rank"]) == (1000, 1)
+            ack = await submit(api, "newbie", 95)
+            expected["newbie"] = 95
+            assert ack["rank"] == next(e["rank"] for e in ranked(expected, "desc") if e["user_id"] == "newbie")
+            assert await pg_values(pool) == expected
+            # reads still answer, from Postgres
+            await check_reads(api, expected, "newbie", "u00", "u05")
+            # a client (re)subscribing now gets the current board
+            async with ws_connect(server) as late:
+                snap = await subscribe_top(late)
+                assert [e["user_id"] for e in snap["entries"][:2]] == ["u00", "u19"]
+                assert snap["total"] == len(expected)
+                seen_seq = max(seen_seq, snap["seq"])
+            # not ready, and says why
+            problem = assert_problem(await anon.get("/readyz"), 503, "unavailable")
+            assert "redis" in (problem["detail"] + str(problem.get("checks", ""))).lower(), problem
+            assert (await anon.get("/healthz")).status_code == 200
+
+            private_redis.start()  # same port; its AOF still holds the pre-outage (now stale) board
+
+            async def ready() -> None:
+                assert (await anon.get("/readyz")).status_code == 200
+
+            await eventually(ready, within=30)
+            await eventually(lambda: assert_cache_matches_pg(pool, cache), within=30)
+            await check_reads(api, expected, "newbie", "u00", "u05")
+
+            # pushes resume on the same socket, and seq never went back
+            ack = await submit(api, "late", 5000)
+            expected["late"] = 5000
+            assert ack["rank"] == 1
+            push = await ws.recv_type("top", within=10, where=lambda m: m["entries"][0]["user_id"] == "late")
+            assert push["seq"] > seen_seq
+            assert push["total"] == len(expected)
+    finally:
+        await cache.aclose()
+
+
+async def test_seq_does_not_go_back_while_redis_is_down(
+    make_server: Any, private_redis: Any, keys: Keys, make_client: Any
+) -> None:
+    """Clients drop any snapshot whose seq is not greater than the last one they applied, so a snapshot of a
+    changed board must carry a greater seq, also while Redis is away (docs/protocol.md, `top`)."""
+    server = await make_server(redis_url=private_redis.url)
+    api = make_client(server, keys.submit)
+    await submit(api, "a", 10)
+    async with ws_connect(server) as ws:
+        before = (await subscribe_top(ws))["seq"]
+    private_redis.stop()
+    await submit(api, "b", 20)  # the board changed
+    async with ws_connect(server) as ws:
+        snap = await subscribe_top(ws)
+    assert [e["user_id"] for e in snap["entries"]] == ["b", "a"]
+    assert snap["seq"] > before, (snap["seq"], before)
+    page = await top(api)
+    assert page["seq"] > before, (page["seq"], before)
+
+
+async def test_submissions_during_outage_are_not_lost_across_restart(
+    make_server: Any, private_redis: Any, keys: Keys, make_client: Any, pool: asyncpg.Pool
+) -> None:
+    server = await make_server(redis_url=private_redis.url)
+    api = make_client(server, keys.submit)
+    await submit(api, "a", 10)
+    await submit(api, "b", 20)
+    private_redis.stop()
+    # b overtakes nobody, a overtakes b: the restarted Redis must not keep the old order
+    await submit(api, "a", 15)
+    private_redis.start()
+    cache = aioredis.from_url(private_redis.url, decode_responses=True)
+    try:
+        await eventually(lambda: assert_cache_matches_pg(pool, cache), within=30)
+        page = await top(api)
+        assert [(e["rank"], e["user_id"], e["score"]) for e in page["entries"]] == [
+            (1, "a", 25),
+            (2, "b", 20),
+        ]
+    finally:
+        await cache.aclose()
+
+
+async def test_cold_redis_is_rebuilt_in_full_while_serving(
+    make_server: Any, keys: Keys, make_client: Any, pool: asyncpg.Pool, rds: aioredis.Redis
+) -> None:
+    server = await make_server(rebuild_batch=100)
+    api = make_client(server, keys.submit)
+    expected = {f"p{i:03d}": (i * 7) % 250 for i in range(300)}  # ties included
+    users = list(expected)
+    for chunk in range(0, 300, 50):
+        await asyncio.gather(*(submit(api, u, expected[u]) for u in users[chunk : chunk + 50]))
+    seq_before = (await top(api))["seq"]
+    await assert_cache_matches_pg(pool, rds)
+
+    await rds.flushdb()
+    # reads during the rebuild are correct, whichever store answers them
+    await asyncio.gather(check_reads(api, expected, "p250", "p001"), check_reads(api, expected, "p299"))
+    ack = await submit(api, "p007", 1000)
+    expected["p007"] += 1000
+    assert ack["rank"] == 1
+
+    await eventually(lambda: assert_cache_matches_pg(pool, rds), within=30)
+    assert await rds.zcard(cache_key("global")) == 300  # every member, not just the top 10
+    await check_reads(api, expected, "p250", "p007", "p100")
+    page = await top(api)
+    assert page["seq"] > seq_before  # seq survives the lost Redis
+
+
+async def test_cold_redis_at_start_is_warmed(
+    make_server: Any, keys: Keys, make_client: Any, pool: asyncpg.Pool, rds: aioredis.Redis
+) -> None:
+    first = await make_server()
+    api = make_client(first, keys.submit)
+    expected = {f"w{i:02d}": i for i in range(30)}
+    await asyncio.gather(*(submit(api, u, v) for u, v in expected.items()))
+    seq_before = (await top(api))["seq"]
+    await first.stop()
+    await rds.flushdb()
+    second = await make_server()
+    api2 = make_client(second, keys.submit)
+    await eventually(lambda: assert_cache_matches_pg(pool, rds), within=30)
+    await check_reads(api2, expected, "w00", "w29")
+    assert (await top(api2))["seq"] > seq_before
