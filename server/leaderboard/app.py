@@ -30,6 +30,7 @@ from .auth import Authenticator
 from .cache import Cache
 from .fanout import Hub
 from .logs import RequestIdMiddleware, configure_logging
+from .outbox import watchdog
 from .protocol import Refused
 from .service import Leaderboard
 from .settings import Settings
@@ -146,6 +147,10 @@ def create_app(settings: Settings, *, drain_on_signal: bool = False) -> Starlett
         svc.tasks += [
             asyncio.create_task(hub.listen(), name="fanout-listener"),
             asyncio.create_task(_watch_redis(svc), name="redis-watch"),
+            asyncio.create_task(
+                watchdog(lambda: (c.outbox for c in svc.connections), settings.slow_socket_timeout_s),
+                name="slow-socket-watchdog",
+            ),
         ]
         try:
             await cache.warm(await store.boards())

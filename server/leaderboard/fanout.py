@@ -5,8 +5,8 @@
         top:  one Redis read for the largest limit subscribed; each changed snapshot is encoded once and the
               same string goes to every subscriber's mailbox
         rank: only followed players whose key some change crossed are re-read (one Redis call per board)
-    mailbox: latest-wins slot per topic, drained by the socket's own sender task; a socket whose send stays
-             blocked longer than the slow-socket timeout is closed with 1013.
+    outbox: the frame bytes go straight to every writable socket; a blocked one keeps the latest push per
+            topic (outbox.py) and is closed with 1013 if it stays blocked.
 
 Redis work per flush depends on boards and followed players in this process, never on the number of sockets.
 """
@@ -16,8 +16,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,79 +26,24 @@ from redis.exceptions import RedisError
 from . import observability as obs
 from . import ranking
 from .cache import EVENT_PATTERN, Cache, Keys, board_of_channel
-from .protocol import CLOSE_BEHIND, encode
+from .outbox import Encoded, Outbox
+from .protocol import encode
 from .store import BoardInfo, Store
 
 log = logging.getLogger(__name__)
-
-MAX_REPLIES = 256  # queued replies per socket before we stop reading its frames (backpressure)
-
-
-class Mailbox:
-    """What one socket still has to send. Pushes are latest-wins per topic; replies keep their order."""
-
-    def __init__(self, send: Callable[[str], Awaitable[None]], close: Callable[[int], Awaitable[None]]) -> None:
-        self._send, self._close = send, close
-        self.pending: dict[tuple[str, str, str], str] = {}
-        self.replies: deque[str] = deque()
-        self.wake = asyncio.Event()
-        self.room = asyncio.Event()
-        self.room.set()
-        self.sending_since: float | None = None
-        self.subs: set[tuple[str, str, str]] = set()  # ("top", board, "") / ("rank", board, user_id)
-        self.closed = False
-
-    def push(self, key: tuple[str, str, str], text: str) -> None:
-        self.pending.pop(key, None)  # re-insert: the newest push goes to the back of the line
-        self.pending[key] = text
-        self.wake.set()
-
-    def reply(self, text: str) -> None:
-        self.replies.append(text)
-        if len(self.replies) >= MAX_REPLIES:
-            self.room.clear()
-        self.wake.set()
-
-    def behind(self, now: float, limit: float) -> bool:
-        return self.sending_since is not None and now - self.sending_since > limit
-
-    async def run(self, slow_timeout: float) -> None:
-        """The socket's sender task: drain replies first, then the latest pushes."""
-        loop = asyncio.get_running_loop()
-        while not self.closed:
-            await self.wake.wait()
-            self.wake.clear()
-            while self.replies or self.pending:
-                if self.replies:
-                    text = self.replies.popleft()
-                    if len(self.replies) < MAX_REPLIES // 2:
-                        self.room.set()
-                else:
-                    text = self.pending.pop(next(iter(self.pending)))
-                self.sending_since = loop.time()
-                try:
-                    await asyncio.wait_for(self._send(text), slow_timeout)
-                except TimeoutError:
-                    log.warning("closing a socket that stopped reading its pushes (1013)")
-                    obs.slow_socket_closed()
-                    self.closed = True
-                    await self._close(CLOSE_BEHIND)
-                    return
-                finally:
-                    self.sending_since = None
 
 
 @dataclass(slots=True)
 class _Follow:
     key: int | None = None
     rank: int | None = None
-    mailboxes: set[Mailbox] = field(default_factory=set)
+    mailboxes: set[Outbox] = field(default_factory=set)
 
 
 @dataclass(slots=True)
 class _Board:
     info: BoardInfo
-    top: dict[int, set[Mailbox]] = field(default_factory=dict)  # limit -> subscribers
+    top: dict[int, set[Outbox]] = field(default_factory=dict)  # limit -> subscribers
     follows: dict[str, _Follow] = field(default_factory=dict)
     last_top: dict[int, Any] = field(default_factory=dict)  # limit -> entries last pushed
     cut: tuple[int, float] = (0, 0.0)  # (entries, key of the last) in the last snapshot read
@@ -121,7 +64,7 @@ class Hub:
 
     # ---- subscriptions ------------------------------------------------------------------------------------
 
-    async def subscribe_top(self, mb: Mailbox, board: BoardInfo, limit: int) -> None:
+    async def subscribe_top(self, mb: Outbox, board: BoardInfo, limit: int) -> None:
         b = self.boards.setdefault(board.id, _Board(board))
         for subs in b.top.values():
             subs.discard(mb)
@@ -131,7 +74,7 @@ class Hub:
         seq, entries, total = await self._snapshot(b, limit)
         mb.push(("top", board.id, ""), _top_message(board.id, seq, total, entries))
 
-    async def subscribe_rank(self, mb: Mailbox, board: BoardInfo, user_id: str) -> None:
+    async def subscribe_rank(self, mb: Outbox, board: BoardInfo, user_id: str) -> None:
         b = self.boards.setdefault(board.id, _Board(board))
         f = b.follows.get(user_id)
         if f is None:
@@ -145,7 +88,7 @@ class Hub:
         obs.subscribers(board.id, "rank", sum(len(x.mailboxes) for x in b.follows.values()))
         mb.push(("rank", board.id, user_id), _rank_message(b.info, user_id, f, None, seq))
 
-    def unsubscribe(self, mb: Mailbox, topic: str, board_id: str, user_id: str = "") -> None:
+    def unsubscribe(self, mb: Outbox, topic: str, board_id: str, user_id: str = "") -> None:
         mb.subs.discard((topic, board_id, user_id))
         b = self.boards.get(board_id)
         if b is None:
@@ -166,7 +109,7 @@ class Hub:
         if not b.top and not b.follows:
             del self.boards[board_id]
 
-    def detach(self, mb: Mailbox) -> None:
+    def detach(self, mb: Outbox) -> None:
         for topic, board_id, user_id in list(mb.subs):
             self.unsubscribe(mb, topic, board_id, user_id)
 
@@ -348,13 +291,13 @@ def _touches_top(b: _Board, changes: list[tuple[str, float | None, float]]) -> b
     return any(new <= cut or (old is not None and old <= cut) for _, old, new in changes)
 
 
-def _top_message(board: str, seq: int, total: int, entries: list[dict[str, Any]]) -> str:
-    return encode({"type": "top", "board": board, "seq": seq, "total": total, "entries": entries})
+def _top_message(board: str, seq: int, total: int, entries: list[dict[str, Any]]) -> Encoded:
+    return Encoded(encode({"type": "top", "board": board, "seq": seq, "total": total, "entries": entries}))
 
 
-def _rank_message(info: BoardInfo, user: str, f: _Follow, previous: int | None, seq: int) -> str:
+def _rank_message(info: BoardInfo, user: str, f: _Follow, previous: int | None, seq: int) -> Encoded:
     score = None if f.key is None else ranking.value_of(f.key, info.sort)
-    return encode(
+    return Encoded(encode(
         {"type": "rank", "board": info.id, "user_id": user, "rank": f.rank, "previous_rank": previous,
          "score": score, "seq": seq}
-    )  # fmt: skip
+    ))  # fmt: skip

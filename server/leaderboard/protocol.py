@@ -215,12 +215,12 @@ def parse_frame(data: str | bytes) -> Frame:
     return frame
 
 
-def encode(message: dict[str, Any]) -> str:
-    """A text frame. Pushes are encoded once and the same string goes to every subscriber."""
-    return orjson.dumps(message).decode()
+def encode(message: dict[str, Any]) -> bytes:
+    """The JSON of a text frame (UTF-8). Pushes are encoded once for every subscriber."""
+    return orjson.dumps(message)
 
 
-def error_frame(code: str, detail: str, ref: Ref = None) -> str:
+def error_frame(code: str, detail: str, ref: Ref = None) -> bytes:
     return encode({"type": "error", "ref": ref, "code": code, "detail": detail})
 
 

@@ -10,7 +10,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from . import observability as obs
 from .auth import Principal
-from .fanout import Mailbox
+from .outbox import Encoded, Outbox, raw_protocol
 from .protocol import (
     CLOSE_ERROR,
     CLOSE_POLICY,
@@ -48,7 +48,7 @@ class Connection:
     def __init__(self, ws: WebSocket, svc: Services) -> None:
         self.ws, self.svc = ws, svc
         self.principal: Principal = Principal("anonymous")
-        self.mailbox = Mailbox(self._send, self._close)
+        self.outbox = Outbox(self._send, self._close, raw_protocol(ws._send))
         self.inflight: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(MAX_INFLIGHT)
 
@@ -76,10 +76,9 @@ class Connection:
             return
         obs.ws_connected(1)
         self.svc.connections.add(self)
-        sender = asyncio.create_task(self.mailbox.run(settings.slow_socket_timeout_s))
         try:
-            while not self.mailbox.closed:
-                await self.mailbox.room.wait()
+            while not self.outbox.closed:
+                await self.outbox.room.wait()
                 msg = await self.ws.receive()
                 if msg["type"] == "websocket.disconnect":
                     break
@@ -99,16 +98,16 @@ class Connection:
             await self._close(CLOSE_ERROR, "internal error")
         finally:
             self.svc.connections.discard(self)
-            self.svc.hub.detach(self.mailbox)
+            self.svc.hub.detach(self.outbox)
             for task in self.inflight:
                 task.cancel()
-            sender.cancel()
+            self.outbox.cancel()
             obs.ws_connected(-1)
 
     async def _drain_replies(self, timeout: float = 2.0) -> None:
         """Give the sender a moment to deliver queued replies (acks) before a close."""
         deadline = asyncio.get_running_loop().time() + timeout
-        while self.mailbox.replies and asyncio.get_running_loop().time() < deadline:
+        while self.outbox.replies and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.01)
 
     async def _dispatch(self, data: str) -> None:
@@ -116,7 +115,7 @@ class Connection:
             frame = parse_frame(data)
         except FrameError as exc:
             obs.ws_message_in("invalid")
-            self.mailbox.reply(error_frame(exc.code, exc.detail, exc.ref))
+            self.outbox.reply(Encoded(error_frame(exc.code, exc.detail, exc.ref)))
             return
         kind = getattr(frame, "type", "?")
         obs.ws_message_in(kind)
@@ -124,7 +123,7 @@ class Connection:
             with obs.background_task(f"ws.{kind}"):
                 await self._handle(frame)
         except Refused as exc:
-            self.mailbox.reply(error_frame(exc.code, exc.detail, frame.ref))
+            self.outbox.reply(Encoded(error_frame(exc.code, exc.detail, frame.ref)))
 
     async def _handle(self, frame: Frame) -> None:
         svc = self.svc
@@ -156,12 +155,12 @@ class Connection:
             self._reply(frame, "ack", **ack.model_dump(mode="json"))
             obs.ws_message_out("ack")
         except Refused as exc:
-            self.mailbox.reply(error_frame(exc.code, exc.detail, frame.ref))
+            self.outbox.reply(Encoded(error_frame(exc.code, exc.detail, frame.ref)))
         finally:
             self._slots.release()
 
     async def _subscribe(self, frame: SubscribeFrame) -> None:
-        hub, mb = self.svc.hub, self.mailbox
+        hub, mb = self.svc.hub, self.outbox
         board = await self.svc.lb.board(frame.board)
         if frame.type == "unsubscribe":
             for topic in frame.topics:
@@ -178,7 +177,7 @@ class Connection:
             await hub.subscribe_rank(mb, board, frame.user_id)
 
     def _reply(self, frame: Frame, kind: str, **fields: Any) -> None:
-        self.mailbox.reply(encode({"type": kind, "ref": frame.ref, **fields}))
+        self.outbox.reply(Encoded(encode({"type": kind, "ref": frame.ref, **fields})))
 
     async def shutdown(self, timeout: float) -> None:
         """Graceful drain: let in-flight submissions commit and be acked, then close with 1012."""

@@ -1,0 +1,162 @@
+"""Per-socket outbox: what one WebSocket still has to send, and the cheapest way to send it.
+
+A push is encoded once per process into a ready-made WebSocket text frame; for every subscriber whose
+transport is writable the same bytes are written straight to it, with no task switch and no per-socket
+encoding (like websockets' broadcast()). Only a socket that cannot take bytes right now gets a sender task,
+and its outbox keeps just the latest push per topic (latest wins) and a bounded queue of replies. A socket
+that stays blocked longer than the slow-socket timeout is closed with 1013 by `watchdog()`.
+
+The direct write needs uvicorn's sans-I/O WebSocket protocol (`leaderboard serve` runs it); behind any other
+server every send simply takes the ASGI path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from websockets.protocol import State
+
+from . import observability as obs
+from .protocol import CLOSE_BEHIND
+
+log = logging.getLogger(__name__)
+
+MAX_REPLIES = 256  # queued replies per socket before we stop reading its frames (backpressure)
+ABORT_AFTER = 5.0  # seconds a 1013 close may take before the connection is cut
+
+
+class Encoded:
+    """One message, encoded once: the JSON text and the unmasked server-to-client text frame."""
+
+    __slots__ = ("data", "text")
+
+    def __init__(self, payload: bytes) -> None:
+        self.text = payload.decode()
+        n = len(payload)
+        if n < 126:
+            head = bytes((0x81, n))
+        elif n < 65536:
+            head = bytes((0x81, 126)) + n.to_bytes(2, "big")
+        else:
+            head = bytes((0x81, 127)) + n.to_bytes(8, "big")
+        self.data = head + payload
+
+
+def raw_protocol(send: Callable[..., Any]) -> Any | None:
+    """uvicorn's sans-I/O protocol behind an ASGI `send`, unwrapping middleware closures; None if not found."""
+    for _ in range(10):
+        owner = getattr(send, "__self__", None)
+        if owner is not None:
+            needed = ("transport", "writable", "conn", "close_sent", "handshake_complete", "disconnected")
+            return owner if all(hasattr(owner, a) for a in needed) else None
+        code, cells = getattr(send, "__code__", None), getattr(send, "__closure__", None)
+        if code is None or not cells or "send" not in code.co_freevars:
+            return None
+        send = cells[code.co_freevars.index("send")].cell_contents
+    return None
+
+
+class Outbox:
+    def __init__(
+        self, send: Callable[[str], Awaitable[None]], close: Callable[[int], Awaitable[None]], raw: Any | None
+    ) -> None:
+        self._send, self._close, self._raw = send, close, raw
+        self.pending: dict[tuple[str, str, str], Encoded] = {}
+        self.replies: deque[Encoded] = deque()
+        self.room = asyncio.Event()  # cleared while too many replies wait: the reader stops reading frames
+        self.room.set()
+        self.blocked_since: float | None = None
+        self.subs: set[tuple[str, str, str]] = set()  # ("top", board, "") / ("rank", board, user_id)
+        self.closed = False
+        self._sender: asyncio.Task[None] | None = None
+
+    def _write_now(self, frame: Encoded) -> bool:
+        """Write the frame to the transport at once if nothing is queued and it can take bytes."""
+        p = self._raw
+        if p is None or self._sender is not None or self.closed:
+            return False
+        if p.close_sent or p.disconnected or not p.handshake_complete or not p.writable.is_set():
+            return False
+        if p.conn.state is not State.OPEN or p.transport.is_closing():
+            return False
+        p.transport.write(frame.data)
+        return True
+
+    def push(self, key: tuple[str, str, str], frame: Encoded) -> None:
+        if self._write_now(frame) or self.closed:
+            return
+        self.pending.pop(key, None)  # latest wins, and goes to the back of the line
+        self.pending[key] = frame
+        self._wake()
+
+    def reply(self, frame: Encoded) -> None:
+        if self._write_now(frame) or self.closed:
+            return
+        self.replies.append(frame)
+        if len(self.replies) >= MAX_REPLIES:
+            self.room.clear()
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._sender is None:
+            self.blocked_since = asyncio.get_running_loop().time()
+            self._sender = asyncio.create_task(self._drain())
+
+    async def _drain(self) -> None:
+        """The slow path: send through ASGI (waiting for the peer to read), replies first, then pushes."""
+        try:
+            while self.replies or self.pending:
+                if self.replies:
+                    frame = self.replies.popleft()
+                    if len(self.replies) < MAX_REPLIES // 2:
+                        self.room.set()
+                else:
+                    frame = self.pending.pop(next(iter(self.pending)))
+                await self._send(frame.text)
+                self.blocked_since = asyncio.get_running_loop().time() if (self.replies or self.pending) else None
+        except Exception:  # the peer went away; the receive loop sees the disconnect
+            self.closed = True
+        finally:
+            self._sender = None
+            self.blocked_since = None
+
+    def behind(self, now: float, limit: float) -> bool:
+        return self.blocked_since is not None and now - self.blocked_since > limit
+
+    async def close_behind(self) -> None:
+        """Close with 1013 a socket that stopped reading; cut it if even the close cannot get through."""
+        self.closed = True
+        if self._sender is not None:
+            self._sender.cancel()
+        self.pending.clear()
+        self.replies.clear()
+        self.room.set()
+        try:
+            await asyncio.wait_for(self._close(CLOSE_BEHIND), ABORT_AFTER)
+        except Exception:  # timed out, or the transport is gone already
+            if self._raw is not None:
+                self._raw.transport.abort()
+
+    def cancel(self) -> None:
+        if self._sender is not None:
+            self._sender.cancel()
+
+
+async def watchdog(outboxes: Callable[[], Iterable[Outbox]], limit: float) -> None:
+    """Close sockets whose outbox has been blocked longer than `limit` seconds (a stalled reader)."""
+    loop = asyncio.get_running_loop()
+    closing: set[asyncio.Task[None]] = set()
+    while True:
+        await asyncio.sleep(min(limit / 4, 0.5))
+        now = loop.time()
+        for box in list(outboxes()):
+            if not box.closed and box.behind(now, limit):
+                log.warning("closing a socket that stopped reading its pushes (1013)")
+                obs.slow_socket_closed()
+                task = asyncio.create_task(box.close_behind())
+                closing.add(task)
+                task.add_done_callback(closing.discard)
