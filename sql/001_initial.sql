@@ -16,16 +16,16 @@ CREATE TABLE users (
     created_at    timestamptz NOT NULL DEFAULT now()
 );
 
--- Append-only log: one row per accepted submission; session_id is the idempotency key.
+-- Append-only log: one row per accepted submission; session_id is the idempotency key. Only the writer inserts
+-- here, after checking the board and in the same transaction as the user row, so the log carries no foreign
+-- keys or secondary indexes: each would cost every submission a lookup.
 CREATE TABLE game_sessions (
     session_id    uuid PRIMARY KEY,
-    board_id      text NOT NULL REFERENCES leaderboards (id),
-    -- deferred: the writer inserts a batch's sessions before it upserts the batch's users
-    user_id       text COLLATE "C" NOT NULL REFERENCES users (user_id) DEFERRABLE INITIALLY DEFERRED,
+    board_id      text NOT NULL,
+    user_id       text COLLATE "C" NOT NULL,
     score         bigint NOT NULL,
     submitted_at  timestamptz NOT NULL DEFAULT now()
 );
-CREATE INDEX game_sessions_user_idx ON game_sessions (board_id, user_id);
 
 -- Every write takes a fresh value from this sequence: a row's version only grows, so the cache can refuse a
 -- stale write, and the board's push `seq` can be restored from max(version) after Redis is lost.

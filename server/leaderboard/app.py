@@ -128,7 +128,7 @@ def create_app(settings: Settings, *, drain_on_signal: bool = False) -> Starlett
         listener = aioredis.from_url(redis_url, decode_responses=True, health_check_interval=15)
         store = Store(pool)
         cache = Cache(client, store, settings.rebuild_batch)
-        writer = Writer(store, cache, settings.batch_max)
+        writer = Writer(store, cache, settings.batch_max, settings.write_concurrency)
         hub = Hub(listener, cache, store, settings.push_interval)
         lb = Leaderboard(store, cache, writer)
         svc = Services(

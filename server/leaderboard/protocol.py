@@ -130,19 +130,11 @@ class AuthFrame(Frame):
     token: Annotated[str, StringConstraints(min_length=1, max_length=4096)]
 
 
-class SubmitFrame(Frame):
-    type: Literal["submit"]
-    user_id: UserId
-    score: Score
-    board: BoardId = "global"
-    session_id: uuid.UUID | None = None
-    display_name: DisplayName | None = None
+class SubmitFrame(Submission):
+    """A `submit` frame is a Submission with a type and a ref: it goes to the writer as it is."""
 
-    def submission(self) -> Submission:
-        return Submission(
-            user_id=self.user_id, score=self.score, board=self.board,
-            session_id=self.session_id, display_name=self.display_name,
-        )  # fmt: skip
+    type: Literal["submit"]
+    ref: Annotated[str, StringConstraints(max_length=64)] | StrictInt | None = None
 
 
 Topic = Literal["top", "rank"]
@@ -160,7 +152,9 @@ class PingFrame(Frame):
     type: Literal["ping"]
 
 
-FRAMES: dict[str, type[Frame]] = {
+ClientFrame = Frame | SubmitFrame
+
+FRAMES: dict[str, type[ClientFrame]] = {
     "auth": AuthFrame,
     "submit": SubmitFrame,
     "subscribe": SubscribeFrame,
@@ -191,7 +185,7 @@ def describe(exc: ValidationError) -> tuple[str, list[dict[str, Any]]]:
     return detail, errors
 
 
-def parse_frame(data: str | bytes) -> Frame:
+def parse_frame(data: str | bytes) -> ClientFrame:
     """Decode and validate one client frame, or raise FrameError."""
     try:
         obj = orjson.loads(data)

@@ -9,9 +9,9 @@ from . import observability as obs
 from . import ranking
 from .auth import Principal
 from .cache import Cache
-from .protocol import Ack, BoardCreate, Entry, PlayerRank, Refused, Submission, TopPage
+from .protocol import BoardCreate, Entry, PlayerRank, Refused, Submission, TopPage
 from .store import BoardInfo, Row, Store
-from .writer import Writer
+from .writer import Ack, Writer
 
 _DB_DOWN = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 

@@ -31,6 +31,7 @@ class Settings(BaseSettings):
     player_token_secret: str | None = Field(default=None, min_length=32)  # HS256 needs >= 256 bits of key
 
     batch_max: int = Field(default=500, ge=1)
+    write_concurrency: int = Field(default=4, ge=1, le=32)
     db_pool_size: int = Field(default=10, ge=2)
     rebuild_batch: int = Field(default=10_000, ge=100)
 

@@ -302,11 +302,12 @@ async def _apply(con: Con, batch: Sequence[tuple[Submission, uuid.UUID, BoardInf
     final = _compute(batch, fresh, old, outcomes)
 
     # 4. Users (display names) of the accepted rows, then the board rows that changed.
-    names: dict[str, str | None] = {}
+    names: dict[str, str | None] = {}  # users to upsert: new on a board (the row needs them) or renamed
     for i in fresh:
-        sub = batch[i][0]
-        if outcomes[i].error is None and (sub.display_name is not None or sub.user_id not in names):
-            names[sub.user_id] = sub.display_name
+        sub, _, board = batch[i]
+        if outcomes[i].error is None and (sub.display_name is not None or old[(board.id, sub.user_id)] is None):
+            if sub.display_name is not None or sub.user_id not in names:
+                names[sub.user_id] = sub.display_name
     if names:
         await con.execute(SQL_UPSERT_USERS, list(names), list(names.values()))
     # A player's first row on a board carries their display name into the cache, even when this submission

@@ -3,8 +3,8 @@
     submit() -> queue -> one transaction per batch (Postgres COMMIT) -> cache write of the committed values
              -> change event published -> ack
 
-Submissions that arrive while a commit is in flight ride in the next transaction; a lone submission at low
-load is committed at once, with no timer. Nothing is acknowledged before its COMMIT.
+Submissions that arrive while their lane's transaction is in flight ride in the lane's next one; a lone
+submission at low load is committed at once, with no timer. Nothing is acknowledged before its COMMIT.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import time
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 from redis.exceptions import RedisError
@@ -22,10 +23,12 @@ from redis.exceptions import RedisError
 from . import observability as obs
 from . import ranking
 from .cache import Cache
-from .protocol import Ack, Refused, Submission
+from .protocol import Refused, Submission
 from .store import BatchResult, BoardInfo, Outcome, Store
 
 log = logging.getLogger(__name__)
+
+Ack = dict[str, Any]
 
 _RETRYABLE = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
 
@@ -35,16 +38,27 @@ class _Pending:
     sub: Submission
     session_id: uuid.UUID
     board: BoardInfo
-    done: asyncio.Future[Ack]
+    done: asyncio.Future[Ack]  # the ack body (protocol.Ack's fields)
+
+
+class _Lane:
+    """A queue with at most one transaction in flight."""
+
+    def __init__(self) -> None:
+        self.queue: list[_Pending] = []
+        self.wake = asyncio.Event()
 
 
 class Writer:
-    """One per process. `submit()` is the only entry point; `run()` is the background task."""
+    """One per process. `submit()` is the only entry point; `run()` is the background task.
 
-    def __init__(self, store: Store, cache: Cache, batch_max: int = 500) -> None:
+    Submissions are spread over `concurrency` lanes by (board, user): each lane commits one batch at a time, so
+    concurrent transactions never wait on each other's row locks and one player's submissions stay in order.
+    """
+
+    def __init__(self, store: Store, cache: Cache, batch_max: int = 500, concurrency: int = 4) -> None:
         self.store, self.cache, self.batch_max = store, cache, batch_max
-        self._queue: list[_Pending] = []
-        self._wake = asyncio.Event()
+        self._lanes = [_Lane() for _ in range(concurrency)]
         self._closing = False
 
     async def submit(self, sub: Submission, board: BoardInfo) -> Ack:
@@ -52,29 +66,37 @@ class Writer:
         if self._closing:
             raise Refused(503, "unavailable", "server is shutting down; retry on another instance")
         pending = _Pending(sub, sub.session_id or uuid.uuid4(), board, asyncio.get_running_loop().create_future())
-        self._queue.append(pending)
-        self._wake.set()
+        lane = self._lanes[hash((board.id, sub.user_id)) % len(self._lanes)]
+        lane.queue.append(pending)
+        lane.wake.set()
         return await pending.done
 
     async def run(self) -> None:
-        while not (self._closing and not self._queue):
-            await self._wake.wait()
-            self._wake.clear()
-            while self._queue:
-                batch, self._queue = self._queue[: self.batch_max], self._queue[self.batch_max :]
-                with obs.background_task("writer.batch"):
-                    try:
-                        await self._commit(batch)
-                    except Exception:  # the loop must outlive any one batch; retries are idempotent
-                        log.exception("batch of %d failed", len(batch))
-                        for p in batch:
-                            if not p.done.done():
-                                p.done.set_exception(Refused(503, "unavailable", "internal error; retry"))
+        await asyncio.gather(*(self._run(lane) for lane in self._lanes))
+
+    async def _run(self, lane: _Lane) -> None:
+        while not (self._closing and not lane.queue):
+            await lane.wake.wait()
+            lane.wake.clear()
+            while lane.queue:
+                batch, lane.queue = lane.queue[: self.batch_max], lane.queue[self.batch_max :]
+                await self._guarded(batch)
+
+    async def _guarded(self, batch: list[_Pending]) -> None:
+        with obs.background_task("writer.batch"):
+            try:
+                await self._commit(batch)
+            except Exception:  # one failed batch must not stop the writer; retries are idempotent
+                log.exception("batch of %d failed", len(batch))
+                for p in batch:
+                    if not p.done.done():
+                        p.done.set_exception(Refused(503, "unavailable", "internal error; retry"))
 
     async def close(self) -> None:
         """Refuse new submissions; the run() task finishes (commits and acks) what was already received."""
         self._closing = True
-        self._wake.set()
+        for lane in self._lanes:
+            lane.wake.set()
 
     async def _commit(self, batch: list[_Pending]) -> None:
         started = time.perf_counter()
@@ -90,19 +112,20 @@ class Writer:
         committed_at = time.time()
         obs.batch_committed(len(batch), time.perf_counter() - started)
         ranks = await self._publish(batch, result, committed_at)
+        counts = dict.fromkeys(("accepted", "duplicate", "rejected"), 0)
         for p, o in zip(batch, result.outcomes, strict=True):
+            counts[_kind(o)] += 1
             if p.done.done():  # the submitter went away; its row is committed all the same
                 continue
             if o.error is not None:
                 p.done.set_exception(Refused(*o.error))
             else:
-                rank = ranks.get((p.board.id, p.sub.user_id))
                 p.done.set_result(
-                    Ack(duplicate=o.duplicate, board=p.board.id, user_id=p.sub.user_id, score=o.value, rank=rank,
-                        session_id=p.session_id)
+                    {"accepted": True, "duplicate": o.duplicate, "board": p.board.id, "user_id": p.sub.user_id,
+                     "score": o.value, "rank": ranks.get((p.board.id, p.sub.user_id)),
+                     "session_id": str(p.session_id)}
                 )  # fmt: skip
-        for kind in ("accepted", "duplicate", "rejected"):
-            n = sum(1 for o in result.outcomes if _kind(o) == kind)
+        for kind, n in counts.items():
             if n:
                 obs.submissions(kind, n)
 

@@ -17,7 +17,7 @@ from .protocol import (
     CLOSE_RESTART,
     CLOSE_TOO_BIG,
     AuthFrame,
-    Frame,
+    ClientFrame,
     FrameError,
     PingFrame,
     Refused,
@@ -125,7 +125,7 @@ class Connection:
         except Refused as exc:
             self.outbox.reply(Encoded(error_frame(exc.code, exc.detail, frame.ref)))
 
-    async def _handle(self, frame: Frame) -> None:
+    async def _handle(self, frame: ClientFrame) -> None:
         svc = self.svc
         if isinstance(frame, AuthFrame):
             try:
@@ -151,8 +151,8 @@ class Connection:
 
     async def _submit(self, frame: SubmitFrame) -> None:
         try:
-            ack = await self.svc.lb.submit(self.principal, frame.submission())
-            self._reply(frame, "ack", **ack.model_dump(mode="json"))
+            ack = await self.svc.lb.submit(self.principal, frame)
+            self._reply(frame, "ack", **ack)
             obs.ws_message_out("ack")
         except Refused as exc:
             self.outbox.reply(Encoded(error_frame(exc.code, exc.detail, frame.ref)))
@@ -176,7 +176,7 @@ class Connection:
         if "rank" in frame.topics and frame.user_id is not None:
             await hub.subscribe_rank(mb, board, frame.user_id)
 
-    def _reply(self, frame: Frame, kind: str, **fields: Any) -> None:
+    def _reply(self, frame: ClientFrame, kind: str, **fields: Any) -> None:
         self.outbox.reply(Encoded(encode({"type": kind, "ref": frame.ref, **fields})))
 
     async def shutdown(self, timeout: float) -> None:
