@@ -10,6 +10,7 @@ Per board (all keys share the `{board}` hash tag, so a board lives in one Redis 
                               (Store.seq_floor) when Redis is lost or unreachable.
     lb:{b}:ready  flag        present only while the sorted set is complete; absent = read Postgres
     lb:{b}:lock   lock        held by the process rebuilding the board
+    lb:{b}:z~ v~ n~           the next z / v / n while a rebuild loads them
     lb:{b}:ev     channel     change events: {"s": seq, "t": commit time, "c": [[user, old_key, new_key], ...]}
 
 The cache holds only absolute committed values with their version: a write with an older version than the
@@ -23,7 +24,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,12 +42,13 @@ EVENT_PATTERN = "lb:{*}:ev"
 class Keys:
     """Key names of one board."""
 
-    __slots__ = ("ev", "lock", "n", "ready", "seq", "v", "z")
+    __slots__ = ("ev", "lock", "n", "n_new", "ready", "seq", "v", "v_new", "z", "z_new")
 
     def __init__(self, board: str) -> None:
         p = f"lb:{{{board}}}:"
         self.z, self.v, self.n, self.seq = p + "z", p + "v", p + "n", p + "seq"
         self.ready, self.lock, self.ev = p + "ready", p + "lock", p + "ev"
+        self.z_new, self.v_new, self.n_new = p + "z~", p + "v~", p + "n~"  # built by a rebuild, then swapped in
 
 
 def board_of_channel(channel: str) -> str:
@@ -137,26 +139,28 @@ end
 return out
 """
 
-# KEYS z v n; ARGV (member, key, version, name) * n -- the rebuild's version-checked bulk load
-_LOAD = """
-for i = 1, #ARGV, 4 do
-  local m, ver = ARGV[i], tonumber(ARGV[i + 2])
-  local cur = redis.call('HGET', KEYS[2], m)
-  if (not cur) or tonumber(cur) < ver then
-    redis.call('ZADD', KEYS[1], ARGV[i + 1], m)
-    redis.call('HSET', KEYS[2], m, ver)
-    if ARGV[i + 3] ~= '' then redis.call('HSET', KEYS[3], m, ARGV[i + 3]) end
+# KEYS z v n z~ v~ n~ seq ready ev; ARGV seq floor -- finish a rebuild. The live keys hold only what writers
+# stored since the rebuild emptied them: keep each of those unless the loaded copy is newer, swap the loaded
+# keys in, mark the board ready, and never let seq go back (even when Redis had lost it).
+_SWAP = """
+local live = redis.call('HGETALL', KEYS[2])
+for i = 1, #live, 2 do
+  local m, ver = live[i], tonumber(live[i + 1])
+  local loaded = redis.call('HGET', KEYS[5], m)
+  if (not loaded) or tonumber(loaded) < ver then
+    redis.call('ZADD', KEYS[4], redis.call('ZSCORE', KEYS[1], m), m)
+    redis.call('HSET', KEYS[5], m, ver)
+    local name = redis.call('HGET', KEYS[3], m)
+    if name then redis.call('HSET', KEYS[6], m, name) end
   end
 end
-return 1
-"""
-
-# KEYS seq ready ev; ARGV seq floor -> mark complete; seq never goes back, even after Redis lost it
-_FINISH = """
-local seq = math.max(tonumber(redis.call('GET', KEYS[1]) or '0') + 1, tonumber(ARGV[1]))
-redis.call('SET', KEYS[1], string.format('%.0f', seq))
-redis.call('SET', KEYS[2], '1')
-redis.call('PUBLISH', KEYS[3], cjson.encode({s = seq, reset = true}))
+for j = 1, 3 do
+  if redis.call('EXISTS', KEYS[j + 3]) == 1 then redis.call('RENAME', KEYS[j + 3], KEYS[j]) end
+end
+local seq = math.max(tonumber(redis.call('GET', KEYS[7]) or '0') + 1, tonumber(ARGV[1]))
+redis.call('SET', KEYS[7], string.format('%.0f', seq))
+redis.call('SET', KEYS[8], '1')
+redis.call('PUBLISH', KEYS[9], cjson.encode({s = seq, reset = true}))
 return seq
 """
 
@@ -171,6 +175,13 @@ class WriteResult:
 
 
 Item = tuple[str, str | None, int]  # user_id, display name, sort key
+
+
+def _command(name: bytes, key: str, pairs: int, body: bytes) -> bytes:
+    """A RESP command `name key <body>` where body holds `pairs` pairs of bulk strings (PEXPIRE: one value)."""
+    count = 2 + (2 * pairs if name != b"PEXPIRE" else pairs)
+    k = key.encode()
+    return b"*%d\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n%s" % (count, len(name), name, len(k), k, body)
 
 
 def _items(flat: Sequence[str], names: Sequence[str | None]) -> list[Item]:
@@ -188,8 +199,7 @@ class Cache:
         self._top = client.register_script(_TOP)
         self._rank = client.register_script(_RANK)
         self._follow = client.register_script(_FOLLOW)
-        self._load = client.register_script(_LOAD)
-        self._finish = client.register_script(_FINISH)
+        self._swap = client.register_script(_SWAP)
         self._unlock = client.register_script(_UNLOCK)
         self.stale: set[str] = set()  # boards that missed a write (Redis was away): rebuild when it is back
         self._rebuilds: dict[str, asyncio.Task[None]] = {}
@@ -276,23 +286,20 @@ class Cache:
         count = 0
         try:
             obs.cache_ready(board, False)
-            # Not ready first, then empty: a write committed before our scan reads its row is in the scan;
-            # a write committed after it lands on the emptied set. Both are version-checked.
+            # Not ready first, then empty. Writers go on storing committed values (version-checked) in the
+            # live keys while we load a snapshot of Postgres into the z~/v~/n~ keys; the swap merges the two.
             async with self.r.pipeline(transaction=True) as p:
                 p.delete(k.ready)
-                p.delete(k.z, k.v, k.n)
+                p.delete(k.z, k.v, k.n, k.z_new, k.v_new, k.n_new)
                 await p.execute()
             # From here on the scan covers every earlier miss; a write that fails during the scan marks the
             # board stale again, and so does a failure of this rebuild (below), so the watcher retries.
             self.stale.discard(board)
-            async for rows in self.store.scan(board, self.rebuild_batch):
-                args: list[Any] = []
-                for r in rows:
-                    args += (r["user_id"], r["sort_key"], r["version"], r["display_name"] or "")
-                await self._load(keys=[k.z, k.v, k.n], args=args)
-                await self.r.pexpire(k.lock, 30_000)
-                count += len(rows)
-            await self._finish(keys=[k.seq, k.ready, k.ev], args=[await self.store.seq_floor()])
+            count = await self._load(k, self.store.scan(board, self.rebuild_batch))
+            await self._swap(
+                keys=[k.z, k.v, k.n, k.z_new, k.v_new, k.n_new, k.seq, k.ready, k.ev],
+                args=[await self.store.seq_floor()],
+            )
             obs.cache_ready(board, True)
             obs.rebuild(board, "ok", time.perf_counter() - started)
             log.info("rebuilt board %s: %d members in %.2fs", board, count, time.perf_counter() - started)
@@ -306,6 +313,31 @@ class Cache:
                 await self._unlock(keys=[k.lock], args=[token])
             except RedisError:
                 pass
+
+    async def _load(self, k: Keys, pages: AsyncGenerator[tuple[bytes, int, bytes], None]) -> int:
+        """Stream the pages Postgres encoded (store.scan) into the z~/v~/n~ keys as raw commands, reading the
+        next page while Redis stores this one. Returns the member count."""
+        targets = {b"ZADD": (b"ZADD", k.z_new), b"HSET-V": (b"HSET", k.v_new), b"HSET-N": (b"HSET", k.n_new)}
+        count = 0
+        con = await self.r.connection_pool.get_connection()  # type: ignore[no-untyped-call]
+        ahead = asyncio.ensure_future(anext(pages, None))
+        try:
+            while (page := await ahead) is not None:
+                ahead = asyncio.ensure_future(anext(pages, None))
+                what, pairs, body = page
+                name, key = targets[what]
+                await con.send_packed_command(
+                    [_command(name, key, pairs, body), _command(b"PEXPIRE", k.lock, 1, b"$5\r\n30000\r\n")]
+                )
+                await con.read_response()  # raises on an error reply
+                await con.read_response()
+                count += pairs if what == b"ZADD" else 0
+            return count
+        finally:
+            ahead.cancel()
+            await asyncio.gather(ahead, return_exceptions=True)
+            await pages.aclose()
+            await self.r.connection_pool.release(con)
 
     async def warm(self, boards: Sequence[BoardInfo]) -> None:
         """At start-up: rebuild every board that is not marked ready (a cold or lost Redis)."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -143,10 +143,39 @@ SELECT l.user_id, l.sort_key,
        (SELECT count(*) FROM leaderboard b WHERE b.board_id = l.board_id AND b.sort_key < l.sort_key) + 1
 FROM leaderboard l WHERE l.board_id = $1 AND l.user_id = ANY($2::text[])
 """
-SQL_SCAN = """
-SELECT l.user_id, l.sort_key, l.version, u.display_name
-FROM leaderboard l JOIN users u ON u.user_id = l.user_id
-WHERE l.board_id = $1 AND l.user_id > $2 ORDER BY l.user_id LIMIT $3
+# A board in chunks of $2 members, each already in the Redis wire format (RESP bulk strings), so a rebuild
+# streams bytes from Postgres to Redis without touching a million values one by one in Python.
+# A rebuild reads a board twice from one snapshot, each page already in the Redis wire format (RESP bulk
+# strings), so a million members go from Postgres to Redis without Python touching them one by one:
+#   SQL_SCAN_RANKS: members, sort keys and versions in rank order (Redis inserts sorted-set members fastest in
+#                   score order), from the rank index alone;
+#   SQL_SCAN_NAMES: display names in user_id order (a merge join with users).
+SQL_SCAN_RANKS = r"""
+SELECT count(*) AS members, max(kn) AS last_key, (array_agg(m ORDER BY kn DESC, m DESC))[1] AS last_user,
+       convert_to(string_agg(
+           '$' || octet_length(k) || E'\r\n' || k || E'\r\n$' || octet_length(m) || E'\r\n' || m || E'\r\n', ''
+           ORDER BY kn, m
+       ), 'UTF8') AS scores,
+       convert_to(string_agg(
+           '$' || octet_length(m) || E'\r\n' || m || E'\r\n$' || octet_length(v) || E'\r\n' || v || E'\r\n', ''
+       ), 'UTF8') AS versions
+FROM (
+    SELECT user_id AS m, sort_key AS kn, sort_key::text AS k, version::text AS v FROM leaderboard
+    WHERE board_id = $1 AND (sort_key, user_id) > ($2, $3)
+    ORDER BY sort_key, user_id LIMIT $4
+) page
+"""
+SQL_SCAN_NAMES = r"""
+SELECT count(n) AS named, max(m) AS last_user,
+       convert_to(string_agg(
+           '$' || octet_length(m) || E'\r\n' || m || E'\r\n$' || octet_length(n) || E'\r\n' || n || E'\r\n', ''
+       ) FILTER (WHERE n IS NOT NULL), 'UTF8') AS names
+FROM (
+    SELECT l.user_id AS m, u.display_name AS n
+    FROM leaderboard l JOIN users u ON u.user_id = l.user_id
+    WHERE l.board_id = $1 AND l.user_id > $2 AND u.user_id > $2  -- (the second lets a merge join start at $2)
+    ORDER BY l.user_id LIMIT $3
+) page
 """
 SQL_LAST_VERSION = "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM leaderboard_version_seq"
 SEQ_SCALE = 1024  # push seq = version * SEQ_SCALE + changes applied out of version order (cache.py _WRITE)
@@ -238,15 +267,28 @@ class Store:
         found = {r[0]: (r[1], r[2]) for r in await self.pool.fetch(SQL_FOLLOW, board_id, list(users))}
         return {u: found.get(u) for u in users}
 
-    async def scan(self, board_id: str, batch: int) -> AsyncIterator[list[asyncpg.Record]]:
-        """Every entry of a board in keyset-paginated batches (user_id order), for a cache rebuild."""
-        after = ""
-        while True:
-            rows = await self.pool.fetch(SQL_SCAN, board_id, after, batch)
-            if not rows:
-                return
-            yield rows
-            after = rows[-1]["user_id"]
+    async def scan(self, board_id: str, batch: int) -> AsyncGenerator[tuple[bytes, int, bytes], None]:
+        """A whole board as RESP pages `(command, pairs, body)`: command b"ZADD" (sort key, member), b"HSET-V"
+        (member, version) or b"HSET-N" (member, name). All pages come from one snapshot (REPEATABLE READ): a
+        row committed after the scan began is not in it, so that row's own cache write (which follows its
+        commit) lands after the rebuild emptied the board, and nothing falls between the two."""
+        async with self.pool.acquire() as con, con.transaction(isolation="repeatable_read", readonly=True):
+            key, user = -ranking.MAX_VALUE - 1, ""
+            while True:
+                page = await con.fetchrow(SQL_SCAN_RANKS, board_id, key, user, batch)
+                if page is None or not page["members"]:
+                    break
+                yield b"ZADD", page["members"], page["scores"]
+                yield b"HSET-V", page["members"], page["versions"]
+                key, user = page["last_key"], page["last_user"]
+            user = ""
+            while True:
+                page = await con.fetchrow(SQL_SCAN_NAMES, board_id, user, batch)
+                if page is None or page["last_user"] is None:
+                    return
+                if page["named"]:
+                    yield b"HSET-N", page["named"], page["names"]
+                user = page["last_user"]
 
     async def seq_floor(self) -> int:
         """A push `seq` at least as high as any the cache has issued: see the seq notes in cache.py."""
