@@ -376,13 +376,21 @@ def make_plan(quick: bool) -> Plan:
     if quick:
         return Plan(True, 3, [1000, 0], [100, 1000], 2000, 3, [10_000], 300, 1.5)
     return Plan(
-        False, 6, [500, 1000, 2000, 4000, 0], [100, 1000, 5000, 10_000], 5000, 8, [10_000, 100_000, 1_000_000], 1000, 3
+        False,
+        6,
+        [500, 1000, 2000, 4000, 8000, 0],
+        [100, 1000, 5000, 10_000],
+        5000,
+        8,
+        [10_000, 100_000, 1_000_000],
+        1000,
+        3,
     )
 
 
 TARGETS = {
     # name: (transport, conns, inflight)
-    "leaderboard (WebSocket)": ("ws", 16, 16),
+    "leaderboard (WebSocket)": ("ws", 32, 32),
     "leaderboard (REST)": ("rest", 128, 1),
     "baseline (REST)": ("rest", 128, 1),
 }

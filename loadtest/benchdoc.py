@@ -10,15 +10,11 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from .runner import fmt_number
+
 
 def _n(v: Any, digits: int = 1) -> str:
-    if v is None:
-        return "–"
-    if isinstance(v, float):
-        return f"{v:,.{digits}f}"
-    if isinstance(v, int):
-        return f"{v:,}"
-    return str(v)
+    return fmt_number(v, digits, missing="–")
 
 
 def _rate_label(r: dict[str, Any]) -> str:

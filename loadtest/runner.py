@@ -445,14 +445,19 @@ def _report(
     return report
 
 
-def _fmt(v: Any) -> str:
+def fmt_number(v: Any, digits: int = 1, missing: str = "-") -> str:
+    """Thousands separators, `digits` decimals for floats; `missing` for None."""
     if v is None:
-        return "-"
+        return missing
     if isinstance(v, float):
-        return f"{v:,.1f}"
+        return f"{v:,.{digits}f}"
     if isinstance(v, int):
         return f"{v:,}"
     return str(v)
+
+
+def _fmt(v: Any) -> str:
+    return fmt_number(v)
 
 
 def format_table(r: dict[str, Any]) -> str:

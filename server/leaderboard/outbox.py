@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -66,9 +65,8 @@ class Outbox:
     ) -> None:
         self._send, self._close, self._raw = send, close, raw
         self.pending: dict[tuple[str, str, str], Encoded] = {}
-        self.replies: deque[Encoded] = deque()
-        self.room = asyncio.Event()  # cleared while too many replies wait: the reader stops reading frames
-        self.room.set()
+        self.replies: list[Encoded] = []  # (a list: empty on all but blocked sockets, and small then)
+        self._full: asyncio.Event | None = None  # exists while too many replies wait: stop reading frames
         self.blocked_since: float | None = None
         self.subs: set[tuple[str, str, str]] = set()  # ("top", board, "") / ("rank", board, user_id)
         self.closed = False
@@ -97,8 +95,8 @@ class Outbox:
         if self._write_now(frame) or self.closed:
             return
         self.replies.append(frame)
-        if len(self.replies) >= MAX_REPLIES:
-            self.room.clear()
+        if len(self.replies) >= MAX_REPLIES and self._full is None:
+            self._full = asyncio.Event()
         self._wake()
 
     def _wake(self) -> None:
@@ -111,9 +109,9 @@ class Outbox:
         try:
             while self.replies or self.pending:
                 if self.replies:
-                    frame = self.replies.popleft()
+                    frame = self.replies.pop(0)
                     if len(self.replies) < MAX_REPLIES // 2:
-                        self.room.set()
+                        self._room()
                 else:
                     frame = self.pending.pop(next(iter(self.pending)))
                 await self._send(frame.text)
@@ -123,6 +121,16 @@ class Outbox:
         finally:
             self._sender = None
             self.blocked_since = None
+
+    async def wait_room(self) -> None:
+        """Return when the socket may read its next frame (not too many of its replies still unsent)."""
+        if self._full is not None:
+            await self._full.wait()
+
+    def _room(self) -> None:
+        if self._full is not None:
+            self._full.set()
+            self._full = None
 
     def behind(self, now: float, limit: float) -> bool:
         return self.blocked_since is not None and now - self.blocked_since > limit
@@ -134,7 +142,7 @@ class Outbox:
             self._sender.cancel()
         self.pending.clear()
         self.replies.clear()
-        self.room.set()
+        self._room()
         try:
             await asyncio.wait_for(self._close(CLOSE_BEHIND), ABORT_AFTER)
         except Exception:  # timed out, or the transport is gone already

@@ -149,7 +149,7 @@ FROM leaderboard l WHERE l.board_id = $1 AND l.user_id = ANY($2::text[])
 # strings), so a million members go from Postgres to Redis without Python touching them one by one:
 #   SQL_SCAN_RANKS: members, sort keys and versions in rank order (Redis inserts sorted-set members fastest in
 #                   score order), from the rank index alone;
-#   SQL_SCAN_NAMES: display names in user_id order (a merge join with users).
+#   SQL_SCAN_NAMES: display names in user_id order.
 SQL_SCAN_RANKS = r"""
 SELECT count(*) AS members, max(kn) AS last_key, (array_agg(m ORDER BY kn DESC, m DESC))[1] AS last_user,
        convert_to(string_agg(
@@ -171,9 +171,10 @@ SELECT count(n) AS named, max(m) AS last_user,
            '$' || octet_length(m) || E'\r\n' || m || E'\r\n$' || octet_length(n) || E'\r\n' || n || E'\r\n', ''
        ) FILTER (WHERE n IS NOT NULL), 'UTF8') AS names
 FROM (
-    SELECT l.user_id AS m, u.display_name AS n
-    FROM leaderboard l JOIN users u ON u.user_id = l.user_id
-    WHERE l.board_id = $1 AND l.user_id > $2 AND u.user_id > $2  -- (the second lets a merge join start at $2)
+    -- a lookup per row, in user_id order (neighbouring index pages): no plan can turn it into a scan of users
+    SELECT l.user_id AS m, (SELECT u.display_name FROM users u WHERE u.user_id = l.user_id) AS n
+    FROM leaderboard l
+    WHERE l.board_id = $1 AND l.user_id > $2
     ORDER BY l.user_id LIMIT $3
 ) page
 """

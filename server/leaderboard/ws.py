@@ -78,7 +78,7 @@ class Connection:
         self.svc.connections.add(self)
         try:
             while not self.outbox.closed:
-                await self.outbox.room.wait()
+                await self.outbox.wait_room()
                 msg = await self.ws.receive()
                 if msg["type"] == "websocket.disconnect":
                     break
