@@ -10,7 +10,7 @@ from . import ranking
 from .auth import Principal
 from .cache import Cache
 from .protocol import BoardCreate, Entry, PlayerRank, Refused, Submission, TopPage
-from .store import BoardInfo, Row, Store
+from .store import BoardInfo, Store
 from .writer import Ack, Writer
 
 _DB_DOWN = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
@@ -114,5 +114,3 @@ class Leaderboard:
         page = await self.top(info.id, 1, 0)
         return page.total
 
-
-__all__ = ["Leaderboard", "Row"]
