@@ -34,7 +34,7 @@ from .outbox import watchdog
 from .protocol import Refused
 from .service import Leaderboard
 from .settings import Settings
-from .store import Store
+from .store import DB_DOWN, Store
 from .writer import Writer
 from .ws import Connection, websocket_endpoint
 
@@ -243,7 +243,7 @@ async def _readyz(request: Request) -> Response:
             missing = await migrations.pending(con)
         checks["postgres"] = "ok"
         checks["migrations"] = "ok" if not missing else "pending: " + ", ".join(missing)
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+    except (*DB_DOWN, TimeoutError) as exc:
         checks["postgres"] = f"unreachable: {exc.__class__.__name__}"
     try:
         await svc.redis.ping()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncpg
 from redis.exceptions import RedisError
 
 from . import observability as obs
@@ -10,10 +9,8 @@ from . import ranking
 from .auth import Principal
 from .cache import Cache
 from .protocol import BoardCreate, Entry, PlayerRank, Refused, Submission, TopPage
-from .store import BoardInfo, Store
+from .store import DB_DOWN, BoardInfo, Store
 from .writer import Ack, Writer
-
-_DB_DOWN = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
 class Leaderboard:
@@ -23,7 +20,7 @@ class Leaderboard:
     async def board(self, board_id: str) -> BoardInfo:
         try:
             info = await self.store.board(board_id)
-        except _DB_DOWN:
+        except DB_DOWN:
             raise Refused(503, "unavailable", "the database is unavailable; retry") from None
         if info is None:
             raise Refused(404, "not_found", f"board {board_id!r} does not exist")
@@ -50,7 +47,7 @@ class Leaderboard:
                 seq = seq or await self.store.seq_floor()
                 total, first, rows = await self.store.top(info, limit, offset)
                 page = total, first, [(u, n, k) for u, n, _, k in rows]
-        except _DB_DOWN:
+        except DB_DOWN:
             raise Refused(503, "unavailable", "neither Redis nor Postgres can answer; retry") from None
         total, first, items = page
         ranks = ranking.page_ranks(first, offset, [k for _, _, k in items])
@@ -72,7 +69,7 @@ class Leaderboard:
         if res is None:
             try:
                 found = await self.store.rank(info, user_id, around)
-            except _DB_DOWN:
+            except DB_DOWN:
                 raise Refused(503, "unavailable", "neither Redis nor Postgres can answer; retry") from None
             if found is not None:
                 total, rank, _me, first, rows = found
@@ -95,7 +92,7 @@ class Leaderboard:
     async def boards(self) -> list[BoardInfo]:
         try:
             return await self.store.boards()
-        except _DB_DOWN:
+        except DB_DOWN:
             raise Refused(503, "unavailable", "the database is unavailable; retry") from None
 
     async def create_board(self, who: Principal, spec: BoardCreate) -> BoardInfo:
@@ -113,4 +110,3 @@ class Leaderboard:
     async def board_total(self, info: BoardInfo) -> int:
         page = await self.top(info.id, 1, 0)
         return page.total
-

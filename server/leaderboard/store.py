@@ -60,6 +60,7 @@ class BatchResult:
 
 Row = tuple[str, str | None, int, int]  # user_id, display_name, value, sort_key
 Con = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
+DB_DOWN = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)  # what "Postgres did not answer" looks like
 
 SQL_BOARDS = "SELECT id, title, sort_order, operator, created_at FROM leaderboards ORDER BY created_at, id"
 SQL_BOARD = "SELECT id, title, sort_order, operator, created_at FROM leaderboards WHERE id = $1"
@@ -143,8 +144,6 @@ SELECT l.user_id, l.sort_key,
        (SELECT count(*) FROM leaderboard b WHERE b.board_id = l.board_id AND b.sort_key < l.sort_key) + 1
 FROM leaderboard l WHERE l.board_id = $1 AND l.user_id = ANY($2::text[])
 """
-# A board in chunks of $2 members, each already in the Redis wire format (RESP bulk strings), so a rebuild
-# streams bytes from Postgres to Redis without touching a million values one by one in Python.
 # A rebuild reads a board twice from one snapshot, each page already in the Redis wire format (RESP bulk
 # strings), so a million members go from Postgres to Redis without Python touching them one by one:
 #   SQL_SCAN_RANKS: members, sort keys and versions in rank order (Redis inserts sorted-set members fastest in

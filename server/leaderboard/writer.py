@@ -24,7 +24,7 @@ from . import observability as obs
 from . import ranking
 from .cache import Cache
 from .protocol import Refused, Submission
-from .store import BatchResult, BoardInfo, Outcome, Store
+from .store import DB_DOWN, BatchResult, BoardInfo, Outcome, Store
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ class Writer:
         started = time.perf_counter()
         try:
             result = await self._transaction(batch)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, RuntimeError) as exc:
+        except (*DB_DOWN, RuntimeError) as exc:
             log.error("batch of %d not committed: %s", len(batch), exc)
             obs.submissions("rejected", len(batch))
             for p in batch:
@@ -176,7 +176,7 @@ class Writer:
         if fallback:
             try:
                 ranks.update(await self.store.ranks(fallback))
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except DB_DOWN as exc:
                 log.warning("rank lookup in Postgres failed: %s", exc)
         return ranks
 
