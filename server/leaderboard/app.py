@@ -129,8 +129,8 @@ def create_app(settings: Settings, *, drain_on_signal: bool = False) -> Starlett
         store = Store(pool)
         cache = Cache(client, store, settings.rebuild_batch)
         writer = Writer(store, cache, settings.batch_max, settings.write_concurrency)
-        hub = Hub(listener, cache, store, settings.push_interval)
         lb = Leaderboard(store, cache, writer)
+        hub = Hub(listener, cache, store, lb, settings.push_interval)
         svc = Services(
             settings,
             pool,

@@ -27,7 +27,8 @@ from . import observability as obs
 from . import ranking
 from .cache import EVENT_PATTERN, Cache, Keys, board_of_channel
 from .outbox import Encoded, Outbox
-from .protocol import encode
+from .protocol import Refused, encode
+from .service import Leaderboard
 from .store import BoardInfo, Store
 
 log = logging.getLogger(__name__)
@@ -57,8 +58,10 @@ class _Board:
 class Hub:
     """Per-process subscription registry, pub/sub listener and debounced flusher."""
 
-    def __init__(self, client: aioredis.Redis, cache: Cache, store: Store, push_interval: float) -> None:
-        self.r, self.cache, self.store, self.interval = client, cache, store, push_interval
+    def __init__(
+        self, client: aioredis.Redis, cache: Cache, store: Store, lb: Leaderboard, push_interval: float
+    ) -> None:
+        self.r, self.cache, self.store, self.lb, self.interval = client, cache, store, lb, push_interval
         self.boards: dict[str, _Board] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -185,7 +188,7 @@ class Hub:
                     )
                     if users:
                         sent += await self._flush_ranks(b, list(users))
-        except (RedisError, OSError) as exc:
+        except (RedisError, OSError, Refused) as exc:
             log.warning("flush of %s failed (%s); will retry in full", board_id, exc)
             b.full = True
         finally:
@@ -238,27 +241,13 @@ class Hub:
             return await self.store.seq_floor()
 
     async def _snapshot(self, b: _Board, limit: int) -> tuple[int, list[dict[str, Any]], int]:
-        """(seq, entries, total) of the board's top `limit`, from Redis when ready, else from Postgres."""
-        sort = b.info.sort
-        try:
-            seq, page = await self.cache.top(b.info.id, 0, limit)
-        except RedisError:
-            obs.redis_fallback("top")
-            seq, page = await self.store.seq_floor(), None
-        if page is None:
-            seq = seq or await self.store.seq_floor()  # a Redis that lost everything has no seq yet
-            total, first, rows = await self.store.top(b.info, limit, 0)
-            items = [(u, n, k) for u, n, _, k in rows]
-        else:
-            total, first, items = page
-        ranks = ranking.page_ranks(first, 0, [k for _, _, k in items])
-        entries = [
-            {"rank": r, "user_id": u, "display_name": n, "score": ranking.value_of(k, sort)}
-            for r, (u, n, k) in zip(ranks, items, strict=True)
-        ]
+        """(seq, entries, total) of the board's top `limit`: the same page GET /api/leaderboard/top serves."""
+        page = await self.lb.top(b.info.id, limit, 0)
+        entries = [e.model_dump() for e in page.entries]
         if limit == max(b.top, default=limit):
-            b.cut = (len(items), float(items[-1][2]) if items else 0.0)
-        return seq, entries, total
+            last = float(ranking.sort_key(entries[-1]["score"], b.info.sort)) if entries else 0.0
+            b.cut = (len(entries), last)
+        return page.seq, entries, page.total
 
     async def _follow(self, b: _Board, users: list[str]) -> tuple[int, dict[str, tuple[int, int] | None]]:
         try:
