@@ -161,6 +161,7 @@ def rebuild(args: argparse.Namespace) -> int:
     import redis.asyncio as aioredis
 
     from .cache import Cache
+    from .ranks import Ranks
     from .store import Store
 
     async def run(dsn: str, url: str) -> int:
@@ -168,7 +169,7 @@ def rebuild(args: argparse.Namespace) -> int:
         client = aioredis.from_url(url, decode_responses=True)
         try:
             store = Store(pool)
-            cache = Cache(client, store, s.rebuild_batch)
+            cache = Ranks(Cache(client), store, s.rebuild_batch)
             boards = [args.board] if args.board else [b.id for b in await store.boards()]
             for board in boards:
                 if await store.board(board) is None:

@@ -17,7 +17,6 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
@@ -25,11 +24,12 @@ from redis.exceptions import RedisError
 
 from . import observability as obs
 from . import ranking
-from .cache import EVENT_PATTERN, Cache, Keys, board_of_channel
+from .cache import EVENT_PATTERN, board_of_channel
+from .errors import Refused
 from .outbox import Encoded, Outbox
-from .protocol import Refused, encode
-from .service import Leaderboard
-from .store import BoardInfo, Store
+from .protocol import Entry, encode, entries
+from .ranks import Ranks
+from .store import BoardInfo
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class _Board:
     info: BoardInfo
     top: dict[int, set[Outbox]] = field(default_factory=dict)  # limit -> subscribers
     follows: dict[str, _Follow] = field(default_factory=dict)
-    last_top: dict[int, Any] = field(default_factory=dict)  # limit -> entries last pushed
+    last_top: dict[int, list[Entry]] = field(default_factory=dict)  # limit -> entries last pushed
     cut: tuple[int, float] = (0, 0.0)  # (entries, key of the last) in the last snapshot read
     changes: list[tuple[str, float | None, float]] = field(default_factory=list)
     oldest_commit: float | None = None
@@ -58,10 +58,8 @@ class _Board:
 class Hub:
     """Per-process subscription registry, pub/sub listener and debounced flusher."""
 
-    def __init__(
-        self, client: aioredis.Redis, cache: Cache, store: Store, lb: Leaderboard, push_interval: float
-    ) -> None:
-        self.r, self.cache, self.store, self.lb, self.interval = client, cache, store, lb, push_interval
+    def __init__(self, client: aioredis.Redis, ranks: Ranks, push_interval: float) -> None:
+        self.r, self.ranks, self.interval = client, ranks, push_interval
         self.boards: dict[str, _Board] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -82,10 +80,10 @@ class Hub:
         f = b.follows.get(user_id)
         if f is None:
             f = b.follows[user_id] = _Follow()
-            seq, found = await self._follow(b, [user_id])
-            f.key, f.rank = found[user_id] or (None, None)
+            seq, found = await self.ranks.follow(board, [user_id])
+            _place(f, found[user_id])
         else:
-            seq = await self._seq(board.id)
+            seq = await self.ranks.seq(board)
         f.mailboxes.add(mb)
         mb.subs.add(("rank", board.id, user_id))
         obs.subscribers(board.id, "rank", sum(len(x.mailboxes) for x in b.follows.values()))
@@ -214,51 +212,29 @@ class Hub:
         return sent
 
     async def _flush_ranks(self, b: _Board, users: list[str]) -> int:
-        seq, found = await self._follow(b, users)
+        seq, found = await self.ranks.follow(b.info, users)
         sent = 0
         for user in users:
             f = b.follows.get(user)
             if f is None:
                 continue
-            key, rank = found.get(user) or (None, None)
-            if (key, rank) == (f.key, f.rank):
+            previous = (f.key, f.rank)
+            _place(f, found.get(user))
+            if (f.key, f.rank) == previous:
                 continue
-            previous = f.rank
-            f.key, f.rank = key, rank
-            text = _rank_message(b.info, user, f, previous, seq)
+            text = _rank_message(b.info, user, f, previous[1], seq)
             for mb in f.mailboxes:
                 mb.push(("rank", b.info.id, user), text)
             sent += len(f.mailboxes)
         obs.ws_message_out("rank", sent)
         return sent
 
-    # ---- reads: Redis when the board is ready, else Postgres ----------------------------------------------
-
-    async def _seq(self, board_id: str) -> int:
-        try:
-            return int(await self.r.get(Keys(board_id).seq) or 0)
-        except RedisError:
-            return await self.store.seq_floor()
-
-    async def _snapshot(self, b: _Board, limit: int) -> tuple[int, list[dict[str, Any]], int]:
-        """(seq, entries, total) of the board's top `limit`: the same page GET /api/leaderboard/top serves."""
-        page = await self.lb.top(b.info.id, limit, 0)
-        entries = [e.model_dump() for e in page.entries]
+    async def _snapshot(self, b: _Board, limit: int) -> tuple[int, list[Entry], int]:
+        """(seq, entries, total) of the board's top `limit`: the same read GET /api/leaderboard/top serves."""
+        page = await self.ranks.top(b.info, 0, limit)
         if limit == max(b.top, default=limit):
-            last = float(ranking.sort_key(entries[-1]["score"], b.info.sort)) if entries else 0.0
-            b.cut = (len(entries), last)
-        return page.seq, entries, page.total
-
-    async def _follow(self, b: _Board, users: list[str]) -> tuple[int, dict[str, tuple[int, int] | None]]:
-        try:
-            seq, found = await self.cache.follow(b.info.id, users)
-        except RedisError:
-            obs.redis_fallback("follow")
-            seq, found = await self.store.seq_floor(), None
-        if found is None:
-            seq = seq or await self.store.seq_floor()
-            found = await self.store.follow(b.info.id, users)
-        return seq, found
+            b.cut = (len(page.members), float(page.members[-1].key) if page.members else 0.0)
+        return page.seq, entries(page, b.info.sort), page.total
 
     async def close(self) -> None:
         for task in list(self._tasks):
@@ -280,8 +256,12 @@ def _touches_top(b: _Board, changes: list[tuple[str, float | None, float]]) -> b
     return any(new <= cut or (old is not None and old <= cut) for _, old, new in changes)
 
 
-def _top_message(board: str, seq: int, total: int, entries: list[dict[str, Any]]) -> Encoded:
-    return Encoded(encode({"type": "top", "board": board, "seq": seq, "total": total, "entries": entries}))
+def _place(f: _Follow, at: ranking.Position | None) -> None:
+    f.key, f.rank = (at.key, at.rank) if at is not None else (None, None)
+
+
+def _top_message(board: str, seq: int, total: int, page: list[Entry]) -> Encoded:
+    return Encoded(encode({"type": "top", "board": board, "seq": seq, "total": total, "entries": page}))
 
 
 def _rank_message(info: BoardInfo, user: str, f: _Follow, previous: int | None, seq: int) -> Encoded:

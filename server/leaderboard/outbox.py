@@ -20,7 +20,7 @@ from typing import Any
 from websockets.protocol import State
 
 from . import observability as obs
-from .protocol import CLOSE_BEHIND
+from .errors import CLOSE_BEHIND
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,174 @@
+"""The read model: one policy for every rank read and every cache write after a commit.
+
+    Redis when the board is ready; otherwise Postgres (same semantics), and the board is rebuilt.
+    A cache write that fails marks the board stale; stale boards are rebuilt once Redis answers again.
+
+`service.py` (REST and WebSocket reads, acks) and `fanout.py` (pushes) call only this for ranks; the writer
+calls `record()` after each COMMIT. Nothing else touches the stale set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+from redis.exceptions import RedisError
+
+from . import observability as obs
+from . import ranking
+from .cache import Cache, NotReady
+from .errors import Unavailable
+from .ranking import Position, Standing, TopSlice
+from .store import DB_DOWN, BoardInfo, Store, Written
+
+log = logging.getLogger(__name__)
+
+NEITHER = "neither Redis nor Postgres can answer; retry"
+
+
+class Ranks:
+    """Reads from Redis or Postgres; owns the stale set and the rebuilds of this process."""
+
+    def __init__(self, cache: Cache, store: Store, rebuild_batch: int = 10_000) -> None:
+        self.cache, self.store, self.rebuild_batch = cache, store, rebuild_batch
+        self.stale: set[str] = set()  # boards that missed a write (Redis was away): rebuild when it is back
+        self._rebuilds: dict[str, asyncio.Task[None]] = {}
+
+    # ---- reads --------------------------------------------------------------------------------------------
+
+    async def top(self, board: BoardInfo, offset: int, limit: int) -> TopSlice:
+        seq = 0
+        try:
+            return await self.cache.top(board.id, offset, limit)
+        except NotReady as exc:
+            seq = exc.seq
+            self.ensure_rebuild(board.id)
+        except RedisError:
+            obs.redis_fallback("top")
+        try:
+            return await self.store.top(board, offset, limit, seq or await self.store.seq_floor())
+        except DB_DOWN:
+            raise Unavailable(NEITHER) from None
+
+    async def standing(self, board: BoardInfo, user_id: str, around: int) -> Standing | None:
+        """The player's rank and neighbours, or None when they have no entry."""
+        try:
+            return await self.cache.standing(board.id, user_id, around)
+        except NotReady:
+            self.ensure_rebuild(board.id)
+        except RedisError:
+            obs.redis_fallback("rank")
+        try:
+            return await self.store.standing(board, user_id, around, 0)
+        except DB_DOWN:
+            raise Unavailable(NEITHER) from None
+
+    async def follow(self, board: BoardInfo, users: Sequence[str]) -> tuple[int, dict[str, Position | None]]:
+        """(seq, {user: position or None}) for followed players."""
+        seq = 0
+        try:
+            return await self.cache.follow(board.id, users)
+        except NotReady as exc:
+            seq = exc.seq
+            self.ensure_rebuild(board.id)
+        except RedisError:
+            obs.redis_fallback("follow")
+        try:
+            return seq or await self.store.seq_floor(), await self.store.follow(board.id, users)
+        except DB_DOWN:
+            raise Unavailable(NEITHER) from None
+
+    async def seq(self, board: BoardInfo) -> int:
+        try:
+            return await self.cache.seq(board.id)
+        except RedisError:
+            try:
+                return await self.store.seq_floor()
+            except DB_DOWN:
+                raise Unavailable(NEITHER) from None
+
+    # ---- after a commit -----------------------------------------------------------------------------------
+
+    async def record(
+        self, board: BoardInfo, rows: Sequence[Written], users: dict[str, int], committed_at: float
+    ) -> dict[str, int | None]:
+        """Store a batch's committed rows of one board in Redis and return the ranks of `users` (user ->
+        committed value). When the board is not ready or Redis fails, the ranks come from Postgres."""
+        try:
+            res = await self.cache.write(board.id, rows, list(users), committed_at)
+            if res.ready:
+                return {u: r or None for u, r in res.ranks.items()}
+            self.ensure_rebuild(board.id)
+        except RedisError as exc:
+            log.warning("cache write for %s failed (%s); board marked stale", board.id, exc)
+            self.stale.add(board.id)
+            obs.redis_fallback("write")
+        keys = [(board.id, u, ranking.sort_key(v, board.sort)) for u, v in users.items()]
+        try:
+            found = await self.store.ranks(keys)
+        except DB_DOWN as exc:
+            log.warning("rank lookup in Postgres failed: %s", exc)
+            return dict.fromkeys(users)
+        return {u: found.get((board.id, u)) for u in users}
+
+    # ---- rebuilds -----------------------------------------------------------------------------------------
+
+    def ensure_rebuild(self, board_id: str) -> None:
+        """Start a background rebuild of the board in this process unless one is running."""
+        task = self._rebuilds.get(board_id)
+        if task is None or task.done():
+            self._rebuilds[board_id] = asyncio.create_task(self.rebuild_quietly(board_id), name=f"rebuild:{board_id}")
+
+    async def rebuild_quietly(self, board_id: str) -> None:
+        try:
+            await self.rebuild(board_id)
+        except Exception as exc:  # Redis or Postgres away: the board stays stale and is retried
+            log.warning("rebuild of %s failed: %s", board_id, exc)
+
+    async def rebuild(self, board_id: str) -> int | None:
+        """Reload a board in full from Postgres: its member count, or None if another process is at it."""
+        if await self.store.board(board_id) is None:
+            return 0
+        try:
+            return await self.cache.rebuild(
+                board_id,
+                lambda: self.store.scan(board_id, self.rebuild_batch),
+                self.store.seq_floor,
+                # From here on the scan covers every earlier miss; a write that fails during the scan marks
+                # the board stale again, and so does a failure of this rebuild (below).
+                emptied=lambda: self.stale.discard(board_id),
+            )
+        except BaseException:
+            self.stale.add(board_id)
+            raise
+
+    async def warm(self, boards: Sequence[BoardInfo]) -> None:
+        """At start-up: rebuild every board that is not marked ready (a cold or lost Redis)."""
+        try:
+            for b in boards:
+                ready = await self.cache.is_ready(b.id)
+                obs.cache_ready(b.id, ready)
+                if not ready:
+                    self.ensure_rebuild(b.id)
+        except (RedisError, OSError) as exc:
+            log.warning("Redis unreachable at start-up (%s): reads use Postgres until it is back", exc)
+            self.stale.update(b.id for b in boards)
+
+    async def watch(self, interval: float = 1.0) -> None:
+        """Rebuild the boards that missed writes while Redis was away, once it answers again."""
+        while True:
+            await asyncio.sleep(interval)
+            if not self.stale:
+                continue
+            try:
+                await self.cache.r.ping()
+            except (RedisError, OSError):
+                continue
+            for board_id in list(self.stale):
+                self.ensure_rebuild(board_id)
+
+    async def close(self) -> None:
+        for task in self._rebuilds.values():
+            task.cancel()
+        await asyncio.gather(*self._rebuilds.values(), return_exceptions=True)
