@@ -33,7 +33,7 @@ from .cache import Cache
 from .errors import NotFound, Refused, Unavailable
 from .fanout import Hub
 from .health import Health
-from .logs import RequestIdMiddleware, configure_logging, register_secret
+from .logs import configure_logging, register_secret
 from .outbox import watchdog
 from .protocol import encode
 from .ranks import Ranks
@@ -188,7 +188,7 @@ def create_app(settings: Settings, *, drain_on_signal: bool = False) -> Starlett
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        middleware=[Middleware(RequestIdMiddleware), Middleware(obs.MetricsMiddleware), *_cors(settings)],
+        middleware=[Middleware(obs.HttpMiddleware), *_cors(settings)],
         exception_handlers={Refused: http.refused, HTTPException: http.http_error, Exception: _crash},
     )
     static = settings.static_dir or (REPO_DIST if REPO_DIST.is_dir() else None)

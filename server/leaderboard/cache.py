@@ -282,7 +282,7 @@ class Cache:
             return None
         started = time.perf_counter()
         try:
-            obs.cache_ready(board, False)
+            obs.gauge(obs.CACHE_READY, 0, board)
             # Not ready first, then empty. Writers go on storing committed values (version-checked) in the
             # live keys while we load a snapshot of Postgres into the z~/v~/n~ keys; the swap merges the two.
             async with self.r.pipeline(transaction=True) as p:
@@ -294,12 +294,14 @@ class Cache:
             await self._swap(
                 keys=[k.z, k.v, k.n, k.z_new, k.v_new, k.n_new, k.seq, k.ready, k.ev], args=[await seq_floor()]
             )
-            obs.cache_ready(board, True)
-            obs.rebuild(board, "ok", time.perf_counter() - started)
+            obs.gauge(obs.CACHE_READY, 1, board)
+            obs.count(obs.REBUILDS, 1, board, "ok")
+            obs.observe(obs.REBUILD_SECONDS, time.perf_counter() - started, board)
             log.info("rebuilt board %s: %d members in %.2fs", board, count, time.perf_counter() - started)
             return count
         except BaseException:
-            obs.rebuild(board, "error", time.perf_counter() - started)
+            obs.count(obs.REBUILDS, 1, board, "error")
+            obs.observe(obs.REBUILD_SECONDS, time.perf_counter() - started, board)
             raise
         finally:
             try:

@@ -71,7 +71,7 @@ class Hub:
             subs.discard(mb)
         b.top.setdefault(limit, set()).add(mb)
         mb.subs.add(("top", board.id, ""))
-        obs.subscribers(board.id, "top", sum(len(s) for s in b.top.values()))
+        obs.gauge(obs.SUBSCRIBERS, _count(b, "top"), board.id, "top")
         seq, entries, total = await self._snapshot(b, limit)
         mb.push(("top", board.id, ""), _top_message(board.id, seq, total, entries))
 
@@ -86,7 +86,7 @@ class Hub:
             seq = await self.ranks.seq(board)
         f.mailboxes.add(mb)
         mb.subs.add(("rank", board.id, user_id))
-        obs.subscribers(board.id, "rank", sum(len(x.mailboxes) for x in b.follows.values()))
+        obs.gauge(obs.SUBSCRIBERS, _count(b, "rank"), board.id, "rank")
         mb.push(("rank", board.id, user_id), _rank_message(b.info, user_id, f, None, seq))
 
     def unsubscribe(self, mb: Outbox, topic: str, board_id: str, user_id: str = "") -> None:
@@ -106,7 +106,7 @@ class Hub:
                 f.mailboxes.discard(mb)
                 if not f.mailboxes:
                     del b.follows[user_id]
-        obs.subscribers(board_id, topic, _count(b, topic))
+        obs.gauge(obs.SUBSCRIBERS, _count(b, topic), board_id, topic)
         if not b.top and not b.follows:
             del self.boards[board_id]
 
@@ -192,7 +192,7 @@ class Hub:
         finally:
             b.scheduled = False
             if oldest is not None and sent:
-                obs.push(max(0.0, time.time() - oldest), sent)
+                obs.observe(obs.PUSH_SECONDS, max(0.0, time.time() - oldest))
             if b.full or b.changes:
                 self._dirty(board_id)
 
@@ -208,7 +208,7 @@ class Hub:
             for mb in mailboxes:
                 mb.push(("top", b.info.id, ""), text)
             sent += len(mailboxes)
-        obs.ws_message_out("top", sent)
+        obs.count(obs.WS_OUT, sent, "top")
         return sent
 
     async def _flush_ranks(self, b: _Board, users: list[str]) -> int:
@@ -226,7 +226,7 @@ class Hub:
             for mb in f.mailboxes:
                 mb.push(("rank", b.info.id, user), text)
             sent += len(f.mailboxes)
-        obs.ws_message_out("rank", sent)
+        obs.count(obs.WS_OUT, sent, "rank")
         return sent
 
     async def _snapshot(self, b: _Board, limit: int) -> tuple[int, list[Entry], int]:

@@ -164,7 +164,7 @@ async def watchdog(outboxes: Callable[[], Iterable[Outbox]], limit: float) -> No
         for box in list(outboxes()):
             if not box.closed and box.behind(now, limit):
                 log.warning("closing a socket that stopped reading its pushes (1013)")
-                obs.slow_socket_closed()
+                obs.count(obs.SLOW_SOCKETS)
                 task = asyncio.create_task(box.close_behind())
                 closing.add(task)
                 task.add_done_callback(closing.discard)

@@ -45,7 +45,7 @@ class Ranks:
             seq = exc.seq
             self.ensure_rebuild(board.id)
         except RedisError:
-            obs.redis_fallback("top")
+            obs.count(obs.REDIS_FALLBACK, 1, "top")
         try:
             return await self.store.top(board, offset, limit, seq or await self.store.seq_floor())
         except DB_DOWN:
@@ -58,7 +58,7 @@ class Ranks:
         except NotReady:
             self.ensure_rebuild(board.id)
         except RedisError:
-            obs.redis_fallback("rank")
+            obs.count(obs.REDIS_FALLBACK, 1, "rank")
         try:
             return await self.store.standing(board, user_id, around, 0)
         except DB_DOWN:
@@ -73,7 +73,7 @@ class Ranks:
             seq = exc.seq
             self.ensure_rebuild(board.id)
         except RedisError:
-            obs.redis_fallback("follow")
+            obs.count(obs.REDIS_FALLBACK, 1, "follow")
         try:
             return seq or await self.store.seq_floor(), await self.store.follow(board.id, users)
         except DB_DOWN:
@@ -103,7 +103,7 @@ class Ranks:
         except RedisError as exc:
             log.warning("cache write for %s failed (%s); board marked stale", board.id, exc)
             self.stale.add(board.id)
-            obs.redis_fallback("write")
+            obs.count(obs.REDIS_FALLBACK, 1, "write")
         keys = [(board.id, u, ranking.sort_key(v, board.sort)) for u, v in users.items()]
         try:
             found = await self.store.ranks(keys)
@@ -148,7 +148,7 @@ class Ranks:
         try:
             for b in boards:
                 ready = await self.cache.is_ready(b.id)
-                obs.cache_ready(b.id, ready)
+                obs.gauge(obs.CACHE_READY, int(ready), b.id)
                 if not ready:
                     self.ensure_rebuild(b.id)
         except (RedisError, OSError) as exc:

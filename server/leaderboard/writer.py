@@ -98,11 +98,12 @@ class Writer:
             result = await self._transaction(batch)
         except (*DB_DOWN, RuntimeError) as exc:
             log.error("batch of %d not committed: %s", len(batch), exc)
-            obs.submissions("rejected", len(batch))
+            obs.count(obs.SUBMISSIONS, len(batch), "rejected")
             _fail(batch, Unavailable("the database is unavailable; retry"))
             return
         committed_at = time.time()
-        obs.batch_committed(len(batch), time.perf_counter() - started)
+        obs.observe(obs.BATCH_SIZE, len(batch))
+        obs.observe(obs.BATCH_SECONDS, time.perf_counter() - started)
         ranks = await self._record(batch, result, committed_at)
         counts = dict.fromkeys(("accepted", "duplicate", "rejected"), 0)
         for p, o in zip(batch, result.outcomes, strict=True):
@@ -118,7 +119,7 @@ class Writer:
                 )
         for kind, n in counts.items():
             if n:
-                obs.submissions(kind, n)
+                obs.count(obs.SUBMISSIONS, n, kind)
 
     async def _transaction(self, batch: list[Pending]) -> BatchResult:
         for attempt in range(4):
@@ -148,7 +149,7 @@ class Writer:
         for board_id, users in asked.items():
             found = await self.ranks.record(boards[board_id], written[board_id], users, committed_at)
             ranks.update(((board_id, u), r) for u, r in found.items())
-        obs.cache_written(time.perf_counter() - started)
+        obs.observe(obs.CACHE_WRITE_SECONDS, time.perf_counter() - started)
         return ranks
 
 

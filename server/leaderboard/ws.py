@@ -132,7 +132,7 @@ class Connection:
         if ctx.sockets.draining:
             await self._close(CLOSE_RESTART, "server restarting")
             return
-        obs.ws_connected(1)
+        obs.count(obs.WS_CONNECTIONS, 1)
         ctx.sockets.open.add(self)
         self._task = asyncio.current_task()
         if not ctx.health.ok:
@@ -157,7 +157,7 @@ class Connection:
             for task in self.inflight:
                 task.cancel()
             self.outbox.cancel()
-            obs.ws_connected(-1)
+            obs.count(obs.WS_CONNECTIONS, -1)
 
     async def _receive_loop(self) -> None:
         limit = self.ctx.settings.max_frame_bytes
@@ -183,10 +183,10 @@ class Connection:
         try:
             frame = parse_frame(data)
         except FrameError as exc:
-            obs.ws_message_in("invalid")
+            obs.count(obs.WS_IN, 1, "invalid")
             self.outbox.reply(Encoded(error_frame(exc.code, exc.detail, exc.ref)))
             return
-        obs.ws_message_in(frame.type)
+        obs.count(obs.WS_IN, 1, frame.type)
         try:
             with obs.background_task(f"ws.{frame.type}"):
                 await self._handle(frame)
@@ -222,7 +222,7 @@ class Connection:
         try:
             ack = await self.ctx.service.submit(self.principal, frame)
             self.outbox.reply(Encoded(reply("ack", frame.ref, ack)))
-            obs.ws_message_out("ack")
+            obs.count(obs.WS_OUT, 1, "ack")
         except Refused as exc:
             self.outbox.reply(Encoded(error_frame(exc.code, exc.detail, frame.ref)))
         finally:
