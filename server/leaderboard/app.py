@@ -78,9 +78,13 @@ class Runtime:
         store = Store(pool)
         ranks = Ranks(Cache(client), store, settings.rebuild_batch)
         writer = Writer(store, ranks, settings.batch_max, settings.write_concurrency)
-        rules = TokenRules(settings.player_token_secret)
+        rules = TokenRules(
+            settings.player_token_secret, settings.player_token_max_lifetime_s, settings.player_token_audience,
+            settings.player_token_issuer,
+        )  # fmt: skip
         rt = cls(
-            settings, pool, client, listener, store, ranks, writer, Hub(listener, ranks, settings.push_interval),
+            settings, pool, client, listener, store, ranks, writer,
+            Hub(listener, ranks, settings.push_interval, store.forget_missing),
             Service(store, ranks, writer), Authenticator(pool, rules), Health(pool, client),
         )  # fmt: skip
         with contextlib.suppress(*DB_DOWN):
@@ -89,6 +93,8 @@ class Runtime:
             asyncio.create_task(writer.run(), name="writer"),
             asyncio.create_task(rt.hub.listen(), name="fanout-listener"),
             asyncio.create_task(ranks.watch(), name="redis-watch"),
+            asyncio.create_task(ranks.settle(), name="cache-debts"),
+            asyncio.create_task(ranks.verify_all(settings.verify_interval_s), name="verify"),
             asyncio.create_task(rt.auth.run(rt.sockets.revoked), name="api-keys"),
             asyncio.create_task(rt.health.run(lambda: rt.sockets.broadcast(rt.health.status())), name="health"),
             asyncio.create_task(watchdog(rt.sockets.outboxes, settings.slow_socket_timeout_s), name="watchdog"),

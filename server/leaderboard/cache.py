@@ -8,7 +8,9 @@ Per board (all keys share the `{board}` hash tag, so a board lives in one Redis 
                               it to max(seq + 1, highest version written * 1024), so it stays below
                               (last version issued + 1) * 1024 and Postgres can vouch for a floor
                               (Store.seq_floor) when Redis is lost or unreachable.
+    lb:{b}:vmax   number      the highest version stored in the board (for the integrity check in ranks.py)
     lb:{b}:ready  flag        present only while the sorted set is complete; absent = read Postgres
+    lb:{b}:verify lease       held by the process checking the board against Postgres this interval
     lb:{b}:lock   lock        held by the process rebuilding the board
     lb:{b}:z~ v~ n~           the next z / v / n while a rebuild loads them
     lb:{b}:ev     channel     change events: {"s": seq, "t": commit time, "c": [[user, old_key, new_key], ...]}
@@ -38,17 +40,18 @@ from .store import Written
 log = logging.getLogger(__name__)
 
 EVENT_PATTERN = "lb:{*}:ev"
+BOARDS_CHANNEL = "lb:boards"  # a board was created (or changed): processes forget what they cached about it
 
 
 class Keys:
     """Key names of one board."""
 
-    __slots__ = ("ev", "lock", "n", "n_new", "ready", "seq", "v", "v_new", "z", "z_new")
+    __slots__ = ("ev", "lock", "n", "n_new", "ready", "seq", "v", "v_new", "verify", "vmax", "z", "z_new")
 
     def __init__(self, board: str) -> None:
         p = f"lb:{{{board}}}:"
-        self.z, self.v, self.n, self.seq = p + "z", p + "v", p + "n", p + "seq"
-        self.ready, self.lock, self.ev = p + "ready", p + "lock", p + "ev"
+        self.z, self.v, self.n, self.seq, self.vmax = p + "z", p + "v", p + "n", p + "seq", p + "vmax"
+        self.ready, self.lock, self.ev, self.verify = p + "ready", p + "lock", p + "ev", p + "verify"
         self.z_new, self.v_new, self.n_new = p + "z~", p + "v~", p + "n~"  # built by a rebuild, then swapped in
 
 
@@ -56,7 +59,7 @@ def board_of_channel(channel: str) -> str:
     return channel[channel.index("{") + 1 : channel.rindex("}")]
 
 
-# KEYS z v n seq ready; ARGV channel, commit_time, count, count * (member, key, version, name), rank-only members
+# KEYS z v n seq ready vmax; ARGV channel, commit_time, count, count * (member, key, version, name), rank-only members
 _WRITE = """
 local z, v, n, seqk = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local count = tonumber(ARGV[3])
@@ -84,6 +87,7 @@ for _, m in ipairs(members) do
   if s then ranks[#ranks + 1] = redis.call('ZCOUNT', z, '-inf', '(' .. s) + 1 else ranks[#ranks + 1] = 0 end
 end
 local seq = tonumber(redis.call('GET', seqk) or '0')
+if vmax > tonumber(redis.call('GET', KEYS[6]) or '0') then redis.call('SET', KEYS[6], string.format('%.0f', vmax)) end
 if #changes > 0 then
   seq = math.max(seq + 1, vmax * 1024)
   redis.call('SET', seqk, string.format('%.0f', seq))
@@ -140,9 +144,9 @@ end
 return out
 """
 
-# KEYS z v n z~ v~ n~ seq ready ev; ARGV seq floor -- finish a rebuild. The live keys hold only what writers
-# stored since the rebuild emptied them: keep each of those unless the loaded copy is newer, swap the loaded
-# keys in, mark the board ready, and never let seq go back (even when Redis had lost it).
+# KEYS z v n z~ v~ n~ seq ready ev vmax; ARGV seq floor, version floor -- finish a rebuild. The live keys hold
+# only what writers stored since the rebuild emptied them: keep each of those unless the loaded copy is newer,
+# swap the loaded keys in, mark the board ready, and never let seq or vmax go back (even when Redis lost them).
 _SWAP = """
 local live = redis.call('HGETALL', KEYS[2])
 for i = 1, #live, 2 do
@@ -158,6 +162,8 @@ end
 for j = 1, 3 do
   if redis.call('EXISTS', KEYS[j + 3]) == 1 then redis.call('RENAME', KEYS[j + 3], KEYS[j]) end
 end
+local vmax = math.max(tonumber(redis.call('GET', KEYS[10]) or '0'), tonumber(ARGV[2]))
+redis.call('SET', KEYS[10], string.format('%.0f', vmax))
 local seq = math.max(tonumber(redis.call('GET', KEYS[7]) or '0') + 1, tonumber(ARGV[1]))
 redis.call('SET', KEYS[7], string.format('%.0f', seq))
 redis.call('SET', KEYS[8], '1')
@@ -173,6 +179,14 @@ class WriteResult:
     ready: bool
     seq: int
     ranks: dict[str, int]  # user_id -> rank (0: not in the set)
+
+
+@dataclass(frozen=True, slots=True)
+class State:
+    ready: bool
+    members: int
+    vmax: int  # highest version stored
+    seq: int
 
 
 class NotReady(Exception):
@@ -223,7 +237,7 @@ class Cache:
         changed = {w.user_id for w in rows}
         others = [u for u in dict.fromkeys(rank_of) if u not in changed]
         args += others
-        ready, seq, ranks = await self._write(keys=[k.z, k.v, k.n, k.seq, k.ready], args=args)
+        ready, seq, ranks = await self._write(keys=[k.z, k.v, k.n, k.seq, k.ready, k.vmax], args=args)
         members = [w.user_id for w in rows] + others
         return WriteResult(bool(ready), int(seq), dict(zip(members, ranks, strict=True)))
 
@@ -261,8 +275,31 @@ class Cache:
             out[user] = Position(int(float(key)), int(rank)) if key != "" else None
         return int(res[0]), out
 
+    async def announce(self, board: str) -> None:
+        await self.r.publish(BOARDS_CHANNEL, board)
+
     async def seq(self, board: str) -> int:
         return int(await self.r.get(Keys(board).seq) or 0)
+
+    async def state(self, board: str) -> State:
+        """What the integrity check compares with Postgres, in one round trip."""
+        k = Keys(board)
+        async with self.r.pipeline(transaction=True) as p:
+            p.exists(k.ready)
+            p.zcard(k.z)
+            p.get(k.vmax)
+            p.get(k.seq)
+            ready, members, vmax, seq = await p.execute()
+        return State(bool(ready), int(members), int(vmax or 0), int(seq or 0))
+
+    async def lease(self, board: str, seconds: float) -> bool:
+        """Take the board's verification lease for this interval (one process checks each board)."""
+        return bool(await self.r.set(Keys(board).verify, "1", nx=True, px=int(seconds * 1000)))
+
+    async def identity(self) -> str:
+        """The Redis server's run_id: it changes when Redis restarts or fails over (its data may be older)."""
+        info = await self.r.info("server")
+        return str(info["run_id"])
 
     async def is_ready(self, board: str) -> bool:
         return bool(await self.r.exists(Keys(board).ready))
@@ -270,12 +307,13 @@ class Cache:
     # ---- rebuild ------------------------------------------------------------------------------------------
 
     async def rebuild(
-        self, board: str, pages: Callable[[], Pages], seq_floor: Callable[[], Awaitable[int]],
+        self, board: str, pages: Callable[[], Pages], floors: Callable[[], Awaitable[tuple[int, int]]],
         emptied: Callable[[], None],
     ) -> int | None:  # fmt: skip
         """Reload a board in full from `pages()` (Store.scan). Returns the member count, or None if another
         process holds the rebuild lock. Reads go to Postgres until the board is marked ready at the end;
-        `emptied()` is called once the old contents are gone (every earlier miss is covered from then on)."""
+        `emptied()` is called once the old contents are gone (every earlier miss is covered from then on);
+        `floors()` gives what seq and vmax must at least be afterwards."""
         k = Keys(board)
         token = uuid.uuid4().hex
         if not await self.r.set(k.lock, token, nx=True, px=30_000):
@@ -292,7 +330,7 @@ class Cache:
             emptied()
             count = await self._load(k, pages())
             await self._swap(
-                keys=[k.z, k.v, k.n, k.z_new, k.v_new, k.n_new, k.seq, k.ready, k.ev], args=[await seq_floor()]
+                keys=[k.z, k.v, k.n, k.z_new, k.v_new, k.n_new, k.seq, k.ready, k.ev, k.vmax], args=[*await floors()]
             )
             obs.gauge(obs.CACHE_READY, 1, board)
             obs.count(obs.REBUILDS, 1, board, "ok")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import orjson
@@ -24,7 +25,7 @@ from redis.exceptions import RedisError
 
 from . import observability as obs
 from . import ranking
-from .cache import EVENT_PATTERN, board_of_channel
+from .cache import BOARDS_CHANNEL, EVENT_PATTERN, board_of_channel
 from .errors import Refused
 from .outbox import Encoded, Outbox
 from .protocol import Entry, encode, entries
@@ -47,6 +48,7 @@ class _Board:
     top: dict[int, set[Outbox]] = field(default_factory=dict)  # limit -> subscribers
     follows: dict[str, _Follow] = field(default_factory=dict)
     last_top: dict[int, list[Entry]] = field(default_factory=dict)  # limit -> entries last pushed
+    last_msg: dict[int, Encoded] = field(default_factory=dict)  # limit -> the frame last pushed
     cut: tuple[int, float] = (0, 0.0)  # (entries, key of the last) in the last snapshot read
     changes: list[tuple[str, float | None, float]] = field(default_factory=list)
     oldest_commit: float | None = None
@@ -58,9 +60,12 @@ class _Board:
 class Hub:
     """Per-process subscription registry, pub/sub listener and debounced flusher."""
 
-    def __init__(self, client: aioredis.Redis, ranks: Ranks, push_interval: float) -> None:
-        self.r, self.ranks, self.interval = client, ranks, push_interval
+    def __init__(
+        self, client: aioredis.Redis, ranks: Ranks, push_interval: float, board_changed: Callable[[str | None], None]
+    ) -> None:
+        self.r, self.ranks, self.interval, self.board_changed = client, ranks, push_interval, board_changed
         self.boards: dict[str, _Board] = {}
+        self.listening = False  # while not, changes go unseen here: no snapshot may be reused
         self._tasks: set[asyncio.Task[None]] = set()
 
     # ---- subscriptions ------------------------------------------------------------------------------------
@@ -69,11 +74,20 @@ class Hub:
         b = self.boards.setdefault(board.id, _Board(board))
         for subs in b.top.values():
             subs.discard(mb)
+        first = limit not in b.top
         b.top.setdefault(limit, set()).add(mb)
         mb.subs.add(("top", board.id, ""))
         obs.gauge(obs.SUBSCRIBERS, _count(b, "top"), board.id, "top")
+        key = ("top", board.id, "")
+        cached = b.last_msg.get(limit)
+        if cached is not None and self.listening and not (b.changes or b.full or b.scheduled):
+            mb.push(key, cached)  # what every subscriber of this limit has, and nothing changed since
+            return
         seq, entries, total = await self._snapshot(b, limit)
-        mb.push(("top", board.id, ""), _top_message(board.id, seq, total, entries))
+        message = _top_message(board.id, seq, total, entries)
+        if first:  # the only subscriber of this limit: what it got is what the next flush compares with
+            b.last_top[limit], b.last_msg[limit] = entries, message
+        mb.push(key, message)
 
     async def subscribe_rank(self, mb: Outbox, board: BoardInfo, user_id: str) -> None:
         b = self.boards.setdefault(board.id, _Board(board))
@@ -100,6 +114,7 @@ class Hub:
                 if not subs:
                     del b.top[limit]
                     b.last_top.pop(limit, None)
+                    b.last_msg.pop(limit, None)
         else:
             f = b.follows.get(user_id)
             if f is not None:
@@ -123,13 +138,18 @@ class Hub:
             try:
                 async with self.r.pubsub() as ps:
                     await ps.psubscribe(EVENT_PATTERN)
+                    await ps.subscribe(BOARDS_CHANNEL)
+                    self.board_changed(None)  # announcements missed while disconnected
                     for board_id in list(self.boards):
                         self._dirty(board_id, full=True)
-                    backoff = 0.1
+                    self.listening, backoff = True, 0.1
                     async for msg in ps.listen():
                         if msg["type"] == "pmessage":
                             self.on_event(msg["channel"], msg["data"])
+                        elif msg["type"] == "message":
+                            self.board_changed(msg["data"])
             except (RedisError, OSError) as exc:
+                self.listening = False
                 log.warning("pub/sub listener lost Redis (%s); retrying in %.1fs", exc, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
@@ -180,6 +200,8 @@ class Hub:
             with obs.background_task("fanout.flush"):
                 if b.top and (full or _touches_top(b, changes)):
                     sent += await self._flush_top(b)
+                elif changes:
+                    b.last_msg.clear()  # the total moved: the next subscriber reads afresh
                 if b.follows:
                     users = (
                         list(b.follows) if full else ranking.affected({u: f.key for u, f in b.follows.items()}, changes)
@@ -201,10 +223,12 @@ class Hub:
         sent = 0
         for limit, mailboxes in b.top.items():
             page = entries[:limit]
-            if page == b.last_top.get(limit):
+            unchanged = page == b.last_top.get(limit)
+            # The latest read, pushed or not, is what a new subscriber of this limit gets while nothing changes.
+            text = b.last_msg[limit] = _top_message(b.info.id, seq, total, page)
+            if unchanged:
                 continue
             b.last_top[limit] = page
-            text = _top_message(b.info.id, seq, total, page)
             for mb in mailboxes:
                 mb.push(("top", b.info.id, ""), text)
             sent += len(mailboxes)

@@ -19,12 +19,13 @@ See docs/protocol.md for the full contract.
 
 from __future__ import annotations
 
+import unicodedata
 import uuid
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StringConstraints, ValidationError
 
 from .errors import Invalid
 from .ranking import MAX_VALUE, Sort, TopSlice, value_of
@@ -34,9 +35,28 @@ BOARD_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 USER_ID_RULE = "1-64 characters of A-Z a-z 0-9 _ . : @ -"
 BOARD_ID_RULE = "1-64 characters of a-z 0-9 _ -, starting with a letter or digit"
 
+# Names are shown to other players: no control characters (Postgres cannot even store NUL), no lone
+# surrogates, and no bidirectional controls, which can make "\u202eevil Admin" render as "nimdA live".
+# Zero-width joiners stay allowed (emoji sequences need them).
+_BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+NAME_RULE = "must not contain control characters or bidirectional controls (U+202A-U+202E, U+2066-U+2069)"
+
+
+def _printable(text: str) -> str:
+    for ch in text:
+        if ch in _BIDI or unicodedata.category(ch) in ("Cc", "Cs"):
+            raise ValueError(f"{NAME_RULE}; found U+{ord(ch):04X}")
+    return text
+
+
 UserId = Annotated[str, StringConstraints(pattern=USER_ID_PATTERN)]
 BoardId = Annotated[str, StringConstraints(pattern=BOARD_ID_PATTERN)]
-DisplayName = Annotated[str, StringConstraints(min_length=1, max_length=64, strip_whitespace=True)]
+DisplayName = Annotated[
+    str, StringConstraints(min_length=1, max_length=64, strip_whitespace=True), AfterValidator(_printable)
+]
+Title = Annotated[
+    str, StringConstraints(min_length=1, max_length=128, strip_whitespace=True), AfterValidator(_printable)
+]
 Score = Annotated[StrictInt, Field(ge=-MAX_VALUE, le=MAX_VALUE)]
 Ref = str | int | None
 Format = Literal["number", "time_ms", "time_s"]
@@ -60,7 +80,7 @@ class BoardCreate(Strict):
     """POST /api/leaderboards body."""
 
     id: BoardId
-    title: Annotated[str, StringConstraints(min_length=1, max_length=128, strip_whitespace=True)] | None = None
+    title: Title | None = None
     sort: Literal["desc", "asc"] = "desc"
     operator: Literal["incr", "best", "set"] = "incr"
     format: Format = "number"
@@ -209,9 +229,31 @@ def _ref_of(obj: dict[str, Any]) -> Ref:
     return ref
 
 
+# What a field must be, in words, where pydantic would show a regex or a union's internals.
+RULES = {
+    "user_id": USER_ID_RULE, "board": BOARD_ID_RULE, "id": BOARD_ID_RULE,
+    "ref": "a string of at most 64 characters, or an integer", "session_id": "a UUID",
+    "score": f"a JSON integer (no fraction or exponent) within ±{MAX_VALUE}",
+}  # fmt: skip
+_PLAIN = {"extra_forbidden": "unknown field", "missing": "required"}
+
+
 def describe(exc: ValidationError) -> Invalid:
-    """A pydantic error as an Invalid: one readable line plus the structured list."""
-    errors = [{"loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors(include_url=False)]
+    """A pydantic error as an Invalid: one readable line plus the structured list, said in words."""
+    errors: list[dict[str, Any]] = []
+    for e in exc.errors(include_url=False):
+        loc = [p for p in e["loc"] if isinstance(p, int) or ("-" not in p and p not in ("int", "str"))]
+        field = next((p for p in reversed(loc) if isinstance(p, str)), "")
+        if e["type"] in _PLAIN:
+            msg = _PLAIN[e["type"]]
+        elif e["type"] == "value_error":
+            msg = str(e["ctx"]["error"])
+        elif field in RULES and e["type"] not in ("missing",):
+            msg = "must be " + RULES[field]
+        else:
+            msg = e["msg"]
+        if not errors or errors[-1] != {"loc": loc, "msg": msg}:  # a union reports each member: say it once
+            errors.append({"loc": loc, "msg": msg})
     detail = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in errors)
     return Invalid(detail, errors)
 

@@ -1,7 +1,16 @@
-"""The read model: one policy for every rank read and every cache write after a commit.
+"""The read model: one policy for every rank read and every cache write after a commit, and the loops that
+make Redis converge to Postgres by itself.
 
     Redis when the board is ready; otherwise Postgres (same semantics), and the board is rebuilt.
     A cache write that fails marks the board stale; stale boards are rebuilt once Redis answers again.
+
+Convergence after any crash (the bound is in docs/operations.md):
+    - a process that dies between COMMIT and its cache write leaves the batch's cache_intents rows behind
+      (committed with the batch): `settle()` re-applies those players' committed rows after REPAIR_AFTER_S;
+    - a retried submission writes its committed row to Redis again (store.py: duplicates);
+    - Redis restarted or failed over (its run_id changed; its data may be older): every board is rebuilt;
+    - every board is checked against Postgres every verify interval (members and highest version, when no
+      write is in flight) and rebuilt when they disagree.
 
 `service.py` (REST and WebSocket reads, acks) and `fanout.py` (pushes) call only this for ranks; the writer
 calls `record()` after each COMMIT. Nothing else touches the stale set.
@@ -10,8 +19,10 @@ calls `record()` after each COMMIT. Nothing else touches the stale set.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
 
 from redis.exceptions import RedisError
 
@@ -25,6 +36,8 @@ from .store import DB_DOWN, BoardInfo, Store, Written
 log = logging.getLogger(__name__)
 
 NEITHER = "neither Redis nor Postgres can answer; retry"
+REPAIR_AFTER_S = 5.0  # a cache debt older than this was not paid by its writer (it died or failed)
+REBUILDS_AT_ONCE = 2  # concurrent rebuilds per process (after a Redis restart every board is rebuilt)
 
 
 class Ranks:
@@ -34,6 +47,8 @@ class Ranks:
         self.cache, self.store, self.rebuild_batch = cache, store, rebuild_batch
         self.stale: set[str] = set()  # boards that missed a write (Redis was away): rebuild when it is back
         self._rebuilds: dict[str, asyncio.Task[None]] = {}
+        self._rebuilding = asyncio.Semaphore(REBUILDS_AT_ONCE)
+        self._paid: list[int] = []  # cache_intents rows whose cache write is done, to delete
 
     # ---- reads --------------------------------------------------------------------------------------------
 
@@ -88,15 +103,25 @@ class Ranks:
             except DB_DOWN:
                 raise Unavailable(NEITHER) from None
 
+    async def announce(self, board_id: str) -> None:
+        """Tell every process that this board now exists (or changed)."""
+        try:
+            await self.cache.announce(board_id)
+        except RedisError as exc:  # the others find it when their 5-second negative cache expires
+            log.warning("could not announce board %s (%s)", board_id, exc)
+
     # ---- after a commit -----------------------------------------------------------------------------------
 
     async def record(
-        self, board: BoardInfo, rows: Sequence[Written], users: dict[str, int], committed_at: float
+        self, board: BoardInfo, rows: Sequence[Written], users: dict[str, int], committed_at: float, intent: int | None
     ) -> dict[str, int | None]:
         """Store a batch's committed rows of one board in Redis and return the ranks of `users` (user ->
-        committed value). When the board is not ready or Redis fails, the ranks come from Postgres."""
+        committed value); the batch's cache debt `intent` is then paid. When the board is not ready or Redis
+        fails, the ranks come from Postgres."""
         try:
             res = await self.cache.write(board.id, rows, list(users), committed_at)
+            if intent is not None:
+                self._paid.append(intent)
             if res.ready:
                 return {u: r or None for u, r in res.ranks.items()}
             self.ensure_rebuild(board.id)
@@ -120,9 +145,16 @@ class Ranks:
         if task is None or task.done():
             self._rebuilds[board_id] = asyncio.create_task(self.rebuild_quietly(board_id), name=f"rebuild:{board_id}")
 
+    def _floors(self, board_id: str) -> Callable[[], Awaitable[tuple[int, int]]]:
+        async def floors() -> tuple[int, int]:
+            return await self.store.seq_floor(), (await self.store.invariants(board_id))[1]
+
+        return floors
+
     async def rebuild_quietly(self, board_id: str) -> None:
         try:
-            await self.rebuild(board_id)
+            async with self._rebuilding:
+                await self.rebuild(board_id)
         except Exception as exc:  # Redis or Postgres away: the board stays stale and is retried
             log.warning("rebuild of %s failed: %s", board_id, exc)
 
@@ -134,7 +166,7 @@ class Ranks:
             return await self.cache.rebuild(
                 board_id,
                 lambda: self.store.scan(board_id, self.rebuild_batch),
-                self.store.seq_floor,
+                self._floors(board_id),
                 # From here on the scan covers every earlier miss; a write that fails during the scan marks
                 # the board stale again, and so does a failure of this rebuild (below).
                 emptied=lambda: self.stale.discard(board_id),
@@ -155,18 +187,75 @@ class Ranks:
             log.warning("Redis unreachable at start-up (%s): reads use Postgres until it is back", exc)
             self.stale.update(b.id for b in boards)
 
+    # ---- convergence --------------------------------------------------------------------------------------
+
     async def watch(self, interval: float = 1.0) -> None:
-        """Rebuild the boards that missed writes while Redis was away, once it answers again."""
+        """Rebuild stale boards once Redis answers again; rebuild every board when Redis restarted."""
+        known: str | None = None
         while True:
             await asyncio.sleep(interval)
-            if not self.stale:
-                continue
             try:
-                await self.cache.r.ping()
+                identity = await self.cache.identity()
             except (RedisError, OSError):
                 continue
+            if known is not None and identity != known:
+                log.warning("Redis restarted or failed over (run_id %s -> %s): rebuilding every board", known, identity)
+                with contextlib.suppress(*DB_DOWN):
+                    self.stale.update(b.id for b in await self.store.boards())
+            known = identity
             for board_id in list(self.stale):
                 self.ensure_rebuild(board_id)
+
+    async def settle(self, interval: float = 1.0) -> None:
+        """Delete the cache debts that were paid; repay the ones their writer left behind."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                if self._paid:
+                    paid, self._paid = self._paid, []
+                    await self.store.delete_intents(paid)
+                for intent, board_id, users in await self.store.old_intents(REPAIR_AFTER_S):
+                    await self.repair(board_id, users)
+                    await self.store.delete_intents([intent])
+            except (*DB_DOWN, RedisError) as exc:
+                log.warning("settling cache debts failed (%s); retrying", exc)
+
+    async def repair(self, board_id: str, users: Sequence[str]) -> None:
+        """Write these players' committed rows to Redis again (version-checked: never overwrites newer)."""
+        rows = await self.store.current(board_id, users)
+        log.warning("repairing %d rows of board %s left unwritten by a failed or dead writer", len(rows), board_id)
+        if rows:
+            await self.cache.write(board_id, rows, [], time.time())
+
+    async def verify(self, board: BoardInfo) -> bool:
+        """Compare the board in Redis with Postgres while no write is in flight; rebuild it if they disagree.
+        Returns False when it started a rebuild."""
+        before = await self.cache.state(board.id)
+        if not before.ready:
+            return True  # being rebuilt, or cold: reads already go to Postgres
+        members, version, owed = await self.store.invariants(board.id)
+        after = await self.cache.state(board.id)
+        if owed or after.seq != before.seq or not after.ready:
+            return True  # writes in flight or debts unpaid: settle() covers those
+        if (after.members, after.vmax) == (members, version):
+            return True
+        log.warning(
+            "board %s disagrees with Postgres (Redis: %d members, version %d; Postgres: %d, %d): rebuilding",
+            board.id, after.members, after.vmax, members, version,
+        )  # fmt: skip
+        self.ensure_rebuild(board.id)
+        return False
+
+    async def verify_all(self, interval: float) -> None:
+        """Every `interval` seconds, check each board (one process per board per interval, by lease)."""
+        while True:
+            try:
+                for board in await self.store.boards():
+                    if await self.cache.lease(board.id, interval):
+                        await self.verify(board)
+            except (*DB_DOWN, RedisError) as exc:
+                log.debug("verification round failed: %s", exc)
+            await asyncio.sleep(interval)
 
     async def close(self) -> None:
         for task in self._rebuilds.values():

@@ -63,6 +63,8 @@ class Service:
             raise Unavailable("the database is unavailable; retry") from None
         if info is None:
             raise Conflict(f"board {spec.id!r} already exists")
+        self.store.forget_missing(info.id)
+        await self.ranks.announce(info.id)
         await self.ranks.rebuild_quietly(info.id)  # an empty board: marks it ready at once
         return info
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
@@ -61,16 +62,24 @@ class Written:
     sort_key: int
     version: int
     display_name: str | None
+    fresh: bool = True  # written by this batch (False: a duplicate's current row, written to Redis again)
 
 
 @dataclass(slots=True)
 class BatchResult:
     outcomes: list[Outcome]
-    written: list[Written] = field(default_factory=list)
+    written: list[Written] = field(default_factory=list)  # rows changed, and the current rows of duplicates
+    intents: dict[str, int] = field(default_factory=dict)  # board -> its cache_intents row (sql/003)
 
 
 Con = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
-DB_DOWN = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)  # what "Postgres did not answer" looks like
+# What "Postgres did not answer" looks like: the connection, the server going away, a standby after a failover.
+# Any other Postgres error is about the statement, and so about the data of some submission (writer.py).
+DB_DOWN = (
+    OSError, TimeoutError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError, asyncpg.exceptions.InsufficientResourcesError,
+    asyncpg.exceptions.ReadOnlySQLTransactionError,
+)  # fmt: skip
 
 BOARD_COLUMNS = "id, title, sort_order, operator, format, created_at"
 SQL_BOARDS = f"SELECT {BOARD_COLUMNS} FROM leaderboards ORDER BY created_at, id"
@@ -116,9 +125,24 @@ FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[]) AS t(b, u, v, k)
 ON CONFLICT (board_id, user_id) DO NOTHING
 RETURNING board_id, user_id, version
 """
-SQL_VALUES = """
-SELECT l.board_id, l.user_id, l.value
+SQL_CURRENT = """
+SELECT l.board_id, l.user_id, l.value, l.sort_key, l.version, u.display_name
 FROM leaderboard l JOIN unnest($1::text[], $2::text[]) AS t(b, u) ON l.board_id = t.b AND l.user_id = t.u
+JOIN users u ON u.user_id = l.user_id
+"""
+SQL_INTENTS = """
+INSERT INTO cache_intents (board_id, users)
+SELECT b, array_agg(u) FROM unnest($1::text[], $2::text[]) AS t(b, u) GROUP BY b
+RETURNING board_id, id
+"""
+SQL_DELETE_INTENTS = "DELETE FROM cache_intents WHERE id = ANY($1::bigint[])"
+SQL_OLD_INTENTS = """
+SELECT id, board_id, users FROM cache_intents WHERE at < now() - make_interval(secs => $1) ORDER BY id LIMIT $2
+"""
+SQL_INVARIANTS = """
+SELECT count(*) AS members, coalesce(max(version), 0) AS version,
+       (SELECT count(*) FROM cache_intents WHERE board_id = $1) AS owed
+FROM leaderboard WHERE board_id = $1
 """
 SQL_NAMES = "SELECT user_id, display_name FROM users WHERE user_id = ANY($1::text[])"
 
@@ -189,6 +213,7 @@ FROM (
 ) page
 """
 SQL_LAST_VERSION = "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM leaderboard_version_seq"
+MISSING_TTL_S, MISSING_MAX = 5.0, 10_000
 SEQ_SCALE = 1024  # push seq = version * SEQ_SCALE + changes applied out of version order (cache.py _WRITE)
 
 
@@ -206,17 +231,33 @@ class Store:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
         self._boards: dict[str, BoardInfo] = {}
+        self._missing: dict[str, float] = {}  # board id -> until when "no such board" is believed
 
     # ---- boards -------------------------------------------------------------------------------------------
 
     async def board(self, board_id: str) -> BoardInfo | None:
-        """Boards never change once created, so a hit in the process cache is final."""
+        """Boards never change once created, so a hit in the process cache is final. A miss is remembered
+        for a few seconds (a client asking for junk boards costs no query each), and forgotten at once when
+        a board is created anywhere (`forget_missing`, via Redis pub/sub)."""
         found = self._boards.get(board_id)
         if found is None:
+            now = time.monotonic()
+            if self._missing.get(board_id, 0.0) > now:
+                return None
             row = await self.pool.fetchrow(SQL_BOARD, board_id)
             if row is not None:
                 found = self._boards[board_id] = _board(row)
+            else:
+                if len(self._missing) >= MISSING_MAX:
+                    self._missing.clear()
+                self._missing[board_id] = now + MISSING_TTL_S
         return found
+
+    def forget_missing(self, board_id: str | None = None) -> None:
+        if board_id is None:
+            self._missing.clear()
+        else:
+            self._missing.pop(board_id, None)
 
     async def boards(self) -> list[BoardInfo]:
         rows = await self.pool.fetch(SQL_BOARDS)
@@ -301,6 +342,26 @@ class Store:
                     yield b"HSET-N", page["named"], page["names"]
                 user = page["last_user"]
 
+    # ---- what Redis is owed (cache_intents) and what it should hold --------------------------------------
+
+    async def old_intents(self, age_s: float, limit: int = 100) -> list[tuple[int, str, list[str]]]:
+        """(id, board, users) of cache debts older than `age_s` seconds."""
+        return [(r[0], r[1], list(r[2])) for r in await self.pool.fetch(SQL_OLD_INTENTS, age_s, limit)]
+
+    async def delete_intents(self, ids: Sequence[int]) -> None:
+        await self.pool.execute(SQL_DELETE_INTENTS, list(ids))
+
+    async def current(self, board_id: str, users: Sequence[str]) -> list[Written]:
+        """The committed rows of these players on the board (players without a row are left out)."""
+        rows = await self.pool.fetch(SQL_CURRENT, [board_id] * len(users), list(users))
+        return [_written(r) for r in rows]
+
+    async def invariants(self, board_id: str) -> tuple[int, int, int]:
+        """(members, highest version, cache debts not yet paid) of a board, from one snapshot."""
+        r = await self.pool.fetchrow(SQL_INVARIANTS, board_id)
+        assert r is not None
+        return r["members"], r["version"], r["owed"]
+
     async def seq_floor(self) -> int:
         """A push `seq` at least as high as any the cache has issued: see the seq notes in cache.py."""
         last: int = await self.pool.fetchval(SQL_LAST_VERSION)
@@ -380,11 +441,26 @@ async def _apply(con: Con, batch: Sequence[Write]) -> BatchResult:
             o.duplicate, o.error = False, first_outcome.error
     dups = sorted({(batch[i].board.id, batch[i].sub.user_id) for i, o in enumerate(outcomes) if o.duplicate})
     if dups:
-        now = {(r[0], r[1]): r[2] for r in await con.fetch(SQL_VALUES, [d[0] for d in dups], [d[1] for d in dups])}
+        rows = {(r[0], r[1]): r for r in await con.fetch(SQL_CURRENT, [d[0] for d in dups], [d[1] for d in dups])}
         for i, o in enumerate(outcomes):
             if o.duplicate:
-                o.value = now[(batch[i].board.id, batch[i].sub.user_id)]
-    return BatchResult(outcomes, written)
+                o.value = rows[(batch[i].board.id, batch[i].sub.user_id)]["value"]
+        # A retry may follow a crash between an earlier COMMIT and its cache write: write the committed row
+        # again (the cache's version check makes this a no-op when Redis already has it).
+        have = {(w.board, w.user_id) for w in written}
+        written += [_written(r) for k, r in rows.items() if k not in have]
+
+    # 6. What this batch owes Redis, committed with it: the cache write deletes it, a sweeper repairs it.
+    owed = [w for w in written if w.fresh]
+    intents = {}
+    if owed:
+        found = await con.fetch(SQL_INTENTS, [w.board for w in owed], [w.user_id for w in owed])
+        intents = {r[0]: r[1] for r in found}
+    return BatchResult(outcomes, written, intents)
+
+
+def _written(r: asyncpg.Record) -> Written:
+    return Written(r["board_id"], r["user_id"], r["value"], r["sort_key"], r["version"], r["display_name"], False)
 
 
 def _compute(

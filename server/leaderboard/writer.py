@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from . import observability as obs
-from .errors import Unavailable
+from .errors import Invalid, Unavailable
 from .protocol import Ack, Submission
 from .ranks import Ranks
 from .store import DB_DOWN, BatchResult, BoardInfo, Outcome, Store, Write, Written
@@ -97,9 +97,21 @@ class Writer:
         try:
             result = await self._transaction(batch)
         except (*DB_DOWN, RuntimeError) as exc:
-            log.error("batch of %d not committed: %s", len(batch), exc)
+            # The COMMIT may or may not have happened: nothing is acknowledged, a retry is answered by the
+            # log (duplicate or new), and a batch that did commit reaches Redis through its cache_intents rows.
+            log.error("batch of %d not acknowledged, its commit outcome is unknown: %s", len(batch), exc)
             obs.count(obs.SUBMISSIONS, len(batch), "rejected")
             _fail(batch, Unavailable("the database is unavailable; retry"))
+            return
+        except asyncpg.PostgresError as exc:
+            # About the data of some submission (validation should have caught it): find it, commit the rest.
+            if len(batch) == 1:
+                log.warning("Postgres refused a submission (%s): %s", type(exc).__name__, exc)
+                obs.count(obs.SUBMISSIONS, 1, "rejected")
+                _fail(batch, Invalid(f"the database refused this submission ({type(exc).__name__})"))
+                return
+            await self._commit(batch[: len(batch) // 2])
+            await self._commit(batch[len(batch) // 2 :])
             return
         committed_at = time.time()
         obs.observe(obs.BATCH_SIZE, len(batch))
@@ -147,7 +159,9 @@ class Writer:
         started = time.perf_counter()
         ranks: dict[tuple[str, str], int | None] = {}
         for board_id, users in asked.items():
-            found = await self.ranks.record(boards[board_id], written[board_id], users, committed_at)
+            found = await self.ranks.record(
+                boards[board_id], written[board_id], users, committed_at, result.intents.get(board_id)
+            )
             ranks.update(((board_id, u), r) for u, r in found.items())
         obs.observe(obs.CACHE_WRITE_SECONDS, time.perf_counter() - started)
         return ranks

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -38,6 +39,23 @@ from .settings import Settings
 log = logging.getLogger(__name__)
 
 MAX_INFLIGHT = 64  # submissions one socket may have waiting for their ack; more and we stop reading frames
+STRIKES = 100  # frames refused in a row for the rate limit before the socket is closed (1008)
+
+
+class Bucket:
+    """A token bucket: `rate` per second, bursts of twice that."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate, self.tokens, self.at = rate, 2 * rate, time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(2 * self.rate, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
 
 
 @dataclass
@@ -160,7 +178,8 @@ class Connection:
             obs.count(obs.WS_CONNECTIONS, -1)
 
     async def _receive_loop(self) -> None:
-        limit = self.ctx.settings.max_frame_bytes
+        limit, rate = self.ctx.settings.max_frame_bytes, self.ctx.settings.ws_frame_rate
+        bucket, strikes = Bucket(rate), 0
         while not self.outbox.closed:
             await self.outbox.wait_room()
             msg = await self.ws.receive()
@@ -171,6 +190,14 @@ class Connection:
                 data = (msg.get("bytes") or b"").decode("utf-8", "replace")
             if len(data) > limit:
                 raise Close(CLOSE_TOO_BIG, "frame too large")
+            if self.principal.key_id is None and not bucket.take():  # API keys (game servers) are not limited
+                strikes += 1
+                if strikes > STRIKES:
+                    raise Close(CLOSE_POLICY, "rate limit exceeded")
+                detail = f"at most {rate:g} frames per second (bursts of {2 * rate:g}); this frame was dropped"
+                self.outbox.reply(Encoded(error_frame("rate_limited", detail)))
+                continue
+            strikes = 0
             await self._dispatch(data)
 
     async def _drain_replies(self, timeout: float = 2.0) -> None:
