@@ -118,6 +118,8 @@ class Outbox:
                 self.blocked_since = asyncio.get_running_loop().time() if (self.replies or self.pending) else None
         except Exception:  # the peer went away; the receive loop sees the disconnect
             self.closed = True
+            self.replies.clear()
+            self._room()  # a receive loop held back by wait_room() must go on to see it
         finally:
             self._sender = None
             self.blocked_since = None
