@@ -226,7 +226,7 @@ async def probe_batch(host: str, port: int, key: str | None, transport: str) -> 
         ws.send(batch_wire.encode_ws("probe", [item]))
         answer = await asyncio.wait_for(got, 10)
     finally:
-        ws.close()
+        await ws.aclose()
     return batch_wire.unsupported_note("ws", None, answer)
 
 

@@ -14,6 +14,7 @@ generator that must out-run the server cannot afford.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable
@@ -115,6 +116,13 @@ class WSClient(WSListener):  # type: ignore[misc]  # picows' base class is untyp
             t.send_close(WSCloseCode(code))
         # The server answers with its own close frame (we then disconnect); if it does not, abort after a grace.
         asyncio.get_running_loop().call_later(2.0, t.disconnect, False)
+
+    async def aclose(self, code: int = 1000) -> None:
+        """Close and wait until the socket is gone (at most the 2 s grace of ``close``)."""
+        self.close(code)
+        if self.transport is not None:
+            with contextlib.suppress(Exception):
+                await self.transport.wait_disconnected()
 
 
 async def ws_connect(
