@@ -33,11 +33,11 @@ def _errs(r: dict[str, Any]) -> str:
     return ", ".join(parts) or "none"
 
 
-# Read rates before issue #11's work: the issue's figure for top; for rank the issue gives none, so the reference
-# is the first run of this suite on the server before that work (commit 5db281a).
+# Read rates before issue #11's work. Top: the issue's figure. Rank: the issue gives none; the last report before
+# it (commit 5db281a) has rank p50 0.61 ms from one sequential client on a 10,000-member board, i.e. ~1,640/s.
 PREVIOUS_READS: dict[str, tuple[float, str]] = {
-    "top": (1691.0, "1,691/s at 582 µs server CPU per read (issue #11)"),
-    "rank": (0.0, "no earlier figure"),
+    "top": (1691.0, "1,691/s at 582 µs, issue #11"),
+    "rank": (1640.0, "~1,640/s = 1 / 0.61 ms, the last report's one-client rank p50 at 10,000 members"),
 }
 SHAPES = ("100 closed-loop clients", "pipelined")
 
@@ -334,11 +334,11 @@ def render(res: dict[str, Any], images: list[Path], doc_dir: Path) -> str:
     add("")
     add(
         "Each load step is one `python -m loadtest` run (exact command lines below each table; `$PID` is the "
-        "server's pid for CPU/RSS sampling, `$DSN` its Postgres). Every run uses a fresh `incr` board, replays 1% "
-        "of submissions with the same `session_id` (half racing the original on another connection, half after "
-        "its ack), and afterwards verifies in Postgres that every acked "
-        "submission is stored exactly once and that every board value equals the sum of its committed scores "
-        "(column *verify*)."
+        "target's pid, `$PG_PID` the postmaster's, `$VALKEY_PID` Valkey's, `$DSN` the Postgres). Every write run "
+        "uses a fresh `incr` board, replays 1% of submissions with the same `session_id` (half racing the original "
+        "on another connection, half after its ack; in batch runs all after the ack), and afterwards verifies in "
+        "Postgres that every acked submission is stored exactly once and that every board value equals the sum of "
+        "its committed scores (column *verify*)."
     )
     add("")
     add("**Latency definitions.** *Ack latency*: from writing the submission to the socket to reading its ack "
@@ -407,7 +407,8 @@ def render(res: dict[str, Any], images: list[Path], doc_dir: Path) -> str:
         f"Each target gets a fresh board seeded with {_n(res.get('read_members'), 0)} members by REST submissions; "
         "`top` reads `GET /api/leaderboard/top?board=B&limit=10`, `rank` reads `GET /api/leaderboard/rank/{user}` "
         "for a random member. Every answer is parsed and checked for its shape. The baseline serves the same REST "
-        "shape (`ZREVRANGE` + `ZCARD`; `ZREVRANK` + `ZSCORE` + `ZCARD`)."
+        "shape (`ZREVRANGE` + `ZCARD`; `ZREVRANK` + `ZSCORE` + `ZCARD`). Without `--board`, `python -m loadtest read` "
+        "creates and seeds a fresh board itself (`--users` members)."
     )
     add("")
     add(
