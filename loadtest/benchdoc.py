@@ -608,8 +608,12 @@ run the comparison yourself, and gives the reference figures from issue #11. Run
 5. **Measure it as this suite does:** CPU seconds from `/proc/<pid>/stat` of the Nakama process and of the
    postmaster's tree over the measured window, divided by the 200 answers inside that window, next to
    `python -m loadtest … closed --transport rest`, `closed --transport ws` and `read --read top|rank` against
-   our server in the same session (`--server-pid`, `--postgres-pid`). Nakama's writes go to its own tables,
-   so our verifier (`--verify-dsn`) applies to our runs only.
+   our server in the same session (`--server-pid`, `--postgres-pid`). `python -m loadtest.nakama
+   write|top|rank --url http://127.0.0.1:7350 --board bench --clients 100 --server-pid <nakama pid>
+   --postgres-pid <postmaster pid>` runs steps 3–5 and prints the same figures as JSON. It has not been run
+   against a real Nakama here (no container engine); the test suite checks it against a stand-in that follows
+   Nakama's API definition. Nakama's writes go to its own tables, so our verifier (`--verify-dsn`) applies to
+   our runs only.
 
 Reference figures from issue #11 (Nakama 3.15 on this 2-core machine, same Postgres, 100 closed-loop clients):
 

@@ -324,3 +324,154 @@ def test_procstat_counts_a_tree_including_children_that_exited() -> None:
     finally:
         parent.kill()
         parent.wait()
+
+
+@pytest.fixture
+async def fake_nakama() -> AsyncIterator[str]:
+    """A stand-in speaking the slice of Nakama's REST API that loadtest.nakama uses (no Nakama here)."""
+    import base64
+
+    import orjson
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    scores: dict[str, int] = {}
+
+    def token_for(uid: str) -> str:
+        claims = base64.urlsafe_b64encode(orjson.dumps({"uid": uid})).rstrip(b"=").decode()
+        return f"hdr.{claims}.sig"
+
+    def uid_of(request: Request) -> str:
+        return orjson.loads(base64.urlsafe_b64decode(request.headers["authorization"].split(".")[1] + "=="))["uid"]
+
+    async def auth(request: Request) -> Response:
+        assert request.headers["authorization"] == "Basic " + base64.b64encode(b"defaultkey:").decode()
+        assert request.query_params["create"] == "true"
+        device = orjson.loads(await request.body())["id"]
+        return Response(orjson.dumps({"token": token_for(f"uid-{device}")}))
+
+    def record(uid: str) -> dict[str, Any]:
+        rank = 1 + sum(1 for s in scores.values() if s > scores[uid])
+        return {"owner_id": uid, "score": str(scores[uid]), "rank": str(rank)}
+
+    async def board(request: Request) -> Response:
+        if request.method == "POST":
+            uid = uid_of(request)
+            scores[uid] = scores.get(uid, 0) + int(orjson.loads(await request.body())["score"])
+            return Response(orjson.dumps(record(uid)))
+        owners = request.query_params.getlist("owner_ids")
+        top = sorted(scores, key=lambda u: -scores[u])[: int(request.query_params["limit"])]
+        body = {"records": [record(u) for u in top], "owner_records": [record(u) for u in owners if u in scores]}
+        return Response(orjson.dumps(body))
+
+    app = Starlette(
+        routes=[
+            Route("/v2/account/authenticate/device", auth, methods=["POST"]),
+            Route("/v2/leaderboard/{board_id}", board, methods=["GET", "POST"]),
+        ]
+    )
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, access_log=False))
+    task = asyncio.create_task(server.serve())
+    for _ in range(200):
+        if server.started:
+            break
+        await asyncio.sleep(0.02)
+    yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+    server.should_exit = True
+    await asyncio.wait_for(task, 10)
+
+
+async def test_nakama_mode_speaks_its_rest_api(fake_nakama: str) -> None:
+    from loadtest import nakama
+
+    for op in ("write", "top", "rank"):
+        report = await nakama.run(fake_nakama, op=op, board="bench", clients=4, duration=0.5)
+        assert report["errors"] == {}, (op, report)
+        assert report["acked_per_s"] > 0 and report["cpu"]["ops"] > 0, (op, report)
+
+
+@pytest.fixture
+async def fake_batch_server() -> AsyncIterator[str]:
+    """A stand-in with issue #11's batch submissions (REST and WebSocket), in memory, until the server has them.
+    It refuses every item for user u0, so per-item refusals are exercised too."""
+    import orjson
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route, WebSocketRoute
+    from starlette.websockets import WebSocket
+
+    sessions: set[str] = set()
+    boards: set[str] = set()
+    totals: dict[tuple[str, str], int] = {}
+
+    def results(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for i, it in enumerate(items):
+            if it["user_id"] == "u0":
+                out.append({"index": i, "error": {"code": "validation_error", "detail": "u0 is refused here"}})
+                continue
+            if it.get("board") not in boards:  # e.g. the generator's probe
+                out.append({"index": i, "error": {"code": "not_found", "detail": "no such board"}})
+                continue
+            key = (it.get("board", "global"), it["user_id"])
+            dup = it["session_id"] in sessions
+            if not dup:
+                sessions.add(it["session_id"])
+                totals[key] = totals.get(key, 0) + it["score"]
+            out.append({"index": i, "accepted": True, "duplicate": dup, "board": key[0], "user_id": key[1],
+                        "score": totals[key], "rank": None, "session_id": it["session_id"]})  # fmt: skip
+        return out
+
+    async def create_board(request: Request) -> Response:
+        boards.add(orjson.loads(await request.body())["id"])
+        return Response(b"{}", status_code=201)
+
+    async def batch(request: Request) -> Response:
+        return Response(orjson.dumps({"results": results(orjson.loads(await request.body())["items"])}))
+
+    async def ws(websocket: WebSocket) -> None:
+        await websocket.accept()
+        try:
+            while True:
+                msg = orjson.loads(await websocket.receive_text())
+                reply = {"type": "ack", "ref": msg["ref"], "results": results(msg["items"])}
+                await websocket.send_text(orjson.dumps(reply).decode())
+        except Exception:
+            pass
+
+    app = Starlette(
+        routes=[
+            Route("/api/leaderboards", create_board, methods=["POST"]),
+            Route("/api/leaderboard/submit/batch", batch, methods=["POST"]),
+            WebSocketRoute("/ws", ws),
+        ]
+    )
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, access_log=False))
+    task = asyncio.create_task(server.serve())
+    for _ in range(200):
+        if server.started:
+            break
+        await asyncio.sleep(0.02)
+    yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+    server.should_exit = True
+    await asyncio.wait_for(task, 10)
+
+
+@pytest.mark.parametrize("transport", ["ws", "rest"])
+async def test_batch_scenario_against_a_server_with_batches(fake_batch_server: str, transport: str) -> None:
+    report = await _run(
+        url=fake_batch_server, scenario="batch", transport=transport, procs=1, conns=2, batch=20, duration=1.0,
+        users=30, retry_fraction=0.2,
+    )  # fmt: skip
+    s = report["submissions"]
+    assert report["unit"] == "batch item"
+    assert set(report["errors"]) == {"item_error:validation_error"}, report["errors"]  # u0's items only
+    assert s["acked"] > 100 and 0 < s["acked_duplicate"] <= s["replays_sent"]
+    # replays ride in later batches and must come back duplicate (else "unexpected_duplicate" or a double accept)
+    assert s["idempotency"]["double_accepted"] == 0
+    assert report["cpu"]["ops"] == sum(r["acked_in_window"] for r in report["raw"])
