@@ -72,7 +72,6 @@ class BatchResult:
     intents: dict[str, int] = field(default_factory=dict)  # board -> its cache_intents row (sql/003)
 
 
-Con = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 # What "Postgres did not answer" looks like: the connection, the server going away, a standby after a failover.
 # Any other Postgres error is about the statement, and so about the data of some submission (writer.py).
 DB_DOWN = (
@@ -89,51 +88,11 @@ INSERT INTO leaderboards (id, title, sort_order, operator, format) VALUES ($1, $
 ON CONFLICT (id) DO NOTHING
 RETURNING {BOARD_COLUMNS}
 """
-SQL_LOCK_ROWS = """
-SELECT l.board_id, l.user_id, l.value
-FROM leaderboard l JOIN unnest($1::text[], $2::text[]) AS t(b, u) ON l.board_id = t.b AND l.user_id = t.u
-ORDER BY l.board_id, l.user_id
-FOR UPDATE OF l
-"""
-SQL_INSERT_SESSIONS = """
-INSERT INTO game_sessions (session_id, board_id, user_id, score)
-SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[]) ORDER BY 1
-ON CONFLICT (session_id) DO NOTHING
-RETURNING session_id
-"""
-SQL_EXISTING_SESSIONS = (
-    "SELECT session_id, board_id, user_id, score FROM game_sessions WHERE session_id = ANY($1::uuid[])"
-)
-SQL_DELETE_SESSIONS = "DELETE FROM game_sessions WHERE session_id = ANY($1::uuid[])"
-SQL_UPSERT_USERS = """
-INSERT INTO users (user_id, display_name)
-SELECT * FROM unnest($1::text[], $2::text[]) ORDER BY 1
-ON CONFLICT (user_id) DO UPDATE SET display_name = EXCLUDED.display_name
-WHERE EXCLUDED.display_name IS NOT NULL AND users.display_name IS DISTINCT FROM EXCLUDED.display_name
-"""
-SQL_UPDATE_ROWS = """
-UPDATE leaderboard l
-SET value = t.v, sort_key = t.k, version = nextval('leaderboard_version_seq'), updated_at = now()
-FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[]) AS t(b, u, v, k)
-WHERE l.board_id = t.b AND l.user_id = t.u
-RETURNING l.board_id, l.user_id, l.version
-"""
-SQL_INSERT_ROWS = """
-INSERT INTO leaderboard (board_id, user_id, value, sort_key, version)
-SELECT b, u, v, k, nextval('leaderboard_version_seq')
-FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[]) AS t(b, u, v, k) ORDER BY b, u
-ON CONFLICT (board_id, user_id) DO NOTHING
-RETURNING board_id, user_id, version
-"""
+SQL_SUBMIT = "SELECT * FROM lb_submit($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::text[])"
 SQL_CURRENT = """
 SELECT l.board_id, l.user_id, l.value, l.sort_key, l.version, u.display_name
 FROM leaderboard l JOIN unnest($1::text[], $2::text[]) AS t(b, u) ON l.board_id = t.b AND l.user_id = t.u
 JOIN users u ON u.user_id = l.user_id
-"""
-SQL_INTENTS = """
-INSERT INTO cache_intents (board_id, users)
-SELECT b, array_agg(u) FROM unnest($1::text[], $2::text[]) AS t(b, u) GROUP BY b
-RETURNING board_id, id
 """
 SQL_DELETE_INTENTS = "DELETE FROM cache_intents WHERE id = ANY($1::bigint[])"
 SQL_OLD_INTENTS = """
@@ -144,8 +103,6 @@ SELECT count(*) AS members, coalesce(max(version), 0) AS version,
        (SELECT count(*) FROM cache_intents WHERE board_id = $1) AS owed
 FROM leaderboard WHERE board_id = $1
 """
-SQL_NAMES = "SELECT user_id, display_name FROM users WHERE user_id = ANY($1::text[])"
-
 SQL_TOTAL = "SELECT count(*) FROM leaderboard WHERE board_id = $1"
 SQL_BETTER = "SELECT count(*) FROM leaderboard WHERE board_id = $1 AND sort_key < $2"
 SQL_PAGE = """
@@ -273,9 +230,13 @@ class Store:
     # ---- the write path -----------------------------------------------------------------------------------
 
     async def commit_batch(self, batch: Sequence[Write]) -> BatchResult:
-        """Apply a batch of submissions in one transaction; a refused row never fails the others."""
-        async with self.pool.acquire() as con, con.transaction():
-            return await _apply(con, batch)
+        """Apply a batch of submissions in one transaction and one round trip (lb_submit, sql/004); a refused
+        row never fails the others."""
+        rows = await self.pool.fetch(
+            SQL_SUBMIT, [w.session_id for w in batch], [w.board.id for w in batch],
+            [w.sub.user_id for w in batch], [w.sub.score for w in batch], [w.sub.display_name for w in batch],
+        )  # fmt: skip
+        return _result(batch, rows)
 
     # ---- reads (the fallback when the cache is not ready) -------------------------------------------------
 
@@ -369,154 +330,33 @@ class Store:
 
 
 IDEMPOTENCY_CONFLICT = "session_id was already used for another submission"
+OUT_OF_RANGE = f"the board value would leave ±{ranking.MAX_VALUE}"
+ACCEPTED, DUPLICATE, CONFLICT, REFUSED_RANGE = 0, 1, 2, 3  # lb_submit's status codes (sql/004)
 
 
-async def _apply(con: Con, batch: Sequence[Write]) -> BatchResult:
-    outcomes = [Outcome() for _ in batch]
-    keys = sorted({(w.board.id, w.sub.user_id) for w in batch})
-
-    # 1. Lock the rows this batch touches and read their committed values (a consistent order avoids deadlocks).
-    old: dict[tuple[str, str], int | None] = dict.fromkeys(keys)
-    for r in await con.fetch(SQL_LOCK_ROWS, [k[0] for k in keys], [k[1] for k in keys]):
-        old[(r["board_id"], r["user_id"])] = r["value"]
-
-    # 2. Log the sessions; a session_id already there (a retry), or twice in this batch, is a duplicate.
-    first_of: dict[uuid.UUID, int] = {}
-    for i, w in enumerate(batch):
-        first_of.setdefault(w.session_id, i)
-    unique = sorted((batch[i] for i in first_of.values()), key=lambda w: w.session_id)
-    inserted = {
-        r[0]
-        for r in await con.fetch(
-            SQL_INSERT_SESSIONS,
-            [w.session_id for w in unique], [w.board.id for w in unique],
-            [w.sub.user_id for w in unique], [w.sub.score for w in unique],
-        )
-    }  # fmt: skip
-    earlier = [w.session_id for w in unique if w.session_id not in inserted]
-    logged = {r["session_id"]: r for r in await con.fetch(SQL_EXISTING_SESSIONS, earlier)} if earlier else {}
-    fresh: list[int] = []
-    for i, w in enumerate(batch):
-        if first_of[w.session_id] == i and w.session_id in inserted:
-            fresh.append(i)
+def _result(batch: Sequence[Write], rows: Sequence[asyncpg.Record]) -> BatchResult:
+    """lb_submit's rows (one per submission, in order) as outcomes, the rows for the cache and the debts."""
+    result = BatchResult([])
+    seen: set[tuple[str, str]] = set()
+    for w, r in zip(batch, rows, strict=True):
+        status = r["status"]
+        if status == CONFLICT:
+            result.outcomes.append(Outcome(error=Conflict(IDEMPOTENCY_CONFLICT, code="idempotency_conflict")))
             continue
-        orig = logged.get(w.session_id)
-        if orig is not None:
-            seen = (orig["board_id"], orig["user_id"], orig["score"])
-        else:
-            first = batch[first_of[w.session_id]]
-            seen = (first.board.id, first.sub.user_id, first.sub.score)
-        if seen == (w.board.id, w.sub.user_id, w.sub.score):
-            outcomes[i].duplicate = True
-        else:
-            outcomes[i].error = Conflict(IDEMPOTENCY_CONFLICT, code="idempotency_conflict")
-
-    # 3. Apply each board's operator in arrival order, refusing a row that would overflow.
-    final = _compute(batch, fresh, old, outcomes)
-
-    # 4. Users (display names) of the accepted rows, then the board rows that changed.
-    names: dict[str, str | None] = {}  # users to upsert: new on a board (the row needs them) or renamed
-    for i in fresh:
-        w = batch[i]
-        if outcomes[i].error is None and (w.sub.display_name is not None or old[(w.board.id, w.sub.user_id)] is None):
-            if w.sub.display_name is not None or w.sub.user_id not in names:
-                names[w.sub.user_id] = w.sub.display_name
-    if names:
-        await con.execute(SQL_UPSERT_USERS, list(names), list(names.values()))
-    # A player's first row on a board carries their display name into the cache, even when this submission
-    # did not repeat it.
-    unnamed = sorted({k[1] for k in final if old[k] is None and names.get(k[1]) is None})
-    known = {r[0]: r[1] for r in await con.fetch(SQL_NAMES, unnamed)} if unnamed else {}
-    cache_names = {**known, **{u: n for u, n in names.items() if n}}
-    written = await _write_rows(con, batch, fresh, old, outcomes, final, cache_names)
-    refused = [batch[i].session_id for i in fresh if outcomes[i].error]
-    if refused:
-        await con.execute(SQL_DELETE_SESSIONS, refused)
-
-    # 5. Duplicates answer with the board's current value (after this batch).
-    for i, o in enumerate(outcomes):  # a repeat, in this batch, of a new submission this batch refused
-        sid = batch[i].session_id
-        first_outcome = outcomes[first_of[sid]]
-        if o.duplicate and sid not in logged and first_outcome.error is not None:
-            o.duplicate, o.error = False, first_outcome.error
-    dups = sorted({(batch[i].board.id, batch[i].sub.user_id) for i, o in enumerate(outcomes) if o.duplicate})
-    if dups:
-        rows = {(r[0], r[1]): r for r in await con.fetch(SQL_CURRENT, [d[0] for d in dups], [d[1] for d in dups])}
-        for i, o in enumerate(outcomes):
-            if o.duplicate:
-                o.value = rows[(batch[i].board.id, batch[i].sub.user_id)]["value"]
-        # A retry may follow a crash between an earlier COMMIT and its cache write: write the committed row
-        # again (the cache's version check makes this a no-op when Redis already has it).
-        have = {(w.board, w.user_id) for w in written}
-        written += [_written(r) for k, r in rows.items() if k not in have]
-
-    # 6. What this batch owes Redis, committed with it: the cache write deletes it, a sweeper repairs it.
-    owed = [w for w in written if w.fresh]
-    intents = {}
-    if owed:
-        found = await con.fetch(SQL_INTENTS, [w.board for w in owed], [w.user_id for w in owed])
-        intents = {r[0]: r[1] for r in found}
-    return BatchResult(outcomes, written, intents)
+        if status == REFUSED_RANGE:
+            result.outcomes.append(Outcome(error=OutOfRange(OUT_OF_RANGE)))
+            continue
+        result.outcomes.append(Outcome(duplicate=status == DUPLICATE, value=r["value"]))
+        key = (w.board.id, w.sub.user_id)
+        if key not in seen:
+            seen.add(key)
+            result.written.append(
+                Written(key[0], key[1], r["key_value"], r["sort_key"], r["version"], r["name"], status == ACCEPTED)
+            )
+        if r["intent"] is not None:
+            result.intents[key[0]] = r["intent"]
+    return result
 
 
 def _written(r: asyncpg.Record) -> Written:
     return Written(r["board_id"], r["user_id"], r["value"], r["sort_key"], r["version"], r["display_name"], False)
-
-
-def _compute(
-    batch: Sequence[Write], fresh: Sequence[int], old: dict[tuple[str, str], int | None], outcomes: list[Outcome]
-) -> dict[tuple[str, str], int]:
-    """New value per row key; each outcome gets the value after its own submission."""
-    final: dict[tuple[str, str], int] = {}
-    for i in fresh:
-        w = batch[i]
-        key = (w.board.id, w.sub.user_id)
-        current = final.get(key, old[key])
-        try:
-            final[key] = outcomes[i].value = ranking.apply(w.board.operator, w.board.sort, current, w.sub.score)
-            outcomes[i].error = None
-        except ranking.OutOfRange as exc:
-            outcomes[i].error = OutOfRange(str(exc))
-    return final
-
-
-async def _write_rows(
-    con: Con,
-    batch: Sequence[Write],
-    fresh: Sequence[int],
-    old: dict[tuple[str, str], int | None],
-    outcomes: list[Outcome],
-    final: dict[tuple[str, str], int],
-    names: dict[str, str | None],
-) -> list[Written]:
-    """Write the rows whose value changed. A row that another transaction created after step 1 is locked,
-    and its submissions are recomputed from the value that transaction committed."""
-    sorts = {w.board.id: w.board.sort for w in batch}
-    written: list[Written] = []
-
-    async def write(sql: str, items: list[tuple[tuple[str, str], int]]) -> set[tuple[str, str]]:
-        if not items:
-            return set()
-        rows = await con.fetch(
-            sql, [k[0] for k, _ in items], [k[1] for k, _ in items], [v for _, v in items],
-            [ranking.sort_key(v, sorts[k[0]]) for k, v in items],
-        )  # fmt: skip
-        done = set()
-        for r in rows:
-            k = (r["board_id"], r["user_id"])
-            done.add(k)
-            v = final[k]
-            written.append(Written(k[0], k[1], v, ranking.sort_key(v, sorts[k[0]]), r["version"], names.get(k[1])))
-        return done
-
-    for _attempt in range(3):
-        await write(SQL_UPDATE_ROWS, [(k, v) for k, v in final.items() if old[k] is not None and v != old[k]])
-        ins = [(k, v) for k, v in final.items() if old[k] is None]
-        lost = sorted({k for k, _ in ins} - await write(SQL_INSERT_ROWS, ins))
-        if not lost:
-            return written
-        for r in await con.fetch(SQL_LOCK_ROWS, [k[0] for k in lost], [k[1] for k in lost]):
-            old[(r["board_id"], r["user_id"])] = r["value"]
-        redo = [i for i in fresh if (batch[i].board.id, batch[i].sub.user_id) in set(lost)]
-        final = _compute(batch, redo, old, outcomes)
-    raise RuntimeError("could not settle concurrent inserts of new leaderboard rows")
