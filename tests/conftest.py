@@ -22,7 +22,8 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
-from helpers import SECRET, Keys, ServerURL, Services, dsn_with_database, free_port
+from support.processes import free_port
+from support.services import SECRET, ApiKeys, ServerURL, Services, dsn_with_database
 
 TRUNCATE = "TRUNCATE users, game_sessions, leaderboard, api_keys RESTART IDENTITY"
 
@@ -209,10 +210,10 @@ async def server(make_server: Callable[..., Awaitable[ServerURL]]) -> ServerURL:
 
 
 @pytest.fixture
-async def keys(pool: asyncpg.Pool, clean: None) -> Keys:
+async def keys(pool: asyncpg.Pool, clean: None) -> ApiKeys:
     from leaderboard.auth import create_api_key
 
-    return Keys(
+    return ApiKeys(
         admin=await create_api_key(pool, "admin", "test-admin"),
         submit=await create_api_key(pool, "submit", "test-submit"),
         read=await create_api_key(pool, "read", "test-read"),
@@ -235,13 +236,13 @@ async def make_client() -> AsyncIterator[Callable[..., httpx.AsyncClient]]:
 
 
 @pytest.fixture
-def api(server: ServerURL, keys: Keys, make_client: Callable[..., httpx.AsyncClient]) -> httpx.AsyncClient:
+def api(server: ServerURL, keys: ApiKeys, make_client: Callable[..., httpx.AsyncClient]) -> httpx.AsyncClient:
     """A game server's client: submit key."""
     return make_client(server, keys.submit)
 
 
 @pytest.fixture
-def admin(server: ServerURL, keys: Keys, make_client: Callable[..., httpx.AsyncClient]) -> httpx.AsyncClient:
+def admin(server: ServerURL, keys: ApiKeys, make_client: Callable[..., httpx.AsyncClient]) -> httpx.AsyncClient:
     return make_client(server, keys.admin)
 
 

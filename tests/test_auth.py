@@ -11,17 +11,9 @@ import jwt
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from helpers import (
-    SECRET,
-    Keys,
-    ServerURL,
-    assert_problem,
-    player_token,
-    row_counts,
-    session_count,
-    submit,
-    ws_connect,
-)
+from support.clients import assert_problem, player_token, submit, ws_connect
+from support.services import SECRET, ApiKeys, ServerURL
+from support.stores import row_counts, session_count
 
 SUBMIT = "/api/leaderboard/submit"
 BODY = {"user_id": "alice", "score": 1}
@@ -61,7 +53,7 @@ async def test_malformed_authorization_header_is_401(server: ServerURL, header: 
     assert await session_count(pool) == 0
 
 
-async def test_roles(server: ServerURL, keys: Keys, make_client: Any, pool: asyncpg.Pool) -> None:
+async def test_roles(server: ServerURL, keys: ApiKeys, make_client: Any, pool: asyncpg.Pool) -> None:
     read = make_client(server, keys.read)
     assert_problem(await read.post(SUBMIT, json=BODY), 403, "forbidden")
     assert (await read.get("/api/leaderboard/top")).status_code == 200
@@ -71,7 +63,7 @@ async def test_roles(server: ServerURL, keys: Keys, make_client: Any, pool: asyn
 
 
 async def test_board_creation_is_admin_only(
-    server: ServerURL, keys: Keys, make_client: Any, pool: asyncpg.Pool
+    server: ServerURL, keys: ApiKeys, make_client: Any, pool: asyncpg.Pool
 ) -> None:
     board = {"id": "new", "title": "New"}
     before = await row_counts(pool)
@@ -91,7 +83,7 @@ async def test_revoked_key_is_401(server: ServerURL, make_client: Any, pool: asy
     assert await session_count(pool) == 0
 
 
-async def test_keys_are_stored_hashed(keys: Keys, pool: asyncpg.Pool) -> None:
+async def test_keys_are_stored_hashed(keys: ApiKeys, pool: asyncpg.Pool) -> None:
     assert keys.admin.startswith("lbk_") and len({keys.admin, keys.submit, keys.read}) == 3
     rows = await pool.fetch("SELECT role, key_hash FROM api_keys")
     assert sorted(r["role"] for r in rows) == ["admin", "read", "submit"]
@@ -117,7 +109,7 @@ async def test_player_tokens_refused_without_a_secret(make_server: Any, make_cli
 
 
 async def test_private_reads_need_a_credential(
-    make_server: Any, keys: Keys, make_client: Any, pool: asyncpg.Pool
+    make_server: Any, keys: ApiKeys, make_client: Any, pool: asyncpg.Pool
 ) -> None:
     server = await make_server(public_read=False)
     await submit(make_client(server, keys.submit), "alice", 3)
@@ -154,7 +146,7 @@ async def test_ws_bad_bearer_on_upgrade_closes_1008(server: ServerURL, kind: str
         raise AssertionError(f"upgrade refused with HTTP {exc.response.status_code}, expected close 1008") from None
 
 
-async def test_ws_private_read_needs_auth(make_server: Any, keys: Keys) -> None:
+async def test_ws_private_read_needs_auth(make_server: Any, keys: ApiKeys) -> None:
     server = await make_server(public_read=False)
     async with ws_connect(server) as ws:
         # The contract does not say whether this closes (1008) or answers an error frame; either is fine,
@@ -176,7 +168,7 @@ async def test_ws_private_read_needs_auth(make_server: Any, keys: Keys) -> None:
         assert (await ws.reply_to({"type": "subscribe", "topics": ["top"]}))["type"] == "subscribed"
 
 
-async def test_ws_auth_frame_upgrades_rights(server: ServerURL, keys: Keys, pool: asyncpg.Pool) -> None:
+async def test_ws_auth_frame_upgrades_rights(server: ServerURL, keys: ApiKeys, pool: asyncpg.Pool) -> None:
     async with ws_connect(server, keys.read) as ws:
         # a read key on the upgrade, then a submit key in an auth frame
         reply = await ws.reply_to({"type": "auth", "token": keys.submit})

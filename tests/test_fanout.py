@@ -13,16 +13,12 @@ import asyncpg
 import httpx
 from websockets.asyncio.client import connect
 
-from helpers import (
+from support.clients import (
     WS,
-    Keys,
-    ServerURL,
-    Services,
     assert_seq_order,
     bearer,
     create_board,
     player_token,
-    spawned_server,
     submit,
     subscribe_top,
     top,
@@ -30,9 +26,11 @@ from helpers import (
     ws_submit_many,
     ws_url,
 )
+from support.processes import spawned_server
+from support.services import ApiKeys, ServerURL, Services
 
 
-async def test_pushes_are_debounced_complete_and_ordered(make_server: Any, keys: Keys, make_client: Any) -> None:
+async def test_pushes_are_debounced_complete_and_ordered(make_server: Any, keys: ApiKeys, make_client: Any) -> None:
     server = await make_server(push_interval_ms=300)
     api = make_client(server, keys.submit)
     async with ws_connect(server) as ws:
@@ -100,7 +98,7 @@ async def test_rank_push_only_when_rank_or_score_changes(server: ServerURL, api:
         assert same["seq"] > fell["seq"] > first["seq"]
 
 
-async def test_rank_pushes_on_asc_board(server: ServerURL, api: httpx.AsyncClient, keys: Keys) -> None:
+async def test_rank_pushes_on_asc_board(server: ServerURL, api: httpx.AsyncClient, keys: ApiKeys) -> None:
     async with httpx.AsyncClient(base_url=server, headers=bearer(keys.admin)) as admin:
         resp = await admin.post(
             "/api/leaderboards", json={"id": "laps", "title": "Laps", "sort": "asc", "operator": "best"}
@@ -116,7 +114,7 @@ async def test_rank_pushes_on_asc_board(server: ServerURL, api: httpx.AsyncClien
 
 
 async def test_two_server_processes_share_pushes(
-    services: Services, clean: None, keys: Keys, tmp_path: Path, pool: asyncpg.Pool
+    services: Services, clean: None, keys: ApiKeys, tmp_path: Path, pool: asyncpg.Pool
 ) -> None:
     settings = {"push_interval_ms": 50, "drain_timeout_s": 2}
     async with (
@@ -152,7 +150,7 @@ async def test_two_server_processes_share_pushes(
 
 
 async def test_stalled_socket_does_not_delay_others_and_is_closed_1013(
-    make_server: Any, keys: Keys, make_client: Any
+    make_server: Any, keys: ApiKeys, make_client: Any
 ) -> None:
     # 16 kB kernel send buffers (instead of loopback's auto-tuned 4 MB) so that the stall shows within seconds
     server = await make_server(slow_socket_timeout_s=1.0, push_interval_ms=20, send_buffer=16384)

@@ -12,7 +12,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from helpers import Keys, ServerURL, Services
+from support.services import ApiKeys, ServerURL, Services
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # `loadtest` lives at the repo root, next to `server/`
@@ -31,7 +31,7 @@ async def _run(**kw: Any) -> dict[str, Any]:
 
 
 async def test_mixed_run_against_server_verifies_and_detects_tampering(
-    make_server: Callable[..., Awaitable[ServerURL]], keys: Keys, services: Services
+    make_server: Callable[..., Awaitable[ServerURL]], keys: ApiKeys, services: Services
 ) -> None:
     url = await make_server()
     report = await _run(

@@ -6,10 +6,10 @@ from typing import Any
 
 import asyncpg
 
-from helpers import assert_cache_matches_pg
 from leaderboard.cache import Cache, Keys
 from leaderboard.ranks import Ranks
 from leaderboard.store import Store, Written
+from support.stores import assert_cache_matches_pg
 
 
 async def _seed(pool: asyncpg.Pool, n: int, named_from: int) -> None:
