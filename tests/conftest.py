@@ -1,8 +1,12 @@
 """Fixtures: real Postgres + real Redis (embedded, or the servers named by LEADERBOARD_TEST_*), real uvicorn.
 
 Session: one database (a fresh `lb_test_<random>` on a given server, or an embedded one), migrated once.
-Each test that asks for `clean` (directly or through `make_server`) starts from an empty database (the
-`global` board only) and an empty Redis db.
+Each test that asks for `clean` (directly or through `make_server` or a layer fixture) starts from an empty
+database (the `global` board only) and an empty Redis db.
+
+Layers, built on the session pool and Redis, torn down after each test: `store`, `cache`, `ranks` (and
+`make_ranks` for a Ranks on another Cache or Store), `make_writer` (a running Writer), `make_redis` (a client
+of another Redis, e.g. `private_redis`).
 """
 
 from __future__ import annotations
@@ -22,6 +26,10 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
+from leaderboard.cache import Cache
+from leaderboard.ranks import Ranks
+from leaderboard.store import Store
+from leaderboard.writer import Writer
 from support.processes import free_port
 from support.services import SECRET, ApiKeys, ServerURL, Services, dsn_with_database
 
@@ -124,6 +132,77 @@ async def clean(pool: asyncpg.Pool, rds: aioredis.Redis) -> None:
         await con.execute(TRUNCATE)
         await con.execute("DELETE FROM leaderboards WHERE id <> 'global'")
     await rds.flushdb()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Layers, without a server
+
+
+@pytest.fixture
+def store(pool: asyncpg.Pool, clean: None) -> Store:
+    return Store(pool)
+
+
+@pytest.fixture
+def cache(rds: aioredis.Redis, clean: None) -> Cache:
+    return Cache(rds)
+
+
+@pytest.fixture
+async def make_redis() -> AsyncIterator[Callable[[str], aioredis.Redis]]:
+    """Clients of other Redis servers, with the app's timeouts (a stopped server fails fast); closed after."""
+    clients: list[aioredis.Redis] = []
+
+    def factory(url: str) -> aioredis.Redis:
+        client = aioredis.from_url(url, decode_responses=True, socket_timeout=2.0, socket_connect_timeout=1.0)
+        clients.append(client)
+        return client
+
+    yield factory
+    for client in clients:
+        await client.aclose()
+
+
+@pytest.fixture
+async def make_ranks(cache: Cache, store: Store) -> AsyncIterator[Callable[..., Ranks]]:
+    """Ranks(cache, store) by default; its background rebuilds are cancelled after the test."""
+    made: list[Ranks] = []
+
+    def factory(cache_: Cache | None = None, store_: Store | None = None, rebuild_batch: int = 100) -> Ranks:
+        r = Ranks(cache_ or cache, store_ or store, rebuild_batch)
+        made.append(r)
+        return r
+
+    yield factory
+    for r in made:
+        await r.close()
+
+
+@pytest.fixture
+def ranks(make_ranks: Callable[..., Ranks]) -> Ranks:
+    return make_ranks()
+
+
+@pytest.fixture
+async def make_writer(store: Store, ranks: Ranks) -> AsyncIterator[Callable[..., Writer]]:
+    """A Writer whose run() task is running; closed (queued submissions finished) after the test."""
+    running: list[tuple[Writer, asyncio.Task[None]]] = []
+
+    def factory(
+        store_: Store | None = None, ranks_: Ranks | None = None, batch_max: int = 500, concurrency: int = 4
+    ) -> Writer:
+        writer = Writer(store_ or store, ranks_ or ranks, batch_max, concurrency)
+        running.append((writer, asyncio.create_task(writer.run(), name="test-writer")))
+        return writer
+
+    yield factory
+    for writer, task in running:
+        await writer.close()
+        try:
+            await asyncio.wait_for(task, 10)
+        except TimeoutError:
+            task.cancel()
+            raise
 
 
 # ---------------------------------------------------------------------------------------------------------
