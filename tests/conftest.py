@@ -241,8 +241,9 @@ async def make_server(
         }
         kwargs.update(overrides)
         settings = Settings(**kwargs)
+        app = create_app(settings)
         config = uvicorn.Config(
-            create_app(settings),
+            app,
             host="127.0.0.1",
             port=0,
             lifespan="on",
@@ -270,6 +271,7 @@ async def make_server(
         port = listener.getsockname()[1]
         url = ServerURL(f"http://127.0.0.1:{port}")
         url.settings = settings
+        url.app = app
 
         async def stop_this() -> None:
             await stop(server, task)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -11,10 +12,27 @@ SECRET = "s3cret-for-tests-only-0123456789abcdef"  # >= 32 bytes: PyJWT warns on
 
 
 class ServerURL(str):
-    """The base URL of a running server; `.stop()` shuts it down, `.settings` is what it runs with."""
+    """The base URL of a running server; `.stop()` shuts it down, `.settings` is what it runs with, `.app` is
+    the Starlette app uvicorn serves."""
 
     settings: Any
+    app: Any
     stop: Callable[[], Awaitable[None]]
+
+
+def runtime_of(url: ServerURL) -> Any:
+    """The app.Runtime a running in-process server's lifespan started (its store, hub, open sockets...).
+
+    create_app keeps it in a closure only: the /ws endpoint holds `context` (create_app's `runtime()`), which
+    holds the `started` list. If create_app changes shape, this is the one place to follow it.
+    """
+    from starlette.routing import WebSocketRoute
+
+    route = next(r for r in url.app.router.routes if isinstance(r, WebSocketRoute) and r.path == "/ws")
+    context = inspect.getclosurevars(route.endpoint).nonlocals["context"]
+    started = inspect.getclosurevars(context).nonlocals["started"]
+    assert started, "the server's lifespan has not started"
+    return started[0]
 
 
 @dataclass
