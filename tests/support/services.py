@@ -19,6 +19,9 @@ class ServerURL(str):
     app: Any
     stop: Callable[[], Awaitable[None]]
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> ServerURL:
+        return self  # a handle on one running server: a copy is the same server (and the app is not copyable)
+
 
 def runtime_of(url: ServerURL) -> Any:
     """The app.Runtime a running in-process server's lifespan started (its store, hub, open sockets...).
