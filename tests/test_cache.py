@@ -49,11 +49,13 @@ async def events(rds: aioredis.Redis) -> AsyncIterator[PubSub]:
     await ps.aclose()
 
 
-async def next_event(ps: PubSub, within: float = 5.0) -> tuple[str, dict[str, Any]]:
+async def next_event(ps: PubSub, boards: set[str], within: float = 5.0) -> tuple[str, dict[str, Any]]:
+    """The next change event of one of `boards` (channels are shared by every db of a Redis server: a test
+    run against the machine's Redis may hear other boards' events)."""
     deadline = time.monotonic() + within
     while (left := deadline - time.monotonic()) > 0:
         msg = await ps.get_message(timeout=left)
-        if msg is not None and msg["type"] == "pmessage":
+        if msg is not None and msg["type"] == "pmessage" and board_of_channel(msg["channel"]) in boards:
             return msg["channel"], json.loads(msg["data"])
     raise AssertionError(f"no change event within {within}s")
 
@@ -110,23 +112,25 @@ async def test_an_older_version_never_overwrites_a_newer_one(cache: Cache, rds: 
 
 
 async def test_a_write_publishes_one_event_with_its_changes(cache: Cache, events: PubSub) -> None:
-    await mark_ready(cache, "global")
-    channel, reset = await next_event(events)  # the rebuild's swap announces itself
-    assert channel == Keys("global").ev and reset.get("reset") is True
-    await cache.write("global", [row("a", -10, 1), row("b", -5, 2)], [], 100.25)
-    res = await cache.write("global", [row("a", -15, 3), row("c", -1, 4), row("b", -5, 5)], [], 101.5)
-    channel, first = await next_event(events)
-    assert channel == Keys("global").ev and board_of_channel(channel) == "global"
+    board, other = f"ev-{uuid.uuid4().hex[:8]}", f"ev-{uuid.uuid4().hex[:8]}"
+    ours = {board, other}
+    await mark_ready(cache, board)
+    channel, reset = await next_event(events, ours)  # the rebuild's swap announces itself
+    assert channel == Keys(board).ev and reset.get("reset") is True
+    await cache.write(board, [row("a", -10, 1), row("b", -5, 2)], [], 100.25)
+    res = await cache.write(board, [row("a", -15, 3), row("c", -1, 4), row("b", -5, 5)], [], 101.5)
+    channel, first = await next_event(events, ours)
+    assert channel == Keys(board).ev and board_of_channel(channel) == board
     assert changes(first) == [("a", None, -10.0), ("b", None, -5.0)]
     assert float(first["t"]) == 100.25
-    channel, second = await next_event(events)  # the very next message: one event per write
+    channel, second = await next_event(events, ours)  # the very next message: one event per write
     assert changes(second) == [("a", -10.0, -15.0), ("c", None, -1.0)]  # b: newer version, same key
     assert second["s"] == res.seq > first["s"]
     # a write that changes no key publishes nothing: the next event is the one after it
-    await cache.write("global", [row("a", -15, 6)], [], 102.0)
-    await cache.write("other", [row("z", -1, 7, board="other")], [], 103.0)
-    channel, third = await next_event(events)
-    assert board_of_channel(channel) == "other" and changes(third) == [("z", None, -1.0)]
+    await cache.write(board, [row("a", -15, 6)], [], 102.0)
+    await cache.write(other, [row("z", -1, 7, board=other)], [], 103.0)
+    channel, third = await next_event(events, ours)
+    assert board_of_channel(channel) == other and changes(third) == [("z", None, -1.0)]
 
 
 async def test_reads_raise_not_ready_until_the_board_is_ready(cache: Cache, rds: aioredis.Redis) -> None:
