@@ -1,8 +1,12 @@
 """Fixtures: real Postgres + real Redis (embedded, or the servers named by LEADERBOARD_TEST_*), real uvicorn.
 
 Session: one database (a fresh `lb_test_<random>` on a given server, or an embedded one), migrated once.
-Each test that asks for `clean` (directly or through `make_server`) starts from an empty database (the
-`global` board only) and an empty Redis db.
+Each test that asks for `clean` (directly or through `make_server` or a layer fixture) starts from an empty
+database (the `global` board only) and an empty Redis db.
+
+Layers, built on the session pool and Redis, torn down after each test: `store`, `cache`, `ranks` (and
+`make_ranks` for a Ranks on another Cache or Store), `make_writer` (a running Writer), `make_redis` (a client
+of another Redis, e.g. `private_redis`).
 """
 
 from __future__ import annotations
@@ -22,7 +26,12 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
-from helpers import SECRET, Keys, ServerURL, Services, dsn_with_database, free_port
+from leaderboard.cache import Cache
+from leaderboard.ranks import Ranks
+from leaderboard.store import Store
+from leaderboard.writer import Writer
+from support.processes import free_port
+from support.services import SECRET, ApiKeys, ServerURL, Services, dsn_with_database
 
 TRUNCATE = "TRUNCATE users, game_sessions, leaderboard, api_keys RESTART IDENTITY"
 
@@ -126,6 +135,77 @@ async def clean(pool: asyncpg.Pool, rds: aioredis.Redis) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------
+# Layers, without a server
+
+
+@pytest.fixture
+def store(pool: asyncpg.Pool, clean: None) -> Store:
+    return Store(pool)
+
+
+@pytest.fixture
+def cache(rds: aioredis.Redis, clean: None) -> Cache:
+    return Cache(rds)
+
+
+@pytest.fixture
+async def make_redis() -> AsyncIterator[Callable[[str], aioredis.Redis]]:
+    """Clients of other Redis servers, with the app's timeouts (a stopped server fails fast); closed after."""
+    clients: list[aioredis.Redis] = []
+
+    def factory(url: str) -> aioredis.Redis:
+        client = aioredis.from_url(url, decode_responses=True, socket_timeout=2.0, socket_connect_timeout=1.0)
+        clients.append(client)
+        return client
+
+    yield factory
+    for client in clients:
+        await client.aclose()
+
+
+@pytest.fixture
+async def make_ranks(cache: Cache, store: Store) -> AsyncIterator[Callable[..., Ranks]]:
+    """Ranks(cache, store) by default; its background rebuilds are cancelled after the test."""
+    made: list[Ranks] = []
+
+    def factory(cache_: Cache | None = None, store_: Store | None = None, rebuild_batch: int = 100) -> Ranks:
+        r = Ranks(cache_ or cache, store_ or store, rebuild_batch)
+        made.append(r)
+        return r
+
+    yield factory
+    for r in made:
+        await r.close()
+
+
+@pytest.fixture
+def ranks(make_ranks: Callable[..., Ranks]) -> Ranks:
+    return make_ranks()
+
+
+@pytest.fixture
+async def make_writer(store: Store, ranks: Ranks) -> AsyncIterator[Callable[..., Writer]]:
+    """A Writer whose run() task is running; closed (queued submissions finished) after the test."""
+    running: list[tuple[Writer, asyncio.Task[None]]] = []
+
+    def factory(
+        store_: Store | None = None, ranks_: Ranks | None = None, batch_max: int = 500, concurrency: int = 4
+    ) -> Writer:
+        writer = Writer(store_ or store, ranks_ or ranks, batch_max, concurrency)
+        running.append((writer, asyncio.create_task(writer.run(), name="test-writer")))
+        return writer
+
+    yield factory
+    for writer, task in running:
+        await writer.close()
+        try:
+            await asyncio.wait_for(task, 10)
+        except TimeoutError:
+            task.cancel()
+            raise
+
+
+# ---------------------------------------------------------------------------------------------------------
 # In-process servers
 
 
@@ -161,8 +241,9 @@ async def make_server(
         }
         kwargs.update(overrides)
         settings = Settings(**kwargs)
+        app = create_app(settings)
         config = uvicorn.Config(
-            create_app(settings),
+            app,
             host="127.0.0.1",
             port=0,
             lifespan="on",
@@ -190,6 +271,7 @@ async def make_server(
         port = listener.getsockname()[1]
         url = ServerURL(f"http://127.0.0.1:{port}")
         url.settings = settings
+        url.app = app
 
         async def stop_this() -> None:
             await stop(server, task)
@@ -209,10 +291,10 @@ async def server(make_server: Callable[..., Awaitable[ServerURL]]) -> ServerURL:
 
 
 @pytest.fixture
-async def keys(pool: asyncpg.Pool, clean: None) -> Keys:
+async def keys(pool: asyncpg.Pool, clean: None) -> ApiKeys:
     from leaderboard.auth import create_api_key
 
-    return Keys(
+    return ApiKeys(
         admin=await create_api_key(pool, "admin", "test-admin"),
         submit=await create_api_key(pool, "submit", "test-submit"),
         read=await create_api_key(pool, "read", "test-read"),
@@ -235,13 +317,13 @@ async def make_client() -> AsyncIterator[Callable[..., httpx.AsyncClient]]:
 
 
 @pytest.fixture
-def api(server: ServerURL, keys: Keys, make_client: Callable[..., httpx.AsyncClient]) -> httpx.AsyncClient:
+def api(server: ServerURL, keys: ApiKeys, make_client: Callable[..., httpx.AsyncClient]) -> httpx.AsyncClient:
     """A game server's client: submit key."""
     return make_client(server, keys.submit)
 
 
 @pytest.fixture
-def admin(server: ServerURL, keys: Keys, make_client: Callable[..., httpx.AsyncClient]) -> httpx.AsyncClient:
+def admin(server: ServerURL, keys: ApiKeys, make_client: Callable[..., httpx.AsyncClient]) -> httpx.AsyncClient:
     return make_client(server, keys.admin)
 
 

@@ -15,23 +15,10 @@ import pytest
 import redis.asyncio as aioredis
 from jsonschema import Draft202012Validator
 
-from helpers import (
-    MAX_VALUE,
-    Keys,
-    apply_op,
-    assert_cache_matches_pg,
-    assert_problem,
-    create_board,
-    full_listing,
-    percentile,
-    pg_values,
-    rank,
-    ranked,
-    row_counts,
-    session_count,
-    submit,
-    top,
-)
+from support.clients import assert_problem, create_board, full_listing, rank, submit, top
+from support.reference import MAX_VALUE, apply_op, percentile, ranked
+from support.services import ApiKeys
+from support.stores import assert_cache_matches_pg, pg_values, row_counts, session_count
 
 # ---------------------------------------------------------------------------------------------------------
 # submit
@@ -661,7 +648,7 @@ async def test_bad_board_create(
     [("GET", "/api/leaderboard/submit"), ("DELETE", "/api/leaderboards"), ("PUT", "/api/leaderboard/top")],
 )
 async def test_wrong_method_is_405(
-    make_server: Any, keys: Keys, make_client: Any, tmp_path: Path, method: str, path: str
+    make_server: Any, keys: ApiKeys, make_client: Any, tmp_path: Path, method: str, path: str
 ) -> None:
     # with a UI being served as well (its catch-all route must not hide the API's 405s)
     (tmp_path / "ui").mkdir()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -11,18 +12,11 @@ import jwt
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from helpers import (
-    SECRET,
-    Keys,
-    ServerURL,
-    assert_problem,
-    eventually,
-    player_token,
-    row_counts,
-    session_count,
-    submit,
-    ws_connect,
-)
+from leaderboard.auth import SQL_ACTIVE, Authenticator, TokenRules, create_api_key
+from support.clients import assert_problem, player_token, submit, ws_connect
+from support.polling import eventually
+from support.services import SECRET, ApiKeys, ServerURL, Services
+from support.stores import row_counts, session_count
 
 SUBMIT = "/api/leaderboard/submit"
 BODY = {"user_id": "alice", "score": 1}
@@ -62,7 +56,7 @@ async def test_malformed_authorization_header_is_401(server: ServerURL, header: 
     assert await session_count(pool) == 0
 
 
-async def test_roles(server: ServerURL, keys: Keys, make_client: Any, pool: asyncpg.Pool) -> None:
+async def test_roles(server: ServerURL, keys: ApiKeys, make_client: Any, pool: asyncpg.Pool) -> None:
     read = make_client(server, keys.read)
     assert_problem(await read.post(SUBMIT, json=BODY), 403, "forbidden")
     assert (await read.get("/api/leaderboard/top")).status_code == 200
@@ -72,7 +66,7 @@ async def test_roles(server: ServerURL, keys: Keys, make_client: Any, pool: asyn
 
 
 async def test_board_creation_is_admin_only(
-    server: ServerURL, keys: Keys, make_client: Any, pool: asyncpg.Pool
+    server: ServerURL, keys: ApiKeys, make_client: Any, pool: asyncpg.Pool
 ) -> None:
     board = {"id": "new", "title": "New"}
     before = await row_counts(pool)
@@ -111,7 +105,7 @@ async def test_a_revoked_key_closes_its_open_sockets(server: ServerURL, make_cli
         assert await ws.expect_close(within=6) == 1008
 
 
-async def test_keys_are_stored_hashed(keys: Keys, pool: asyncpg.Pool) -> None:
+async def test_keys_are_stored_hashed(keys: ApiKeys, pool: asyncpg.Pool) -> None:
     assert keys.admin.startswith("lbk_") and len({keys.admin, keys.submit, keys.read}) == 3
     rows = await pool.fetch("SELECT role, key_hash FROM api_keys")
     assert sorted(r["role"] for r in rows) == ["admin", "read", "submit"]
@@ -137,7 +131,7 @@ async def test_player_tokens_refused_without_a_secret(make_server: Any, make_cli
 
 
 async def test_private_reads_need_a_credential(
-    make_server: Any, keys: Keys, make_client: Any, pool: asyncpg.Pool
+    make_server: Any, keys: ApiKeys, make_client: Any, pool: asyncpg.Pool
 ) -> None:
     server = await make_server(public_read=False)
     await submit(make_client(server, keys.submit), "alice", 3)
@@ -174,7 +168,7 @@ async def test_ws_bad_bearer_on_upgrade_closes_1008(server: ServerURL, kind: str
         raise AssertionError(f"upgrade refused with HTTP {exc.response.status_code}, expected close 1008") from None
 
 
-async def test_ws_private_read_needs_auth(make_server: Any, keys: Keys) -> None:
+async def test_ws_private_read_needs_auth(make_server: Any, keys: ApiKeys) -> None:
     server = await make_server(public_read=False)
     async with ws_connect(server) as ws:
         # The contract does not say whether this closes (1008) or answers an error frame; either is fine,
@@ -196,7 +190,7 @@ async def test_ws_private_read_needs_auth(make_server: Any, keys: Keys) -> None:
         assert (await ws.reply_to({"type": "subscribe", "topics": ["top"]}))["type"] == "subscribed"
 
 
-async def test_ws_auth_frame_upgrades_rights(server: ServerURL, keys: Keys, pool: asyncpg.Pool) -> None:
+async def test_ws_auth_frame_upgrades_rights(server: ServerURL, keys: ApiKeys, pool: asyncpg.Pool) -> None:
     async with ws_connect(server, keys.read) as ws:
         # a read key on the upgrade, then a submit key in an auth frame
         reply = await ws.reply_to({"type": "auth", "token": keys.submit})
@@ -211,3 +205,38 @@ async def test_ws_player_other_user_then_own(server: ServerURL, pool: asyncpg.Po
         assert err["type"] == "error" and err["code"] == "forbidden"
         assert (await ws.reply_to({"type": "submit", "user_id": "alice", "score": 4}))["type"] == "ack"
     assert await session_count(pool) == 1
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Authenticator.refresh, without a server
+
+
+class _PausedConnection(asyncpg.Connection):
+    """A real connection; once `fetched` is set by the active-keys query, it holds the rows until `release`."""
+
+    fetched: asyncio.Event
+    release: asyncio.Event
+
+    async def fetch(self, query: str, *args: Any, **kwargs: Any) -> list[Any]:
+        rows = await super().fetch(query, *args, **kwargs)
+        if query == SQL_ACTIVE:
+            type(self).fetched.set()
+            await type(self).release.wait()
+        return rows
+
+
+async def test_a_key_first_used_during_a_refresh_is_not_reported_revoked(services: Services, clean: None) -> None:
+    _PausedConnection.fetched, _PausedConnection.release = asyncio.Event(), asyncio.Event()
+    paused = await asyncpg.create_pool(services.dsn, min_size=1, max_size=2, connection_class=_PausedConnection)
+    try:
+        auth = Authenticator(paused, TokenRules(SECRET))
+        refreshing = asyncio.create_task(auth.refresh())
+        await asyncio.wait_for(_PausedConnection.fetched.wait(), 5)  # its snapshot has no keys yet
+        key = await create_api_key(paused, "submit", "created-meanwhile")
+        assert (await auth.from_header(f"Bearer {key}")).role == "submit"  # looked up and cached
+        _PausedConnection.release.set()
+        assert await asyncio.wait_for(refreshing, 5) == set()
+        assert (await auth.from_header(f"Bearer {key}")).role == "submit"
+    finally:
+        _PausedConnection.release.set()
+        await paused.close()

@@ -13,22 +13,10 @@ import asyncpg
 import httpx
 import redis.asyncio as aioredis
 
-from helpers import (
-    Keys,
-    Services,
-    assert_cache_matches_pg,
-    bearer,
-    cache_key,
-    cli_command,
-    cli_env,
-    create_board,
-    spawned_server,
-    submit,
-    subscribe_top,
-    tail,
-    top,
-    ws_connect,
-)
+from support.clients import bearer, create_board, submit, subscribe_top, top, ws_connect
+from support.processes import cli_command, cli_env, spawned_server, tail
+from support.services import ApiKeys, Services
+from support.stores import assert_cache_matches_pg, cache_key
 
 
 async def run_cli(*args: str, dsn: str | None, redis_url: str | None, within: float = 120) -> tuple[int, str, str]:
@@ -132,7 +120,7 @@ async def test_rebuild_repairs_a_wrong_cache(
     await assert_cache_matches_pg(pool, rds, "global")
 
 
-async def test_serve_drains_on_sigterm(services: Services, clean: None, keys: Keys, tmp_path: Path) -> None:
+async def test_serve_drains_on_sigterm(services: Services, clean: None, keys: ApiKeys, tmp_path: Path) -> None:
     async with spawned_server(
         tmp_path / "s", services.dsn, services.redis_url, push_interval_ms=50, drain_timeout_s=3
     ) as (url, proc):

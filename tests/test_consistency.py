@@ -12,17 +12,9 @@ import redis.asyncio as aioredis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from helpers import (
-    apply_op,
-    assert_cache_matches_pg,
-    create_board,
-    full_listing,
-    pg_values,
-    rank,
-    ranked,
-    session_count,
-    top,
-)
+from support.clients import create_board, full_listing, rank, top
+from support.reference import apply_op, ranked
+from support.stores import assert_cache_matches_pg, pg_values, session_count
 
 USERS = ["a", "B", "b", "c.d", "e@x", "Z-9", "u_1", "u:2"]
 SMALL = st.integers(min_value=-50, max_value=50)  # small values: many ties

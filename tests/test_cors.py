@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from helpers import Keys, bearer
+from support.clients import bearer
+from support.services import ApiKeys
 
 
 async def test_no_cors_headers_by_default(server: str, make_client: Any) -> None:
@@ -15,7 +16,7 @@ async def test_no_cors_headers_by_default(server: str, make_client: Any) -> None
 
 
 async def test_configured_origin_is_allowed_and_preflight_answers(
-    make_server: Any, keys: Keys, make_client: Any
+    make_server: Any, keys: ApiKeys, make_client: Any
 ) -> None:
     server = await make_server(cors_origins="https://game.example, https://admin.example")
     client = make_client(server)

@@ -14,7 +14,9 @@ import asyncpg
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from helpers import Keys, Services, spawned_server, ws_url
+from support.clients import ws_url
+from support.processes import spawned_server
+from support.services import ApiKeys, Services
 
 
 async def _submitter(url: str, key: str, n: int, sent: dict[str, tuple[str, int]], acked: list[str]) -> int | None:
@@ -45,7 +47,7 @@ async def _submitter(url: str, key: str, n: int, sent: dict[str, tuple[str, int]
 
 
 async def test_sigterm_under_load_loses_and_doubles_nothing(
-    services: Services, clean: None, keys: Keys, pool: asyncpg.Pool, tmp_path: Path
+    services: Services, clean: None, keys: ApiKeys, pool: asyncpg.Pool, tmp_path: Path
 ) -> None:
     sent: dict[str, tuple[str, int]] = {}
     acked: list[str] = []

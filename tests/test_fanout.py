@@ -1,222 +1,326 @@
-"""Fan-out: debounced snapshots, seq order, rank pushes, several processes, and a stalled socket."""
+"""Layer: fanout.py (the Hub): subscriptions, a real Redis pub/sub listener, debounced flushes, rank pushes."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
+import itertools
+import json
 import time
-from pathlib import Path
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-import asyncpg
-import httpx
-from websockets.asyncio.client import connect
+import pytest
+import redis.asyncio as aioredis
 
-from helpers import (
-    WS,
-    Keys,
-    ServerURL,
-    Services,
-    assert_seq_order,
-    bearer,
-    create_board,
-    player_token,
-    spawned_server,
-    submit,
-    subscribe_top,
-    top,
-    ws_connect,
-    ws_submit_many,
-    ws_url,
-)
+from leaderboard.cache import Cache
+from leaderboard.fanout import Hub
+from leaderboard.outbox import Outbox
+from leaderboard.protocol import BoardCreate, Submission
+from leaderboard.ranking import Position
+from leaderboard.ranks import Ranks
+from leaderboard.store import BoardInfo, Store, Write
+from support.polling import eventually
+from support.reference import ranked
+from support.services import Services
+
+_boards = itertools.count()
 
 
-async def test_pushes_are_debounced_complete_and_ordered(make_server: Any, keys: Keys, make_client: Any) -> None:
-    server = await make_server(push_interval_ms=300)
-    api = make_client(server, keys.submit)
-    async with ws_connect(server) as ws:
-        snap = await subscribe_top(ws, limit=100)
-        started = time.monotonic()
-        await asyncio.gather(*(submit(api, f"u{i:02d}", i + 1) for i in range(40)))
-        frames = []
-        while not frames or frames[-1]["total"] < 40:
-            frames.append(await ws.recv_type("top", within=5))
-        elapsed = time.monotonic() - started
-        assert_seq_order([snap, *frames])
-        assert frames[-1]["seq"] > snap["seq"]
-        # coalesced: at most one snapshot per push interval (+1 for the leading edge, +1 for timing slack)
-        assert len(frames) <= elapsed / 0.3 + 2, (len(frames), elapsed)
-        assert len(frames) < 40
-        final = frames[-1]
-        assert [e["user_id"] for e in final["entries"]] == [f"u{i:02d}" for i in range(39, -1, -1)]
-        page = await top(api, limit=100)
-        assert final["entries"] == page["entries"] and final["seq"] == page["seq"]
-        # nothing more arrives once the board is quiet
-        assert [f for f in await ws.quiet(0.7) if f["type"] == "top"] == []
+class Socket:
+    """The far end of an Outbox: records every frame sent; with `blocked`, sends wait until `unblock()`."""
+
+    def __init__(self, *, blocked: bool = False) -> None:
+        self.frames: list[dict[str, Any]] = []
+        self._open = asyncio.Event()
+        if not blocked:
+            self._open.set()
+        self.outbox = Outbox(self._send, self._close, None)
+
+    @property
+    def reading(self) -> bool:
+        return self._open.is_set()
+
+    def drained(self) -> bool:
+        box = self.outbox
+        return box.blocked_since is None and not box.pending and not box.replies
+
+    async def _send(self, text: str) -> None:
+        self.frames.append(json.loads(text))
+        await self._open.wait()
+
+    async def _close(self, code: int) -> None:
+        raise AssertionError(f"closed with {code}")
+
+    def unblock(self) -> None:
+        self._open.set()
+
+    def of(self, type_: str) -> list[dict[str, Any]]:
+        return [f for f in self.frames if f["type"] == type_]
 
 
-async def test_no_top_push_for_changes_below_the_cut(server: ServerURL, api: httpx.AsyncClient) -> None:
-    for i in range(12):
-        await submit(api, f"u{i:02d}", 100 - i * 5)  # u00=100 ... u11=45
-    async with ws_connect(server) as ws:
-        snap = await subscribe_top(ws, limit=5)
-        assert [e["user_id"] for e in snap["entries"]] == ["u00", "u01", "u02", "u03", "u04"]
-        await submit(api, "u11", 10)  # 55: still rank 6 at best, below the top 5
-        await submit(api, "u10", 1)
-        assert [f for f in await ws.quiet(0.6) if f["type"] == "top"] == []
-        await submit(api, "u11", 31)  # 86: into the top 5
-        push = await ws.recv_type("top")
-        assert [e["user_id"] for e in push["entries"]] == ["u00", "u01", "u02", "u11", "u03"]
-        assert push["seq"] > snap["seq"]
+class RecordingRanks(Ranks):
+    """A real Ranks that notes which players each follow() asks about."""
+
+    def __init__(self, cache: Cache, store: Store) -> None:
+        super().__init__(cache, store)
+        self.asked: list[list[str]] = []
+
+    async def follow(self, board: BoardInfo, users: Sequence[str]) -> tuple[int, dict[str, Position | None]]:
+        self.asked.append(sorted(users))
+        return await super().follow(board, users)
 
 
-async def test_watchers_get_the_same_snapshots(server: ServerURL, api: httpx.AsyncClient) -> None:
-    async with ws_connect(server) as a, ws_connect(server) as b:
-        await subscribe_top(a)
-        await subscribe_top(b)
-        await submit(api, "alice", 5)
-        fa = await a.recv_type("top", where=lambda m: m["total"] == 1)
-        fb = await b.recv_type("top", where=lambda m: m["total"] == 1)
-        assert fa == fb
+class RecordingHub(Hub):
+    """A real Hub that notes when each flush starts (loop time) and counts finished flushes."""
 
+    def __init__(self, client: aioredis.Redis, ranks: Ranks, push_interval: float) -> None:
+        super().__init__(client, ranks, push_interval, ranks.store.forget_missing)
+        self.started: list[float] = []
+        self.done = 0
 
-async def test_rank_push_only_when_rank_or_score_changes(server: ServerURL, api: httpx.AsyncClient) -> None:
-    await submit(api, "alice", 100)
-    await submit(api, "bob", 50)
-    async with ws_connect(server) as ws:
-        await ws.reply_to({"type": "subscribe", "topics": ["rank"], "user_id": "bob"})
-        first = await ws.recv_type("rank")
-        assert (first["rank"], first["score"]) == (2, 50)
-        await submit(api, "alice", 10)  # bob's rank and score unchanged
-        await submit(api, "zed", 1)  # below bob: unchanged
-        assert [f for f in await ws.quiet(0.6) if f["type"] == "rank"] == []
-        await submit(api, "carol", 70)  # bob falls to 3
-        fell = await ws.recv_type("rank")
-        assert (fell["rank"], fell["previous_rank"], fell["score"]) == (3, 2, 50)
-        await submit(api, "bob", 5)  # score changes, rank stays
-        same = await ws.recv_type("rank")
-        assert (same["rank"], same["previous_rank"], same["score"]) == (3, 3, 55)
-        assert same["seq"] > fell["seq"] > first["seq"]
-
-
-async def test_rank_pushes_on_asc_board(server: ServerURL, api: httpx.AsyncClient, keys: Keys) -> None:
-    async with httpx.AsyncClient(base_url=server, headers=bearer(keys.admin)) as admin:
-        resp = await admin.post(
-            "/api/leaderboards", json={"id": "laps", "title": "Laps", "sort": "asc", "operator": "best"}
-        )
-        assert resp.status_code == 201
-    await submit(api, "alice", 60, "laps")
-    async with ws_connect(server) as ws:
-        await ws.reply_to({"type": "subscribe", "board": "laps", "topics": ["rank"], "user_id": "alice"})
-        assert (await ws.recv_type("rank"))["rank"] == 1
-        await submit(api, "bob", 55, "laps")  # faster: alice falls
-        fell = await ws.recv_type("rank")
-        assert (fell["board"], fell["rank"], fell["previous_rank"], fell["score"]) == ("laps", 2, 1, 60)
-
-
-async def test_two_server_processes_share_pushes(
-    services: Services, clean: None, keys: Keys, tmp_path: Path, pool: asyncpg.Pool
-) -> None:
-    settings = {"push_interval_ms": 50, "drain_timeout_s": 2}
-    async with (
-        spawned_server(tmp_path / "a", services.dsn, services.redis_url, **settings) as (url_a, _),
-        spawned_server(tmp_path / "b", services.dsn, services.redis_url, **settings) as (url_b, _),
-    ):
-        async with (
-            ws_connect(url_a) as watcher,
-            httpx.AsyncClient(base_url=url_b, headers=bearer(keys.submit)) as b,
-        ):
-            snap = await subscribe_top(watcher)
-            await watcher.reply_to({"type": "subscribe", "topics": ["rank"], "user_id": "alice"})
-            await watcher.recv_type("rank")
-            ack = await submit(b, "alice", 42)
-            pushed = await watcher.recv_type("top", where=lambda m: m["total"] == 1)
-            assert pushed["entries"][0]["user_id"] == "alice" and pushed["entries"][0]["score"] == 42
-            assert pushed["seq"] > snap["seq"]
-            moved = await watcher.recv_type("rank", where=lambda m: m["rank"] is not None)
-            assert (moved["rank"], moved["score"]) == (1, 42) == (ack["rank"], ack["score"])
-            # the other way round, over a WebSocket submission with a player token
-            async with ws_connect(url_b) as watcher_b, ws_connect(url_a, player_token("bob")) as player:
-                await subscribe_top(watcher_b)
-                assert (await player.reply_to({"type": "submit", "user_id": "bob", "score": 50}))["type"] == "ack"
-                got = await watcher_b.recv_type("top", where=lambda m: m["total"] == 2)
-                assert [e["user_id"] for e in got["entries"]] == ["bob", "alice"]
-                # both processes agree on the board and its seq
-                async with httpx.AsyncClient(base_url=url_a) as a:
-                    page_a = await top(a)
-                page_b = await top(b)
-                assert page_a == page_b
-                assert page_a["seq"] >= got["seq"]
-    assert await pool.fetchval("SELECT count(*) FROM game_sessions") == 2
-
-
-async def test_stalled_socket_does_not_delay_others_and_is_closed_1013(
-    make_server: Any, keys: Keys, make_client: Any
-) -> None:
-    # 16 kB kernel send buffers (instead of loopback's auto-tuned 4 MB) so that the stall shows within seconds
-    server = await make_server(slow_socket_timeout_s=1.0, push_interval_ms=20, send_buffer=16384)
-    api = make_client(server, keys.submit)
-    admin = make_client(server, keys.admin)
-    # Big snapshots (about 17 kB) on several boards: a socket that stops reading falls behind quickly.
-    boards = [f"big{b}" for b in range(4)]
-    users = [f"{'u' * 61}{i:03d}" for i in range(100)]
-    for board in boards:
-        await create_board(admin, board)
-    async with ws_connect(server, keys.submit) as feeder:
-        await ws_submit_many(
-            feeder,
-            (
-                {"user_id": u, "score": 1000 + i, "board": b, "display_name": "n" * 64}
-                for b in boards
-                for i, u in enumerate(users)
-            ),
-        )
-
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.setblocking(False)
-    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", int(server.rsplit(":", 1)[1])))
-    stalled_conn = await connect(ws_url(server), sock=sock, max_size=None, ping_interval=None, close_timeout=5)
-    stalled = WS(stalled_conn)
-    try:
-        for board in boards:
-            await subscribe_top(stalled, board, limit=100)
-        stalled_conn.transport.pause_reading()  # never reads again (until the end)
-
-        async def load() -> None:  # keeps every board changing, so the stalled socket keeps being pushed to
-            async with ws_connect(server, keys.submit) as feeder:
-                n = 0
-                while True:
-                    n += 1
-                    await ws_submit_many(
-                        feeder,
-                        ({"user_id": users[(n + k) % 100], "score": n, "board": b} for k, b in enumerate(boards)),
-                    )
-
-        loader = asyncio.create_task(load())
+    async def _flush(self, board_id: str) -> None:
+        self.started.append(asyncio.get_running_loop().time())
         try:
-            async with ws_connect(server) as healthy:
-                await subscribe_top(healthy, "global", limit=10)
-                latencies = []
-                started = time.monotonic()
-                i = 0
-                while time.monotonic() - started < 5.0:
-                    i += 1
-                    sent = time.monotonic()
-                    await submit(api, "probe", 1)
-                    await healthy.recv_type("top", within=5, where=lambda m, i=i: m["entries"][0]["score"] == i)
-                    latencies.append(time.monotonic() - sent)
-                    await asyncio.sleep(0.05)
-                assert len(latencies) >= 10, latencies
-                assert max(latencies) < 1.0, latencies
+            await super()._flush(board_id)
         finally:
-            loader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await loader
+            self.done += 1
 
-        stalled_conn.transport.resume_reading()
-        code = await stalled.expect_close(within=20)
-        assert code == 1013
-    finally:
-        await stalled_conn.close()
+
+@dataclass
+class Env:
+    store: Store
+    ranks: RecordingRanks
+    hub: RecordingHub
+    board: BoardInfo
+    sockets: list[Socket]
+    listener: asyncio.Task[None] | None = None
+
+    def socket(self, *, blocked: bool = False) -> Socket:
+        s = Socket(blocked=blocked)
+        self.sockets.append(s)
+        return s
+
+    async def listen(self) -> None:
+        """Start the pub/sub listener; return once it is subscribed (on connect it re-reads every board)."""
+        assert self.hub.boards, "subscribe first: the listener's first flush is the sign it is subscribed"
+        done = self.hub.done
+        self.listener = asyncio.create_task(self.hub.listen())
+        await self.flushed(done + 1)
+
+    async def flushed(self, count: int, within: float = 10.0) -> None:
+        """Wait until `count` flushes have finished and every socket that reads has taken what they pushed."""
+
+        async def check() -> None:
+            assert self.hub.done >= count, (self.hub.done, count)
+            assert all(s.drained() for s in self.sockets if s.reading)
+
+        await eventually(check, within, interval=0.005)
+
+    async def play(self, scores: dict[str, int]) -> None:
+        """Commit a batch and record it in Redis, as the writer does: the cache write publishes the change."""
+        subs = [Submission(user_id=u, score=s, board=self.board.id) for u, s in scores.items()]
+        batch = [Write(sub, uuid.uuid4(), self.board) for sub in subs]
+        result = await self.store.commit_batch(batch)
+        values = {w.sub.user_id: o.value for w, o in zip(batch, result.outcomes, strict=True)}
+        await self.ranks.record(self.board, result.written, values, time.time())
+
+    async def step(self, scores: dict[str, int]) -> None:
+        """play() one change and wait for the flush it causes (pushes included)."""
+        done = self.hub.done
+        await self.play(scores)
+        await self.flushed(done + 1)
+
+
+@pytest.fixture
+async def make_env(services: Services, store: Store, cache: Cache, clean: None) -> AsyncIterator[Any]:
+    made: list[Env] = []
+    # the listener's connection idles by design: a client without a read timeout, as the app's lifespan makes
+    client = aioredis.from_url(services.redis_url, decode_responses=True)
+
+    async def factory(interval: float = 0.02, sort: str = "desc") -> Env:
+        # a board of its own: pub/sub channels are shared by every db of a Redis server
+        spec = BoardCreate(id=f"hub{next(_boards)}-{uuid.uuid4().hex[:8]}", sort=sort)  # type: ignore[arg-type]
+        board = await store.create_board(spec)
+        assert board is not None
+        ranks = RecordingRanks(cache, store)
+        assert await ranks.rebuild(board.id) == 0  # ready: reads and pushes come from Redis
+        env = Env(store, ranks, RecordingHub(client, ranks, interval), board, [])
+        made.append(env)
+        return env
+
+    yield factory
+    for env in made:
+        for s in env.sockets:
+            env.hub.detach(s.outbox)  # no board left: a flush still scheduled finds nothing to do
+            s.outbox.cancel()
+        if env.listener is not None:
+            env.listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await env.listener
+        await env.hub.close()
+        await env.ranks.close()
+    await client.aclose()
+
+
+def top_of(values: dict[str, int], limit: int, sort: str = "desc") -> list[dict[str, Any]]:
+    return [{**e, "display_name": None} for e in ranked(values, sort)[:limit]]
+
+
+# ---------------------------------------------------------------------------------------------------------
+
+
+async def test_subscribing_pushes_the_current_top_and_rank_at_once(make_env: Any) -> None:
+    env = await make_env()
+    values = {"alice": 30, "bob": 20, "carol": 20}
+    await env.play(values)
+    seq = await env.ranks.cache.seq(env.board.id)
+    top, follower, absent = env.socket(), env.socket(), env.socket()
+    await env.hub.subscribe_top(top.outbox, env.board, 2)
+    await env.hub.subscribe_rank(follower.outbox, env.board, "carol")
+    await env.hub.subscribe_rank(absent.outbox, env.board, "nobody")
+    await eventually(lambda: _drained(top, follower, absent))
+    assert top.frames == [{"type": "top", "board": env.board.id, "seq": seq, "total": 3, "entries": top_of(values, 2)}]
+    assert follower.frames == [
+        {"type": "rank", "board": env.board.id, "user_id": "carol", "rank": 2, "previous_rank": None,
+         "score": 20, "seq": seq}
+    ]  # fmt: skip
+    assert (absent.frames[0]["rank"], absent.frames[0]["score"]) == (None, None)
+    assert top.outbox.subs == {("top", env.board.id, "")}
+    assert follower.outbox.subs == {("rank", env.board.id, "carol")}
+
+
+async def _drained(*sockets: Socket) -> None:
+    assert all(s.frames and s.drained() for s in sockets)
+
+
+async def test_a_committed_change_reaches_every_subscriber_through_pubsub(make_env: Any) -> None:
+    env = await make_env()
+    await env.play({"alice": 10})
+    a, b = env.socket(), env.socket()
+    await env.hub.subscribe_top(a.outbox, env.board, 10)
+    await env.hub.subscribe_top(b.outbox, env.board, 10)
+    await env.listen()
+    before = a.of("top")[-1]["seq"]
+    await env.step({"bob": 50})
+    await eventually(lambda: _total(a, 2))
+    await eventually(lambda: _total(b, 2))
+    pushed = a.of("top")[-1]
+    assert pushed == b.of("top")[-1]  # one snapshot for every subscriber
+    assert pushed["entries"] == top_of({"alice": 10, "bob": 50}, 10)
+    assert pushed["seq"] > before and pushed["seq"] == await env.ranks.cache.seq(env.board.id)
+
+
+async def _total(s: Socket, n: int) -> None:
+    assert s.of("top") and s.of("top")[-1]["total"] == n
+
+
+async def test_flushes_are_debounced_and_the_latest_snapshot_wins(make_env: Any) -> None:
+    interval = 0.25
+    env = await make_env(interval=interval)
+    watcher, stalled = env.socket(), env.socket(blocked=True)
+    await env.hub.subscribe_top(watcher.outbox, env.board, 10)
+    await env.hub.subscribe_top(stalled.outbox, env.board, 10)
+    await env.listen()
+    for i in range(12):  # each one changes the top
+        await env.play({f"u{i:02d}": i + 1})
+    await eventually(lambda: _total(watcher, 12))
+    gaps = [b - a for a, b in itertools.pairwise(env.hub.started)]
+    assert gaps and min(gaps) >= interval - 0.01, gaps  # at most one flush per board per interval
+    assert len(watcher.of("top")) < 12
+    final = watcher.of("top")[-1]
+    assert final["entries"] == top_of({f"u{i:02d}": i + 1 for i in range(12)}, 10)
+    # the stalled socket is still on its first snapshot; once it reads, it gets only the latest one
+    assert len(stalled.frames) == 1
+    stalled.unblock()
+    await eventually(lambda: _total(stalled, 12))
+    assert stalled.frames[1:] == [final]
+
+
+async def test_rank_pushes_only_for_the_followed_players_a_change_affects(make_env: Any) -> None:
+    env = await make_env()
+    await env.play({"alice": 100, "bob": 50, "carol": 10})
+    bob, carol = env.socket(), env.socket()
+    await env.hub.subscribe_rank(bob.outbox, env.board, "bob")
+    await env.hub.subscribe_rank(carol.outbox, env.board, "carol")
+    await env.listen()
+    assert [(f["rank"], f["score"]) for f in bob.frames] == [(2, 50)]
+    env.ranks.asked.clear()
+
+    await env.step({"alice": 10})  # above both, stays above both: nobody's rank moves
+    await env.step({"dave": 5})  # a newcomer below both
+    assert env.ranks.asked == []  # not even asked about
+    assert len(bob.frames) == len(carol.frames) == 1
+
+    await env.step({"eve": 60})  # passes bob and carol
+    assert env.ranks.asked == [["bob", "carol"]]
+    assert [(f["rank"], f["previous_rank"], f["score"]) for f in bob.frames[1:]] == [(3, 2, 50)]
+    assert [(f["rank"], f["previous_rank"], f["score"]) for f in carol.frames[1:]] == [(4, 3, 10)]
+
+    await env.step({"bob": 5})  # bob's own score: carol, far below, is not affected
+    assert env.ranks.asked[1:] == [["bob"]]
+    assert [(f["rank"], f["previous_rank"], f["score"]) for f in bob.frames[2:]] == [(3, 3, 55)]
+    assert len(carol.frames) == 2
+    assert bob.frames[2]["seq"] > bob.frames[1]["seq"] > bob.frames[0]["seq"]
+
+
+async def test_each_top_limit_is_pushed_only_when_its_own_page_changes(make_env: Any) -> None:
+    env = await make_env()
+    values = {f"p{i}": 100 - i * 10 for i in range(6)}  # p0 100 ... p5 50
+    await env.play(values)
+    short, long = env.socket(), env.socket()
+    await env.hub.subscribe_top(short.outbox, env.board, 2)
+    await env.hub.subscribe_top(long.outbox, env.board, 5)
+    await env.listen()  # (the listener's first flush pushes both pages once more)
+    counts = len(short.frames), len(long.frames)
+
+    await env.step({"p4": 15})  # 75: moves within the top 5, below the top 2
+    values["p4"] += 15
+    assert len(short.frames) == counts[0]
+    assert [e["user_id"] for e in long.frames[-1]["entries"]] == ["p0", "p1", "p2", "p4", "p3"]
+    assert len(long.frames) == counts[1] + 1
+
+    await env.step({"p5": 1000})  # to the top of both
+    values["p5"] += 1000
+    assert short.frames[-1]["entries"] == top_of(values, 2)
+    assert long.frames[-1]["entries"] == top_of(values, 5)
+    assert short.frames[-1]["seq"] == long.frames[-1]["seq"]
+
+    await env.step({"zed": 1})  # far below both cuts: nothing pushed
+    assert (len(short.frames), len(long.frames)) == (counts[0] + 1, counts[1] + 2)
+
+
+async def test_unsubscribed_and_detached_outboxes_get_nothing_more(make_env: Any) -> None:
+    env = await make_env()
+    await env.play({"alice": 1})
+    gone, left, stays = env.socket(), env.socket(), env.socket()
+    for s in (gone, left, stays):
+        await env.hub.subscribe_top(s.outbox, env.board, 10)
+    await env.hub.subscribe_rank(left.outbox, env.board, "alice")
+    await env.listen()
+    env.hub.unsubscribe(gone.outbox, "top", env.board.id)
+    env.hub.detach(left.outbox)
+    assert gone.outbox.subs == left.outbox.subs == set()
+    counts = len(gone.frames), len(left.frames)
+    await env.step({"alice": 5})
+    assert stays.frames[-1]["entries"][0]["score"] == 6
+    assert (len(gone.frames), len(left.frames)) == counts
+    env.hub.detach(stays.outbox)
+    assert env.board.id not in env.hub.boards  # nothing subscribed: the board is forgotten
+
+
+async def test_a_rebuild_makes_the_hub_reread_every_followed_player(make_env: Any) -> None:
+    env = await make_env()
+    await env.play({"alice": 3, "bob": 2, "carol": 1})
+    sockets = {u: env.socket() for u in ("alice", "bob", "carol")}
+    for user, s in sockets.items():
+        await env.hub.subscribe_rank(s.outbox, env.board, user)
+    await env.listen()
+    env.ranks.asked.clear()
+    done = env.hub.done
+    assert await env.ranks.rebuild(env.board.id) == 3  # the swap publishes a reset
+    await env.flushed(done + 1)
+    assert env.ranks.asked == [["alice", "bob", "carol"]]
+    assert all(len(s.frames) == 1 for s in sockets.values())  # same ranks, same scores: nothing to push

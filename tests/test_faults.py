@@ -9,22 +9,11 @@ import asyncpg
 import httpx
 import redis.asyncio as aioredis
 
-from helpers import (
-    Keys,
-    assert_cache_matches_pg,
-    assert_problem,
-    cache_key,
-    eventually,
-    full_listing,
-    percentile,
-    pg_values,
-    rank,
-    ranked,
-    submit,
-    subscribe_top,
-    top,
-    ws_connect,
-)
+from support.clients import assert_problem, full_listing, rank, submit, subscribe_top, top, ws_connect
+from support.polling import eventually
+from support.reference import percentile, ranked
+from support.services import ApiKeys
+from support.stores import assert_cache_matches_pg, cache_key, pg_values
 
 
 async def check_reads(api: httpx.AsyncClient, expected: dict[str, int], *probe: str) -> None:
@@ -42,7 +31,7 @@ async def check_reads(api: httpx.AsyncClient, expected: dict[str, int], *probe: 
 
 
 async def test_redis_outage_degrades_then_recovers(
-    make_server: Any, private_redis: Any, keys: Keys, make_client: Any, pool: asyncpg.Pool
+    make_server: Any, private_redis: Any, keys: ApiKeys, make_client: Any, pool: asyncpg.Pool
 ) -> None:
     server = await make_server(redis_url=private_redis.url)
     api = make_client(server, keys.submit)
@@ -98,7 +87,7 @@ async def test_redis_outage_degrades_then_recovers(
 
 
 async def test_seq_does_not_go_back_while_redis_is_down(
-    make_server: Any, private_redis: Any, keys: Keys, make_client: Any
+    make_server: Any, private_redis: Any, keys: ApiKeys, make_client: Any
 ) -> None:
     """Clients drop any snapshot whose seq is not greater than the last one they applied, so a snapshot of a
     changed board must carry a greater seq, also while Redis is away (docs/protocol.md, `top`)."""
@@ -118,7 +107,7 @@ async def test_seq_does_not_go_back_while_redis_is_down(
 
 
 async def test_submissions_during_outage_are_not_lost_across_restart(
-    make_server: Any, private_redis: Any, keys: Keys, make_client: Any, pool: asyncpg.Pool
+    make_server: Any, private_redis: Any, keys: ApiKeys, make_client: Any, pool: asyncpg.Pool
 ) -> None:
     server = await make_server(redis_url=private_redis.url)
     api = make_client(server, keys.submit)
@@ -141,7 +130,7 @@ async def test_submissions_during_outage_are_not_lost_across_restart(
 
 
 async def test_cold_redis_is_rebuilt_in_full_while_serving(
-    make_server: Any, keys: Keys, make_client: Any, pool: asyncpg.Pool, rds: aioredis.Redis
+    make_server: Any, keys: ApiKeys, make_client: Any, pool: asyncpg.Pool, rds: aioredis.Redis
 ) -> None:
     server = await make_server(rebuild_batch=100)
     api = make_client(server, keys.submit)
@@ -167,7 +156,7 @@ async def test_cold_redis_is_rebuilt_in_full_while_serving(
 
 
 async def test_cold_redis_at_start_is_warmed(
-    make_server: Any, keys: Keys, make_client: Any, pool: asyncpg.Pool, rds: aioredis.Redis
+    make_server: Any, keys: ApiKeys, make_client: Any, pool: asyncpg.Pool, rds: aioredis.Redis
 ) -> None:
     first = await make_server()
     api = make_client(first, keys.submit)

@@ -12,21 +12,13 @@ from typing import Any
 import asyncpg
 import redis.asyncio as aioredis
 
-from helpers import (
-    Keys,
-    assert_cache_matches_pg,
-    cache_key,
-    create_board,
-    eventually,
-    full_listing,
-    pg_values,
-    rank,
-    ranked,
-    submit,
-    ws_connect,
-)
 from leaderboard.protocol import Submission
 from leaderboard.store import Store, Write
+from support.clients import create_board, full_listing, rank, submit, ws_connect
+from support.polling import eventually
+from support.reference import ranked
+from support.services import ApiKeys
+from support.stores import assert_cache_matches_pg, cache_key, pg_values
 
 REPAIR_BOUND_S = 10  # docs/operations.md: after any crash, Redis agrees with Postgres within 10 s
 
@@ -48,7 +40,7 @@ async def _listing_matches_postgres(api: Any, pool: asyncpg.Pool) -> None:
 
 
 async def test_a_crash_between_commit_and_cache_write_is_repaired(
-    make_server: Any, keys: Keys, make_client: Any, pool: asyncpg.Pool, rds: aioredis.Redis
+    make_server: Any, keys: ApiKeys, make_client: Any, pool: asyncpg.Pool, rds: aioredis.Redis
 ) -> None:
     server = await make_server()
     api = make_client(server, keys.submit)
@@ -66,7 +58,7 @@ async def test_a_crash_between_commit_and_cache_write_is_repaired(
 
 
 async def test_a_retry_after_a_lost_cache_write_writes_redis_at_once(
-    make_server: Any, keys: Keys, make_client: Any, pool: asyncpg.Pool, rds: aioredis.Redis
+    make_server: Any, keys: ApiKeys, make_client: Any, pool: asyncpg.Pool, rds: aioredis.Redis
 ) -> None:
     server = await make_server()
     api = make_client(server, keys.submit)
@@ -82,7 +74,7 @@ async def test_a_retry_after_a_lost_cache_write_writes_redis_at_once(
 
 
 async def test_redis_restarted_with_older_data_is_rebuilt(
-    make_server: Any, private_redis: Any, keys: Keys, make_client: Any, pool: asyncpg.Pool
+    make_server: Any, private_redis: Any, keys: ApiKeys, make_client: Any, pool: asyncpg.Pool
 ) -> None:
     server = await make_server(redis_url=private_redis.url)
     api = make_client(server, keys.submit)
@@ -111,7 +103,7 @@ async def test_redis_restarted_with_older_data_is_rebuilt(
 
 
 async def test_a_quiet_board_that_disagrees_with_postgres_is_rebuilt(
-    make_server: Any, keys: Keys, make_client: Any, pool: asyncpg.Pool, rds: aioredis.Redis
+    make_server: Any, keys: ApiKeys, make_client: Any, pool: asyncpg.Pool, rds: aioredis.Redis
 ) -> None:
     server = await make_server(verify_interval_s=1)
     api = make_client(server, keys.submit)
@@ -130,7 +122,7 @@ async def _no_debts(pool: asyncpg.Pool) -> None:
 
 
 async def test_poisoned_names_are_refused_and_their_neighbours_commit(
-    server: Any, keys: Keys, make_client: Any, pool: asyncpg.Pool
+    server: Any, keys: ApiKeys, make_client: Any, pool: asyncpg.Pool
 ) -> None:
     api = make_client(server, keys.submit)
     bad_names = ["a\x00b", "\u202eevil Admin", "tab\there", "x\u2066y"]
@@ -190,7 +182,7 @@ async def test_a_row_postgres_refuses_fails_alone(
 
 
 async def test_each_board_converges_independently(
-    make_server: Any, keys: Keys, make_client: Any, pool: asyncpg.Pool, rds: aioredis.Redis
+    make_server: Any, keys: ApiKeys, make_client: Any, pool: asyncpg.Pool, rds: aioredis.Redis
 ) -> None:
     server = await make_server()
     admin = make_client(server, keys.admin)
@@ -207,7 +199,7 @@ async def test_each_board_converges_independently(
 
 
 async def test_postgres_away_keys_known_before_keep_working_unknown_ones_get_503(
-    services: Any, make_server: Any, keys: Keys, make_client: Any, pool: asyncpg.Pool
+    services: Any, make_server: Any, keys: ApiKeys, make_client: Any, pool: asyncpg.Pool
 ) -> None:
     from netcut import Proxy
 
@@ -267,7 +259,7 @@ async def test_an_unknown_board_is_remembered_for_a_moment(pool: asyncpg.Pool, c
 
 
 async def test_a_board_created_on_one_process_is_seen_at_once_by_another(
-    make_server: Any, keys: Keys, make_client: Any
+    make_server: Any, keys: ApiKeys, make_client: Any
 ) -> None:
     one, two = await make_server(), await make_server()
     reader = make_client(two)
@@ -287,7 +279,7 @@ async def _script_calls(rds: aioredis.Redis) -> int:
 
 
 async def test_repeated_subscribes_are_answered_without_reading_redis_again(
-    server: Any, keys: Keys, make_client: Any, rds: aioredis.Redis
+    server: Any, keys: ApiKeys, make_client: Any, rds: aioredis.Redis
 ) -> None:
     api = make_client(server, keys.submit)
     for i in range(30):
@@ -322,7 +314,7 @@ async def test_a_socket_without_a_key_is_rate_limited_then_closed(make_server: A
         assert await ws.expect_close(within=5) == 1008
 
 
-async def test_a_game_server_key_is_not_rate_limited(make_server: Any, keys: Keys) -> None:
+async def test_a_game_server_key_is_not_rate_limited(make_server: Any, keys: ApiKeys) -> None:
     server = await make_server(ws_frame_rate=5)
     async with ws_connect(server, keys.submit) as ws:
         for i in range(100):

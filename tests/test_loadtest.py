@@ -12,7 +12,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from helpers import Keys, ServerURL, Services
+from support.services import ApiKeys, ServerURL, Services
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # `loadtest` lives at the repo root, next to `server/`
@@ -31,7 +31,7 @@ async def _run(**kw: Any) -> dict[str, Any]:
 
 
 async def test_mixed_run_against_server_verifies_and_detects_tampering(
-    make_server: Callable[..., Awaitable[ServerURL]], keys: Keys, services: Services
+    make_server: Callable[..., Awaitable[ServerURL]], keys: ApiKeys, services: Services
 ) -> None:
     url = await make_server()
     report = await _run(
@@ -186,7 +186,7 @@ async def _postmaster_pid(dsn: str) -> int:
 
 @pytest.mark.parametrize("transport", ["ws", "rest"])
 async def test_closed_loop_reports_cpu_per_acked_op(
-    make_server: Callable[..., Awaitable[ServerURL]], keys: Keys, services: Services, transport: str
+    make_server: Callable[..., Awaitable[ServerURL]], keys: ApiKeys, services: Services, transport: str
 ) -> None:
     import os
 
@@ -215,7 +215,7 @@ async def test_closed_loop_reports_cpu_per_acked_op(
 
 
 async def test_read_scenario_seeds_and_reads_top_and_rank(
-    make_server: Callable[..., Awaitable[ServerURL]], keys: Keys
+    make_server: Callable[..., Awaitable[ServerURL]], keys: ApiKeys
 ) -> None:
     url = await make_server()
     for kind in ("top", "rank"):
@@ -230,7 +230,7 @@ async def test_read_scenario_seeds_and_reads_top_and_rank(
 
 @pytest.mark.parametrize("transport", ["ws", "rest"])
 async def test_batch_scenario_is_skipped_with_a_note_when_the_server_has_no_batches(
-    make_server: Callable[..., Awaitable[ServerURL]], keys: Keys, transport: str
+    make_server: Callable[..., Awaitable[ServerURL]], keys: ApiKeys, transport: str
 ) -> None:
     url = await make_server()
     report = await _run(url=url, key=keys.admin, scenario="batch", transport=transport, procs=1, duration=1.0)

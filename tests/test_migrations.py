@@ -7,7 +7,8 @@ import asyncio
 import asyncpg
 import pytest
 
-from helpers import MAX_VALUE, Services
+from support.reference import MAX_VALUE
+from support.services import Services
 
 TABLES = {
     "leaderboards": {"id", "title", "sort_order", "operator", "created_at"},

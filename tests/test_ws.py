@@ -10,21 +10,10 @@ import asyncpg
 import httpx
 import pytest
 
-from helpers import (
-    MAX_VALUE,
-    WS,
-    Keys,
-    ServerURL,
-    create_board,
-    pg_values,
-    player_token,
-    row_counts,
-    session_count,
-    submit,
-    subscribe_top,
-    top,
-    ws_connect,
-)
+from support.clients import WS, create_board, player_token, submit, subscribe_top, top, ws_connect
+from support.reference import MAX_VALUE
+from support.services import ApiKeys, ServerURL
+from support.stores import pg_values, row_counts, session_count
 
 
 async def test_ping_pong_echoes_ref(server: ServerURL) -> None:
@@ -141,7 +130,7 @@ async def test_unsubscribe_rank(server: ServerURL, api: httpx.AsyncClient) -> No
         assert [f for f in await ws.quiet(0.6) if f["type"] == "rank"] == []
 
 
-async def test_submit_frame_ack(server: ServerURL, keys: Keys, pool: asyncpg.Pool) -> None:
+async def test_submit_frame_ack(server: ServerURL, keys: ApiKeys, pool: asyncpg.Pool) -> None:
     sid = str(uuid.uuid4())
     async with ws_connect(server, keys.submit) as ws:
         frame = {
@@ -178,7 +167,7 @@ async def test_submit_frame_ack(server: ServerURL, keys: Keys, pool: asyncpg.Poo
 
 
 async def test_submit_frame_errors_keep_socket_open(
-    server: ServerURL, keys: Keys, admin: httpx.AsyncClient, pool: asyncpg.Pool
+    server: ServerURL, keys: ApiKeys, admin: httpx.AsyncClient, pool: asyncpg.Pool
 ) -> None:
     await create_board(admin, "other")
     async with ws_connect(server, keys.submit) as ws:
@@ -201,7 +190,7 @@ async def test_submit_frame_errors_keep_socket_open(
         assert await row_counts(pool) == before
 
 
-async def test_auth_frame_roles(server: ServerURL, keys: Keys) -> None:
+async def test_auth_frame_roles(server: ServerURL, keys: ApiKeys) -> None:
     for credential, role in [(keys.admin, "admin"), (keys.submit, "submit"), (keys.read, "read")]:
         async with ws_connect(server) as ws:
             reply = await ws.reply_to({"type": "auth", "token": credential})
@@ -223,7 +212,7 @@ async def test_player_submits_for_itself_over_ws(server: ServerURL, pool: asyncp
     assert await pg_values(pool) == {"alice": 3}
 
 
-async def test_bearer_on_upgrade_grants_submit(server: ServerURL, keys: Keys) -> None:
+async def test_bearer_on_upgrade_grants_submit(server: ServerURL, keys: ApiKeys) -> None:
     async with ws_connect(server, keys.submit) as ws:
         ack = await ws.reply_to({"type": "submit", "user_id": "alice", "score": 1})
         assert ack["type"] == "ack"
@@ -246,7 +235,7 @@ async def test_bad_auth_frame_closes_1008(server: ServerURL, token: str) -> None
 
 @pytest.mark.parametrize("credential", ["none", "read", "player-other"])
 async def test_submit_without_rights_closes_1008(
-    server: ServerURL, keys: Keys, pool: asyncpg.Pool, credential: str
+    server: ServerURL, keys: ApiKeys, pool: asyncpg.Pool, credential: str
 ) -> None:
     async with ws_connect(server, keys.read if credential == "read" else None) as ws:
         if credential == "player-other":
@@ -290,7 +279,7 @@ BAD_FRAMES: list[tuple[str, Any, str, Any]] = [
 
 @pytest.mark.parametrize(("frame", "code", "ref"), [c[1:] for c in BAD_FRAMES], ids=[c[0] for c in BAD_FRAMES])
 async def test_bad_frame_gets_error_and_socket_stays(
-    server: ServerURL, keys: Keys, pool: asyncpg.Pool, frame: Any, code: str, ref: Any
+    server: ServerURL, keys: ApiKeys, pool: asyncpg.Pool, frame: Any, code: str, ref: Any
 ) -> None:
     before = await row_counts(pool)
     async with ws_connect(server, keys.submit) as ws:
@@ -304,7 +293,7 @@ async def test_bad_frame_gets_error_and_socket_stays(
     assert await row_counts(pool) == before
 
 
-async def test_oversized_frame_closes_1009(make_server: Any, keys: Keys, pool: asyncpg.Pool) -> None:
+async def test_oversized_frame_closes_1009(make_server: Any, keys: ApiKeys, pool: asyncpg.Pool) -> None:
     server = await make_server(max_frame_bytes=4096)
     async with ws_connect(server, keys.submit) as ws:
         await ws.send({"type": "submit", "user_id": "alice", "score": 1, "display_name": "x" * 5000})

@@ -155,9 +155,13 @@ class Authenticator:
 
     async def refresh(self) -> set[int]:
         """Reload the active keys; return the ids of keys that were active here and no longer are."""
+        before = dict(self._keys)
         rows = await self.pool.fetch(SQL_ACTIVE)
         keys = {bytes(r["key_hash"]): Principal(r["role"], name=r["name"], key_id=r["id"]) for r in rows}
-        gone = {p.key_id for h, p in self._keys.items() if h not in keys and p.key_id is not None}
+        gone = {p.key_id for h, p in before.items() if h not in keys and p.key_id is not None}
+        # A key first used while the fetch ran may be younger than its snapshot: keep it (the next refresh
+        # decides), rather than report it revoked.
+        keys.update((h, p) for h, p in self._keys.items() if h not in before and h not in keys)
         self._keys = keys
         return gone
 

@@ -113,7 +113,12 @@ class Ranks:
     # ---- after a commit -----------------------------------------------------------------------------------
 
     async def record(
-        self, board: BoardInfo, rows: Sequence[Written], users: dict[str, int], committed_at: float, intent: int | None
+        self,
+        board: BoardInfo,
+        rows: Sequence[Written],
+        users: dict[str, int],
+        committed_at: float,
+        intent: int | None = None,
     ) -> dict[str, int | None]:
         """Store a batch's committed rows of one board in Redis and return the ranks of `users` (user ->
         committed value); the batch's cache debt `intent` is then paid. When the board is not ready or Redis

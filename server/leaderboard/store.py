@@ -331,13 +331,13 @@ class Store:
 
 IDEMPOTENCY_CONFLICT = "session_id was already used for another submission"
 OUT_OF_RANGE = f"the board value would leave ±{ranking.MAX_VALUE}"
-ACCEPTED, DUPLICATE, CONFLICT, REFUSED_RANGE = 0, 1, 2, 3  # lb_submit's status codes (sql/004)
+DUPLICATE, CONFLICT, REFUSED_RANGE = 1, 2, 3  # lb_submit's status codes (sql/004); 0 is accepted
 
 
 def _result(batch: Sequence[Write], rows: Sequence[asyncpg.Record]) -> BatchResult:
     """lb_submit's rows (one per submission, in order) as outcomes, the rows for the cache and the debts."""
     result = BatchResult([])
-    seen: set[tuple[str, str]] = set()
+    rows_of: dict[tuple[str, str], Written] = {}
     for w, r in zip(batch, rows, strict=True):
         status = r["status"]
         if status == CONFLICT:
@@ -347,14 +347,13 @@ def _result(batch: Sequence[Write], rows: Sequence[asyncpg.Record]) -> BatchResu
             result.outcomes.append(Outcome(error=OutOfRange(OUT_OF_RANGE)))
             continue
         result.outcomes.append(Outcome(duplicate=status == DUPLICATE, value=r["value"]))
-        key = (w.board.id, w.sub.user_id)
-        if key not in seen:
-            seen.add(key)
-            result.written.append(
-                Written(key[0], key[1], r["key_value"], r["sort_key"], r["version"], r["name"], status == ACCEPTED)
-            )
+        # For the cache: the rows this batch changed, and (written again) the current rows of duplicates.
+        if r["changed"] or status == DUPLICATE:
+            key = (w.board.id, w.sub.user_id)
+            rows_of.setdefault(key, Written(*key, r["key_value"], r["sort_key"], r["version"], r["name"], r["changed"]))
         if r["intent"] is not None:
-            result.intents[key[0]] = r["intent"]
+            result.intents[w.board.id] = r["intent"]
+    result.written = list(rows_of.values())
     return result
 
 

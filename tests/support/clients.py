@@ -1,60 +1,24 @@
-"""Shared helpers for the integration tests: HTTP/WS clients, reference ranking, DB snapshots."""
+"""Clients of a running server: credentials, HTTP helpers (RFC 9457 problems), and a JSON WebSocket client."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
 import json
-import os
-import socket
-import subprocess
-import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 import httpx
 import jwt
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-MAX_VALUE = 2**53 - 1
-SECRET = "s3cret-for-tests-only-0123456789abcdef"  # >= 32 bytes: PyJWT warns on shorter HS256 keys
+from support.services import SECRET
+
 PROBLEM_FIELDS = {"type", "title", "status", "detail", "code"}
-REPO = Path(__file__).resolve().parent.parent
-DATA_TABLES = ("users", "game_sessions", "leaderboard", "api_keys", "leaderboards")
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Fixture value types
-
-
-class ServerURL(str):
-    """The base URL of a running server; `.stop()` shuts it down, `.settings` is what it runs with."""
-
-    settings: Any
-    stop: Callable[[], Awaitable[None]]
-
-
-@dataclass
-class Services:
-    dsn: str  # the test database, migrated
-    redis_url: str
-    admin_dsn: str  # a database on the same server, for CREATE/DROP DATABASE
-    embedded: bool
-
-
-@dataclass
-class Keys:
-    admin: str
-    submit: str
-    read: str
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -142,109 +106,6 @@ async def create_board(
     resp = await http.post("/api/leaderboards", json=body)
     assert resp.status_code == 201, resp.text
     return resp.json()  # type: ignore[no-any-return]
-
-
-async def wait_ready(url: str, within: float = 30.0, proc: subprocess.Popen[bytes] | None = None) -> None:
-    deadline = time.monotonic() + within
-    last: str = ""
-    async with httpx.AsyncClient(base_url=url, timeout=2) as http:
-        while time.monotonic() < deadline:
-            if proc is not None and proc.poll() is not None:
-                raise AssertionError(f"server process exited with {proc.returncode}")
-            try:
-                resp = await http.get("/readyz")
-                if resp.status_code == 200:
-                    return
-                last = resp.text
-            except httpx.TransportError as exc:
-                last = repr(exc)
-            await asyncio.sleep(0.1)
-    raise AssertionError(f"{url} not ready after {within}s: {last}")
-
-
-async def eventually(check: Any, within: float = 10.0, interval: float = 0.05) -> Any:
-    """Retry an async `check()` until it stops raising AssertionError; re-raise the last failure."""
-    deadline = time.monotonic() + within
-    while True:
-        try:
-            return await check()
-        except AssertionError:
-            if time.monotonic() > deadline:
-                raise
-        await asyncio.sleep(interval)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Reference model of the contract (docs/protocol.md)
-
-
-def apply_op(operator: str, sort: str, old: int | None, score: int) -> int:
-    if old is None:
-        return score
-    if operator == "incr":
-        return old + score
-    if operator == "set":
-        return score
-    assert operator == "best"
-    return max(old, score) if sort == "desc" else min(old, score)
-
-
-def ranked(values: Mapping[str, int], sort: str) -> list[dict[str, Any]]:
-    """Competition ranking ("1224"); ties ordered by user_id byte order."""
-    sign = -1 if sort == "desc" else 1
-    order = sorted(values, key=lambda u: (sign * values[u], u.encode()))
-    out = []
-    for user in order:
-        better = sum(1 for v in values.values() if (v > values[user] if sort == "desc" else v < values[user]))
-        out.append({"rank": better + 1, "user_id": user, "score": values[user]})
-    return out
-
-
-def percentile(rank_: int, total: int) -> float:
-    return round(100 * (total - rank_ + 1) / total, 2)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Postgres
-
-
-async def row_counts(pool: asyncpg.Pool) -> dict[str, int]:
-    async with pool.acquire() as con:
-        return {t: await con.fetchval(f"SELECT count(*) FROM {t}") for t in DATA_TABLES}
-
-
-async def pg_values(pool: asyncpg.Pool, board: str = "global") -> dict[str, int]:
-    rows = await pool.fetch("SELECT user_id, value FROM leaderboard WHERE board_id = $1", board)
-    return {r["user_id"]: int(r["value"]) for r in rows}
-
-
-async def session_count(pool: asyncpg.Pool, board: str | None = None) -> int:
-    if board is None:
-        return int(await pool.fetchval("SELECT count(*) FROM game_sessions"))
-    return int(await pool.fetchval("SELECT count(*) FROM game_sessions WHERE board_id = $1", board))
-
-
-def cache_key(board: str, part: str = "z") -> str:
-    """A board's Redis key, as the core names it (see leaderboard/cache.py)."""
-    from leaderboard.cache import Keys as CacheKeys
-
-    return str(getattr(CacheKeys(board), part))
-
-
-async def assert_cache_matches_pg(pool: asyncpg.Pool, rds: Any, board: str = "global", *, ready: bool = True) -> None:
-    """Redis holds exactly the committed rows of the board (same members, same sort keys) and, unless
-    `ready=False`, marks the board complete."""
-    if ready:
-        assert await rds.exists(cache_key(board, "ready")), f"board {board} not marked ready in Redis"
-    rows = await pool.fetch("SELECT user_id, sort_key FROM leaderboard WHERE board_id = $1", board)
-    pg = {r["user_id"]: int(r["sort_key"]) for r in rows}
-    cached = {m: int(float(s)) for m, s in await rds.zrange(cache_key(board), 0, -1, withscores=True)}
-    assert cached == pg
-
-
-def dsn_with_database(dsn: str, database: str) -> str:
-    parts = urlsplit(dsn)
-    return urlunsplit((parts.scheme, parts.netloc, "/" + database, parts.query, parts.fragment))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -370,77 +231,3 @@ async def subscribe_top(ws: WS, board: str = "global", limit: int = 10) -> dict[
     assert reply["board"] == board and reply["topics"] == ["top"], reply
     snap = await ws.recv_type("top", where=lambda m: m["board"] == board)
     return snap
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def cli_command() -> list[str]:
-    exe = Path(sys.executable).with_name("leaderboard")
-    if exe.exists():
-        return [str(exe)]
-    return [sys.executable, "-c", "import sys; from leaderboard.cli import main; sys.exit(main())"]
-
-
-def cli_env(dsn: str | None, redis_url: str | None, **settings: Any) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LEADERBOARD_")}
-    if dsn:
-        env["LEADERBOARD_DATABASE_URL"] = dsn
-    if redis_url:
-        env["LEADERBOARD_REDIS_URL"] = redis_url
-    env["LEADERBOARD_PLAYER_TOKEN_SECRET"] = SECRET
-    for key, value in settings.items():
-        env[f"LEADERBOARD_{key.upper()}"] = str(value)
-    return env
-
-
-def start_serve(
-    workdir: Path, dsn: str | None, redis_url: str | None, *args: str, **settings: Any
-) -> tuple[str, subprocess.Popen[bytes], Path]:
-    """Start `leaderboard serve` on a free port, output to a log file; return (base URL, process, log)."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    log = workdir / f"serve-{port}.log"
-    cmd = [*cli_command(), "serve", "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(workdir)]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [*cmd, *args], env=cli_env(dsn, redis_url, **settings), stdout=out, stderr=subprocess.STDOUT
-        )
-    return f"http://127.0.0.1:{port}", proc, log
-
-
-def stop_process(proc: subprocess.Popen[bytes], grace: float = 20) -> int:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-    return proc.returncode
-
-
-@asynccontextmanager
-async def spawned_server(
-    workdir: Path, dsn: str | None, redis_url: str | None, *args: str, **settings: Any
-) -> AsyncIterator[tuple[str, subprocess.Popen[bytes]]]:
-    """`leaderboard serve` in a subprocess, ready; yields (base URL, process); SIGTERM at exit."""
-    url, proc, log = start_serve(workdir, dsn, redis_url, *args, **settings)
-    try:
-        try:
-            await wait_ready(url, within=60, proc=proc)
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}\n--- server log ---\n{tail(log)}") from None
-        yield url, proc
-    finally:
-        await asyncio.to_thread(stop_process, proc)
-
-
-def tail(path: Path, lines: int = 40) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
