@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
 import socket
 import subprocess
@@ -83,8 +84,11 @@ async def test_keys_create_prints_a_working_key(
             redis_url=services.redis_url,
         )
         assert rc == 0, err
-        key = out.strip().splitlines()[-1]
-        assert key.startswith("lbk_") and " " not in key, out
+        # The key alone on stdout (KEY=$(leaderboard keys create ... | tail -1)); what it is on stderr.
+        key = out.strip()
+        assert key.startswith("lbk_") and len(out.splitlines()) == 1 and " " not in key, out
+        said = re.search(r"created (\w+) key (\d+) '([^']+)'; it is shown once, store it now", err)
+        assert said and said.groups() == (role, str(len(created) + 1), f"cli-{role}"), err
         created[role] = key
     rows = await pool.fetch("SELECT name, role FROM api_keys ORDER BY name")
     assert [(r["name"], r["role"]) for r in rows] == [
@@ -183,6 +187,52 @@ def test_cli_help_lists_commands() -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------
+# Keys, demo, help
+
+
+async def test_keys_list_has_a_header_and_revoke_says_what_it_revoked(services: Services, clean: None) -> None:
+    args = ("keys", "create", "--role", "read", "--name", "dashboard")
+    rc, _, err = await run_cli(*args, dsn=services.dsn, redis_url=services.redis_url)
+    assert rc == 0, err
+    rc, out, err = await run_cli("keys", "list", dsn=services.dsn, redis_url=services.redis_url)
+    assert rc == 0, err
+    header, row = out.splitlines()
+    assert header.split() == ["id", "role", "name", "created", "state"]
+    assert row.split()[:3] == ["1", "read", "dashboard"] and row.endswith("active")
+
+    rc, out, err = await run_cli("keys", "revoke", "--id", "1", dsn=services.dsn, redis_url=services.redis_url)
+    assert rc == 0, err
+    assert out.startswith("revoked read key 1 'dashboard': new requests and WebSocket connections with it are ")
+    assert "sockets that authenticated with it before stay open" in out
+    rc, out, err = await run_cli("keys", "revoke", "--id", "1", dsn=services.dsn, redis_url=services.redis_url)
+    assert rc == 1 and out == "" and "no active key with id 1" in err
+
+
+async def test_demo_says_it_created_a_key_and_revokes_it_on_exit(
+    services: Services, server: str, pool: asyncpg.Pool
+) -> None:
+    args = ("demo", "--url", server, "--duration", "1.5", "--players", "20", "--rate", "20", "--connections", "1")
+    rc, out, err = await run_cli(*args, dsn=services.dsn, redis_url=services.redis_url)
+    assert rc == 0, out + err
+    assert "acked=" in out
+    (row,) = await pool.fetch("SELECT id, role, revoked_at FROM api_keys WHERE name = 'demo'")
+    assert f"demo: created submit key {row['id']} 'demo' for this run; it is revoked when the demo ends" in err
+    assert f"demo: revoked key {row['id']}" in err
+    assert row["role"] == "submit" and row["revoked_at"] is not None
+
+
+def test_every_option_has_help() -> None:
+    from leaderboard.cli import build_parser
+
+    parser = build_parser()
+    (commands,) = [a for a in parser._actions if a.dest == "command"]
+    assert isinstance(commands.choices, dict)
+    for name, sub in commands.choices.items():
+        for action in sub._actions:
+            assert action.help, f"leaderboard {name}: {action.option_strings or action.dest} has no help"
+
+
+# ---------------------------------------------------------------------------------------------------------
 # Embedded servers: a process stops only what it started; one serve per data dir
 
 
@@ -218,9 +268,9 @@ async def test_second_serve_on_a_data_dir_in_use_refuses_and_leaves_the_first_al
             )
             assert (await http.get("/readyz")).status_code == 200
         # Other commands attach to its servers and leave them running, even when they fail.
-        rc, _, err = await run_cli("keys", "list", "--data-dir", str(data), dsn=None, redis_url=None)
+        rc, out, err = await run_cli("keys", "list", "--data-dir", str(data), dsn=None, redis_url=None)
         assert rc == 0, err
-        assert f"attached to the one pid {proc.pid} runs" in err
+        assert f"attached to the one pid {proc.pid} runs" in err and out.startswith("   id  role")
         rc, _, err = await run_cli(
             "rebuild", "--data-dir", str(data), dsn=None, redis_url=f"redis://127.0.0.1:{free_port()}/0"
         )

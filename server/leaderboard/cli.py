@@ -235,6 +235,9 @@ def migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+KEYS_HEADER = f"{'id':>5}  {'role':<7} {'name':<24} {'created':<10}  state"
+
+
 def keys(args: argparse.Namespace) -> int:
     import asyncpg
 
@@ -245,20 +248,33 @@ def keys(args: argparse.Namespace) -> int:
         con = await asyncpg.connect(dsn)
         try:
             if args.action == "create":
-                print(await auth.create_api_key(con, args.role, args.name))
+                async with con.transaction():
+                    key = await auth.create_api_key(con, args.role, args.name)
+                    # currval: the id this session's INSERT just drew, whatever other sessions do.
+                    key_id = await con.fetchval("SELECT currval(pg_get_serial_sequence('api_keys', 'id'))")
+                _say(f"created {args.role} key {key_id} {args.name!r}; it is shown once, store it now:")
+                print(key, flush=True)
             elif args.action == "list":
+                print(KEYS_HEADER)
                 for r in await auth.list_api_keys(con):
                     state = f"revoked {r['revoked_at']:%Y-%m-%d}" if r["revoked_at"] else "active"
                     print(f"{r['id']:>5}  {r['role']:<7} {r['name']:<24} {r['created_at']:%Y-%m-%d}  {state}")
-            elif not await auth.revoke_api_key(con, args.id):
-                print(f"no active key with id {args.id}", file=sys.stderr)
-                return 1
+            else:
+                row = await con.fetchrow("SELECT role, name FROM api_keys WHERE id = $1", args.id)
+                if row is None or not await auth.revoke_api_key(con, args.id):
+                    _say(f"no active key with id {args.id} (`leaderboard keys list` shows them)")
+                    return 1
+                print(
+                    f"revoked {row['role']} key {args.id} {row['name']!r}: new requests and WebSocket "
+                    f"connections with it are refused within {auth._CACHE_TTL:g} s; sockets that "
+                    f"authenticated with it before stay open until they disconnect"
+                )
             return 0
         finally:
             await con.close()
 
     if args.action == "create" and not args.name:
-        print("--name is required", file=sys.stderr)
+        _say("keys create needs --name (what the key is for, e.g. --name game-server-eu)")
         return 2
     settings = _settings(args)
     check_servers(settings, redis=False)
@@ -310,21 +326,33 @@ def demo(args: argparse.Namespace) -> int:
     from . import auth, migrations
     from .demo import AuthFailed, DemoError, run_demo
 
-    async def make_key(dsn: str) -> str:
+    async def make_key(dsn: str) -> tuple[int, str]:
         await migrations.apply_migrations(dsn)
         con = await asyncpg.connect(dsn)
         try:
-            return await auth.create_api_key(con, "submit", "demo")
+            async with con.transaction():
+                key = await auth.create_api_key(con, "submit", "demo")
+                key_id = await con.fetchval("SELECT currval(pg_get_serial_sequence('api_keys', 'id'))")
+            return int(key_id), key
         finally:
             await con.close()
 
-    key = args.key
+    async def revoke(dsn: str, key_id: int) -> None:
+        con = await asyncpg.connect(dsn)
+        try:
+            await auth.revoke_api_key(con, key_id)
+        finally:
+            await con.close()
+
+    key, key_id = args.key, None
+    settings: Settings | None = None
     if key is None:
         settings = _settings(args)
         check_servers(settings, redis=False)
         with Backends(settings, redis=False) as s:
             assert s.database_url
-            key = asyncio.run(make_key(s.database_url))
+            key_id, key = asyncio.run(make_key(s.database_url))
+        _say(f"demo: created submit key {key_id} 'demo' for this run; it is revoked when the demo ends")
     try:
         asyncio.run(
             run_demo(
@@ -337,6 +365,12 @@ def demo(args: argparse.Namespace) -> int:
     except (AuthFailed, DemoError) as exc:
         print(f"demo: {exc}", file=sys.stderr)
         return 1
+    finally:
+        if key_id is not None and settings is not None:
+            with Backends(settings, redis=False) as s:
+                assert s.database_url
+                asyncio.run(revoke(s.database_url, key_id))
+            _say(f"demo: revoked key {key_id}")
     return 0
 
 
@@ -345,26 +379,30 @@ def demo(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="leaderboard", description="Real-time leaderboard service")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def with_data_dir(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         p.add_argument("--data-dir", type=Path, default=None,
-                       help="where embedded Postgres/Valkey keep their data (default ./.leaderboard)")  # fmt: skip
+                       help="where embedded Postgres/Valkey keep their data (default ./.leaderboard, "
+                            "or LEADERBOARD_DATA_DIR)")  # fmt: skip
         return p
 
     p = with_data_dir(sub.add_parser("serve", help="run the API, WebSocket and UI server"))
-    p.add_argument("--host", default=None, help="bind address (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=None, help="port (default 8000)")
-    p.add_argument("--workers", type=int, default=None, help="worker processes (default 1)")
+    p.add_argument("--host", default=None, help="bind address (default 127.0.0.1, or LEADERBOARD_HOST)")
+    p.add_argument("--port", type=int, default=None, help="port (default 8000, or LEADERBOARD_PORT)")
+    p.add_argument("--workers", type=int, default=None, help="worker processes (default 1, or LEADERBOARD_WORKERS)")
     p.set_defaults(fn=serve)
 
     with_data_dir(sub.add_parser("migrate", help="apply pending SQL migrations")).set_defaults(fn=migrate)
 
     p = with_data_dir(sub.add_parser("keys", help="manage API keys"))
-    p.add_argument("action", choices=["create", "list", "revoke"])
-    p.add_argument("--role", choices=["admin", "submit", "read"], default="submit")
-    p.add_argument("--name", default=None, help="what the key is for (create)")
-    p.add_argument("--id", type=int, default=None, help="key id (revoke)")
+    p.add_argument("action", choices=["create", "list", "revoke"],
+                   help="create a key (printed once), list keys, or revoke one")  # fmt: skip
+    p.add_argument("--role", choices=["admin", "submit", "read"], default="submit",
+                   help="create: what the key may do: admin (also create boards), submit (scores), read "
+                        "(default submit)")  # fmt: skip
+    p.add_argument("--name", default=None, help="create: what the key is for, e.g. game-server-eu")
+    p.add_argument("--id", type=int, default=None, help="revoke: the key's id (see keys list)")
     p.set_defaults(fn=keys)
 
     p = with_data_dir(sub.add_parser("rebuild", help="reload boards from Postgres into Redis"))
@@ -372,15 +410,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=rebuild)
 
     p = with_data_dir(sub.add_parser("demo", help="submit realistic demo traffic to a running server"))
-    p.add_argument("--url", default="http://127.0.0.1:8000")
-    p.add_argument("--key", default=None, help="a submit key (default: create one)")
-    p.add_argument("--players", type=int, default=1000)
-    p.add_argument("--rate", type=float, default=50.0, help="submissions per second")
-    p.add_argument("--board", default="global")
+    p.add_argument("--url", default="http://127.0.0.1:8000", help="the server (default http://127.0.0.1:8000)")
+    p.add_argument("--key", default=None,
+                   help="a submit key (default: create one for this run and revoke it at the end)")  # fmt: skip
+    p.add_argument("--players", type=int, default=1000, help="simulated players (default 1000)")
+    p.add_argument("--rate", type=float, default=50.0, help="submissions per second (default 50)")
+    p.add_argument("--board", default="global", help="board to play on (default global)")
     p.add_argument("--duration", type=float, default=None, help="seconds (default: until Ctrl-C)")
-    p.add_argument("--connections", type=int, default=4, help="WebSocket connections")
+    p.add_argument("--connections", type=int, default=4, help="WebSocket connections (default 4)")
     p.set_defaults(fn=demo)
-
     return parser
 
 
