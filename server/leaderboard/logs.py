@@ -238,10 +238,14 @@ def _message(record: logging.LogRecord) -> str:
         return redact(f"{record.msg!s} {record.args!r}")
 
 
+# `extra=` attributes that are not information: uvicorn's `color_message` repeats `msg` with ANSI escapes.
+_DROPPED_EXTRAS = frozenset({"color_message"})
+
+
 def _extras(record: logging.LogRecord) -> dict[str, Any]:
     fields = dict(_fields.get())
     for key, value in record.__dict__.items():
-        if key not in _RECORD_ATTRS and not key.startswith("_leaderboard"):
+        if key not in _RECORD_ATTRS and key not in _DROPPED_EXTRAS and not key.startswith("_leaderboard"):
             fields[key] = value
     return fields
 
