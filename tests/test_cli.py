@@ -221,6 +221,24 @@ async def test_demo_says_it_created_a_key_and_revokes_it_on_exit(
     assert row["role"] == "submit" and row["revoked_at"] is not None
 
 
+async def test_demo_stopped_with_sigterm_still_revokes_its_key(
+    services: Services, server: str, pool: asyncpg.Pool
+) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        *cli_command(),
+        *("demo", "--url", server, "--players", "10", "--rate", "10", "--connections", "1"),
+        env=cli_env(services.dsn, services.redis_url),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    await asyncio.wait_for(proc.stdout.readline(), 30)  # "demo: N players ..." once it is running
+    proc.send_signal(signal.SIGTERM)
+    _, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    assert await pool.fetchval("SELECT revoked_at IS NOT NULL FROM api_keys WHERE name = 'demo'") is True
+
+
 def test_every_option_has_help() -> None:
     from leaderboard.cli import build_parser
 

@@ -360,8 +360,8 @@ def demo(args: argparse.Namespace) -> int:
                 connections=args.connections,
             )
         )  # fmt: skip
-    except KeyboardInterrupt:
-        pass
+    except (KeyboardInterrupt, _Stopped):
+        pass  # Ctrl-C or SIGTERM: the normal way to end a demo without --duration
     except (AuthFailed, DemoError) as exc:
         print(f"demo: {exc}", file=sys.stderr)
         return 1
