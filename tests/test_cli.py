@@ -6,10 +6,13 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +39,16 @@ from helpers import (
     top,
     ws_connect,
 )
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> Iterator[Path]:
+    """A data dir for embedded servers, outside pytest's tmp tree: the embedded Postgres runs as another
+    user when we are root and must be able to traverse every parent directory, and pytest resets its own
+    root to 0700 whenever another session starts (other people run tests on this machine too)."""
+    root = Path(tempfile.mkdtemp(prefix="lbc-"))
+    yield root / "data"
+    shutil.rmtree(root, ignore_errors=True)
 
 
 async def run_cli(
@@ -162,13 +175,12 @@ async def test_serve_drains_on_sigterm(services: Services, clean: None, keys: Ke
             assert time.monotonic() - started < 15
 
 
-async def test_serve_embedded_mode_keeps_data(tmp_path: Path) -> None:
+async def test_serve_embedded_mode_keeps_data(data: Path) -> None:
     """No database or Redis URL: embedded servers under --data-dir; a restart keeps every score."""
-    data = tmp_path / "data"
     async with spawned_server(data, None, None) as (url, proc):
         args = ("keys", "create", "--role", "submit", "--name", "e", "--data-dir", str(data))
         rc, out, err = await run_cli(*args, dsn=None, redis_url=None)
-        assert rc == 0, err + tail(next(data.glob("serve-*.log")))
+        assert rc == 0, err + tail(serve_log(data))
         key = out.strip().splitlines()[-1]
         async with httpx.AsyncClient(base_url=url, headers=bearer(key)) as http:
             assert (await submit(http, "alice", 9))["rank"] == 1
@@ -254,6 +266,16 @@ def test_every_option_has_help() -> None:
 # Embedded servers: a process stops only what it started; one serve per data dir
 
 
+def serve_log(data: Path) -> Path:
+    """The log of the `leaderboard serve` that spawned_server started on this data dir."""
+    return next(data.glob("serve-*.log"))
+
+
+def write_file(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
 def embedded_running(data: Path) -> list[str]:
     """The embedded servers of a data dir that are still running."""
     running = []
@@ -269,8 +291,7 @@ def embedded_running(data: Path) -> list[str]:
     return running
 
 
-async def test_second_serve_on_a_data_dir_in_use_refuses_and_leaves_the_first_alone(tmp_path: Path) -> None:
-    data = tmp_path / "data"
+async def test_second_serve_on_a_data_dir_in_use_refuses_and_leaves_the_first_alone(data: Path) -> None:
     async with spawned_server(data, None, None) as (url, proc), httpx.AsyncClient(base_url=url) as http:
         port = url.rsplit(":", 1)[1]
         # Same port (the issue's case: it used to fail on the port and stop the shared Postgres on its way
@@ -288,23 +309,27 @@ async def test_second_serve_on_a_data_dir_in_use_refuses_and_leaves_the_first_al
         # Other commands attach to its servers and leave them running, even when they fail.
         rc, out, err = await run_cli("keys", "list", "--data-dir", str(data), dsn=None, redis_url=None)
         assert rc == 0, err
-        assert f"attached to the one pid {proc.pid} runs" in err and out.startswith("   id  role")
+        assert out.startswith("   id  role")
+        assert re.search(rf"^postgres: embedded, data in .*, attached to the one pid {proc.pid} runs \(", err, re.M)
         rc, _, err = await run_cli(
             "rebuild", "--data-dir", str(data), dsn=None, redis_url=f"redis://127.0.0.1:{free_port()}/0"
         )
         assert rc == 2 and "LEADERBOARD_REDIS_URL: cannot reach Redis" in err, err
         assert (await http.get("/readyz")).status_code == 200
         assert embedded_running(data) == ["postgres", "valkey"]
+        # What serve says about its servers, in the form loadtest/bench.py reads the URLs from.
+        said = serve_log(data).read_text()
+        assert re.search(r"^postgres: embedded, data in .*, started by this process \((\S+)\)$", said, re.M)
+        assert re.search(r"^redis: embedded valkey, data in .*, started by this process \((\S+)\)$", said, re.M)
     assert proc.returncode == 0
     assert embedded_running(data) == []
 
 
-async def test_a_command_stops_the_embedded_servers_it_started(tmp_path: Path) -> None:
+async def test_a_command_stops_the_embedded_servers_it_started(data: Path) -> None:
     """No server running: `keys list` and `rebuild` start the embedded ones, and stop them again."""
-    data = tmp_path / "data"
     rc, out, err = await run_cli("keys", "list", "--data-dir", str(data), dsn=None, redis_url=None)
     assert rc == 0, err
-    assert "postgres: embedded, started by this process" in err
+    assert re.search(r"^postgres: embedded, data in .*, started by this process \(postgresql://", err, re.M), err
     assert embedded_running(data) == []
     rc, out, err = await run_cli("rebuild", "--data-dir", str(data), dsn=None, redis_url=None)
     assert rc == 0, err
@@ -312,12 +337,10 @@ async def test_a_command_stops_the_embedded_servers_it_started(tmp_path: Path) -
     assert embedded_running(data) == []
 
 
-async def test_serve_takes_over_a_lock_left_by_a_dead_serve(tmp_path: Path) -> None:
-    data = tmp_path / "data"
-    data.mkdir()
+async def test_serve_takes_over_a_lock_left_by_a_dead_serve(data: Path) -> None:
     gone = await asyncio.create_subprocess_exec("true")
     await gone.wait()
-    (data / "serve.lock").write_text(json.dumps({"pid": gone.pid, "address": "http://127.0.0.1:1"}))
+    write_file(data / "serve.lock", json.dumps({"pid": gone.pid, "address": "http://127.0.0.1:1"}))
     async with spawned_server(data, None, None) as (url, proc), httpx.AsyncClient(base_url=url) as http:
         assert (await http.get("/readyz")).status_code == 200
         assert json.loads((data / "serve.lock").read_text())["pid"] == proc.pid

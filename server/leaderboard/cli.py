@@ -51,7 +51,8 @@ class Backends:
                 pg = EmbeddedPostgres(s.data_dir)
                 stack.callback(pg.stop)
                 updates["database_url"] = pg.start()
-                _say(f"postgres: embedded, {_ownership(pg)}, data in {pg.pgdata} ({updates['database_url']})")
+                # loadtest/bench.py reads the URL from the end of this line ("postgres: embedded, data in ... (URL)").
+                _say(f"postgres: embedded, data in {pg.pgdata}, {_ownership(pg)} ({updates['database_url']})")
             else:
                 _say(f"postgres: {redact_url(s.database_url)}")
             if self.want_redis:
@@ -59,7 +60,7 @@ class Backends:
                     r = EmbeddedRedis(s.data_dir)
                     stack.callback(r.stop)
                     updates["redis_url"] = r.start()
-                    _say(f"redis: embedded valkey, {_ownership(r)}, data in {r.dir} ({updates['redis_url']})")
+                    _say(f"redis: embedded valkey, data in {r.dir}, {_ownership(r)} ({updates['redis_url']})")
                 else:
                     _say(f"redis: {redact_url(s.redis_url)}")
             self._stack = stack.pop_all()  # started without a hitch: stop them in __exit__, not now
