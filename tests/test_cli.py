@@ -458,3 +458,16 @@ async def test_an_unknown_variable_is_warned_about(scratch_db: str, services: Se
         "warning: LEADERBOARD_DATABSE_URL is not a setting and is ignored; did you mean LEADERBOARD_DATABASE_URL?"
         in err.splitlines()
     )
+
+
+@pytest.mark.parametrize("command", [("serve",), ("keys", "list")])
+async def test_an_unusable_data_dir_is_one_line(command: tuple[str, ...], tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    write_file(blocker, "")
+    args = (*command, "--port", str(free_port())) if command == ("serve",) else command
+    rc, out, err = await run_cli(*args, "--data-dir", str(blocker / "data"), dsn=None, redis_url=None)
+    assert (rc, out) == (2, "")
+    assert err == (
+        f"cannot use the data dir {blocker / 'data'}: Not a directory (choose a writable one with --data-dir or "
+        "LEADERBOARD_DATA_DIR)\n"
+    )

@@ -11,12 +11,13 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
-from leaderboard.embedded import DataDirInUse, EmbeddedPostgres, EmbeddedRedis, ServeLock
+from leaderboard.embedded import DataDirError, DataDirInUse, EmbeddedPostgres, EmbeddedRedis, ServeLock
 
 
 @pytest.fixture
@@ -190,3 +191,16 @@ def test_serve_lock_left_by_a_dead_process_is_taken_over(data_dir: Path) -> None
         }
     finally:
         lock.release()
+
+
+@pytest.mark.parametrize("make", [ServeLock, EmbeddedPostgres, EmbeddedRedis])
+def test_an_unusable_data_dir_is_one_line(data_dir: Path, make: type[Any]) -> None:
+    blocker = data_dir / "a-file"
+    blocker.write_text("")
+    server = make(blocker / "data")
+    with pytest.raises(DataDirError) as info:
+        server.acquire("http://127.0.0.1:8000") if isinstance(server, ServeLock) else server.start()
+    assert str(info.value) == (
+        f"cannot use the data dir {blocker / 'data'}: Not a directory (choose a writable one with --data-dir or "
+        f"LEADERBOARD_DATA_DIR)"
+    )

