@@ -58,7 +58,7 @@ def test_a_bad_value_is_one_line_naming_the_variable(
 
 
 def test_a_short_player_token_secret_says_how_to_make_one_and_never_shows_it(env: pytest.MonkeyPatch) -> None:
-    secret = "x" * 28  # as long as the placeholder .env.example used to ship
+    secret = "x" * 28  # as long as the CHANGE_ME placeholder of deploy/env/app.env.example
     text = problem(env, LEADERBOARD_PLAYER_TOKEN_SECRET=secret)
     assert text.startswith("LEADERBOARD_PLAYER_TOKEN_SECRET: must be at least 32 characters")
     assert "got 28" in text and "secrets.token_urlsafe" in text
