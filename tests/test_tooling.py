@@ -46,8 +46,11 @@ def stamp(path: Path, mtime: float) -> None:
 
 def dry_run(project: Path, target: str) -> list[str]:
     """The commands `make <target>` would run."""
-    env = {k: v for k, v in os.environ.items() if k not in ("PORT", "MAKEFLAGS", "MFLAGS")}
-    proc = subprocess.run(["make", "-n", target], cwd=project, env=env, capture_output=True, text=True, timeout=60)
+    # As a top-level make, even when the tests run under `make test`.
+    env = {k: v for k, v in os.environ.items() if k not in ("PORT", "MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+    proc = subprocess.run(
+        ["make", "-n", "--no-print-directory", target], cwd=project, env=env, capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 0, proc.stderr
     return proc.stdout.splitlines()
 
