@@ -32,7 +32,7 @@ from typing import Any
 import asyncpg
 import psutil
 
-from loadtest.runner import RunOptions, format_table, run
+from loadtest.runner import RunOptions, create_board, format_table, run, seed_board
 from loadtest.wire import http_connect
 from loadtest.worker import raise_nofile
 
@@ -72,6 +72,19 @@ class Server:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def valkey_pid(self) -> int | None:
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            return int(json.loads((self.data_dir / "valkey" / "server.json").read_text())["pid"])
+        return None
+
+    def backends(self) -> dict[str, list[int]]:
+        """The CPU groups besides the target itself: Postgres (the postmaster's tree) and Valkey."""
+        return {
+            "postgres_pids": [self.postmaster_pid] if self.postmaster_pid else [],
+            "redis_pids": [self.valkey_pid] if self.valkey_pid else [],
+        }
 
 
 def _http_status(port: int, path: str) -> int:
@@ -362,8 +375,10 @@ def board_sizes(srv: Server, sizes: list[int], requests: int) -> list[dict[str, 
 @dataclass
 class Plan:
     quick: bool
-    duration: float
+    duration: float  # each step of throughput vs offered load
     rates: list[int]
+    hot_duration: float  # closed-loop / pipelined / batch / read runs
+    read_members: int  # members seeded on the read scenarios' board
     watchers: list[int]
     watch_rate: int
     watch_duration: float
@@ -374,26 +389,34 @@ class Plan:
 
 def make_plan(quick: bool) -> Plan:
     if quick:
-        return Plan(True, 3, [1000, 0], [100, 1000], 2000, 3, [10_000], 300, 1.5)
+        return Plan(True, 2, [1000], 2, 2_000, [100, 1000], 2000, 2, [10_000], 300, 1)
     return Plan(
         False,
-        6,
-        [500, 1000, 2000, 4000, 8000, 0],
+        5,
+        [1000, 2000, 4000, 8000],
+        5,
+        10_000,
         [100, 1000, 5000, 10_000],
         5000,
         8,
         [10_000, 100_000, 1_000_000],
         1000,
-        3,
+        2,
     )
 
 
 TARGETS = {
-    # name: (transport, conns, inflight)
+    # name: (transport, conns, inflight) for throughput vs offered load
     "leaderboard (WebSocket)": ("ws", 32, 32),
     "leaderboard (REST)": ("rest", 128, 1),
     "baseline (REST)": ("rest", 128, 1),
 }
+
+# Load shapes of the hot-path runs: (name, connections, in flight per connection)
+CLOSED = ("100 closed-loop clients", 100, 1)
+# uvicorn answers a connection's pipelined requests one at a time: over REST the server sees ≤ 32 at once
+PIPELINED = ("pipelined 32 × 32", 32, 32)
+BATCH = 100  # items per batch request/frame
 
 
 def _run(label: str, cmdline: list[str], **kw: Any) -> dict[str, Any]:
@@ -401,22 +424,28 @@ def _run(label: str, cmdline: list[str], **kw: Any) -> dict[str, Any]:
     report = run(opts)
     report["command"] = "python -m loadtest " + " ".join(cmdline)
     report["label"] = label
+    if "skipped" in report:
+        _log(f"{label}: skipped: {report['skipped']}")
+        return report
     s = report["submissions"]
     w = report["watch"]
     extra = ""
     if w["watchers"]:
         extra = f", push p99 {w['push_latency_ms']['p99']} ms, watchers {w['watchers']}"
     v = report.get("verify", {})
+    cpu = report.get("cpu", {})
+    per_op = ", ".join(f"{k} {cpu[k]['us_per_op']}" for k in ("server", "postgres", "redis", "generator") if k in cpu)
     _log(
-        f"{label}: acked {s['acked_per_s']}/s (offered {s['offered_per_s'] or 'max'}), ack p99 "
-        f"{s['ack_latency_ms']['p99']} ms{extra}, errors {sum(report['errors'].values())}, "
-        f"verify {'OK' if v.get('ok') else v.get('problems')}"
+        f"{label}: acked {s['acked_per_s']} {report['unit']}/s (offered {s['offered_per_s'] or 'max'}), ack p99 "
+        f"{s['ack_latency_ms']['p99']} ms{extra}, CPU µs/op: {per_op}; errors {sum(report['errors'].values())}, "
+        f"verify {'OK' if v.get('ok') else v.get('problems', '-')}"
     )
     return report
 
 
 def _cmd(url: str, scenario: str, **kw: Any) -> list[str]:
     parts = ["--url", url, "--key", "$KEY", scenario]
+    kw = {**kw, "server_pid": "$PID", "postgres_pid": "$PG_PID", "redis_pid": "$VALKEY_PID", **kw}
     for k, v in kw.items():
         if v is None or v is False:
             continue
@@ -443,11 +472,80 @@ def throughput_suite(plan: Plan, srv: Server, base_port: int, base_pid: int) -> 
                 f"{label} @ {rate or 'max'}/s",
                 _cmd(url, "submit", **kw, server_pid="$PID", verify_dsn="$DSN", verify_tables=tables),
                 url=url, key=srv.admin_key, scenario="submit", server_pids=[pid],
-                backend_pids=[srv.postmaster_pid] if srv.postmaster_pid else [],
+                **srv.backends(),
                 verify_dsn=srv.pg_dsn, verify_tables=tables, **kw,
             )  # fmt: skip
             r["target"] = label
             out.append(r)
+    return out
+
+
+def hot_path_suite(plan: Plan, srv: Server, base_port: int, base_pid: int) -> list[dict[str, Any]]:
+    """CPU per acknowledged submission at 100 closed-loop clients and at full pipelining, then batches."""
+    base_url = f"http://127.0.0.1:{base_port}"
+    runs = [
+        ("leaderboard (WebSocket)", "ws", CLOSED),
+        ("leaderboard (REST)", "rest", CLOSED),
+        ("baseline (REST)", "rest", CLOSED),
+        ("leaderboard (WebSocket)", "ws", PIPELINED),
+        ("leaderboard (REST)", "rest", PIPELINED),
+        ("baseline (REST)", "rest", PIPELINED),
+    ]
+    out = []
+    for target, transport, (shape, conns, inflight) in runs:
+        is_base = target.startswith("baseline")
+        url = base_url if is_base else srv.url
+        tables = "baseline" if is_base else "core"
+        kw: dict[str, Any] = dict(
+            transport=transport, conns=conns, inflight=inflight, rate=0.0, duration=plan.hot_duration, procs=2,
+            retry_fraction=0.01, users=10_000,
+        )  # fmt: skip
+        r = _run(
+            f"{target}, {shape}",
+            _cmd(url, "submit", **kw, verify_dsn="$DSN", verify_tables=tables),
+            url=url, key=srv.admin_key, scenario="submit", server_pids=[base_pid if is_base else srv.proc.pid],
+            verify_dsn=srv.pg_dsn, verify_tables=tables, **srv.backends(), **kw,
+        )  # fmt: skip
+        r["target"], r["shape"] = target, shape
+        out.append(r)
+    for transport, name in (("ws", "leaderboard (WebSocket batch)"), ("rest", "leaderboard (REST batch)")):
+        kw = dict(
+            transport=transport, conns=8, inflight=2, batch=BATCH, rate=0.0, duration=plan.hot_duration, procs=2,
+            retry_fraction=0.01, users=10_000,
+        )  # fmt: skip
+        r = _run(
+            f"{name}, {BATCH} items",
+            _cmd(srv.url, "batch", **kw, verify_dsn="$DSN"),
+            url=srv.url, key=srv.admin_key, scenario="batch", server_pids=[srv.proc.pid], verify_dsn=srv.pg_dsn,
+            **srv.backends(), **kw,
+        )  # fmt: skip
+        r["target"], r["shape"] = name, f"8 × 2 requests of {BATCH} items"
+        out.append(r)
+    return out
+
+
+def read_suite(plan: Plan, srv: Server, base_port: int, base_pid: int) -> list[dict[str, Any]]:
+    """REST top-10 and rank reads on a seeded board, ours and the baseline's, closed loop and pipelined."""
+    out = []
+    for target, port, pid in (("leaderboard (REST)", srv.port, srv.proc.pid), ("baseline (REST)", base_port, base_pid)):
+        board = f"bench-read-{secrets.token_hex(3)}"
+        asyncio.run(create_board("127.0.0.1", port, srv.admin_key, board))
+        took = asyncio.run(seed_board("127.0.0.1", port, srv.admin_key, board, plan.read_members))
+        _log(f"{target}: seeded {board} with {plan.read_members:,} members in {took:.1f}s (REST submissions)")
+        url = f"http://127.0.0.1:{port}"
+        for kind in ("top", "rank"):
+            for shape, conns, inflight in (CLOSED, PIPELINED):
+                kw: dict[str, Any] = dict(
+                    read=kind, board=board, users=plan.read_members, conns=conns, inflight=inflight,
+                    duration=plan.hot_duration, procs=2, limit=10,
+                )  # fmt: skip
+                r = _run(
+                    f"{target} {kind}, {shape}",
+                    _cmd(url, "read", **kw),
+                    url=url, key=srv.admin_key, scenario="read", server_pids=[pid], **srv.backends(), **kw,
+                )  # fmt: skip
+                r["target"], r["shape"], r["read"] = target, shape, kind
+                out.append(r)
     return out
 
 
@@ -466,7 +564,7 @@ def watcher_suite(plan: Plan, srv: Server, base_port: int, base_pid: int) -> lis
             f"{n} watchers @ {plan.watch_rate}/s",
             _cmd(srv.url, "watch", **kw, server_pid="$PID", verify_dsn="$DSN"),
             url=srv.url, key=srv.admin_key, scenario="watch", server_pids=[srv.proc.pid],
-            backend_pids=[srv.postmaster_pid] if srv.postmaster_pid else [], verify_dsn=srv.pg_dsn, **kw,
+            verify_dsn=srv.pg_dsn, **srv.backends(), **kw,
         )  # fmt: skip
         r["target"] = "leaderboard (push)"
         out.append(r)
@@ -482,7 +580,7 @@ def watcher_suite(plan: Plan, srv: Server, base_port: int, base_pid: int) -> lis
             f"baseline {n} pollers @ 1000/s",
             _cmd(url, "watch", **kw, server_pid="$PID", verify_dsn="$DSN", verify_tables="baseline"),
             url=url, key=srv.admin_key, scenario="watch", server_pids=[base_pid],
-            backend_pids=[srv.postmaster_pid] if srv.postmaster_pid else [], verify_dsn=srv.pg_dsn,
+            verify_dsn=srv.pg_dsn, **srv.backends(),
             verify_tables="baseline", **kw,
         )  # fmt: skip
         r["target"] = "baseline (poll 1 s)"
@@ -585,6 +683,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     results: dict[str, Any] = {"quick": plan.quick, "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
     results["machine"] = _machine()
+    results["read_members"] = plan.read_members
     with services(args.keep) as (srv, base, base_port):
         results["versions"] = _versions(srv)
         results["server_command"] = f"{LEADERBOARD} serve --port {srv.port} --data-dir TMP"
@@ -599,6 +698,8 @@ def main(argv: list[str] | None = None) -> int:
             "redis": asyncio.run(redis_ceiling(srv.redis_url, plan.ceiling_s, 1000)),
         }
         _log(f"ceilings: {results['ceilings']}")
+        results["hot_path"] = hot_path_suite(plan, srv, base_port, base.pid)
+        results["reads"] = read_suite(plan, srv, base_port, base.pid)
         results["throughput"] = throughput_suite(plan, srv, base_port, base.pid)
         results["watchers"] = watcher_suite(plan, srv, base_port, base.pid)
         results["board_sizes"] = board_sizes(srv, plan.sizes, plan.read_requests)
@@ -620,7 +721,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _strip(results: dict[str, Any]) -> dict[str, Any]:
     out = dict(results)
-    for k in ("throughput", "watchers"):
+    for k in ("hot_path", "reads", "throughput", "watchers"):
         out[k] = [{kk: vv for kk, vv in r.items() if kk != "raw"} for r in results.get(k, [])]
     return out
 

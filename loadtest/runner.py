@@ -6,7 +6,6 @@ import asyncio
 import multiprocessing as mp
 import os
 import queue as queue_mod
-import resource
 import secrets
 import sys
 import threading
@@ -18,18 +17,27 @@ from urllib.parse import urlsplit
 import orjson
 import psutil
 
-from loadtest import analysis
+from loadtest import analysis, procstat
 from loadtest.verify import verify
 from loadtest.wire import http_connect
 from loadtest.worker import WorkerConfig, raise_nofile, worker_main
 
+_QUIET = {"watchers": 0, "rank_watchers": 0, "rate": 0.0, "batch": 0}
 SCENARIO_DEFAULTS: dict[str, dict[str, Any]] = {
     # submit: durable write load only
-    "submit": {"conns": 8, "watchers": 0, "rank_watchers": 0, "rate": 0.0},
+    "submit": {**_QUIET, "conns": 8, "inflight": 8},
+    # closed: 100 concurrent clients, one submission in flight each (a game server per connection)
+    "closed": {**_QUIET, "conns": 100, "inflight": 1},
+    # pipelined: few connections, many submissions in flight on each
+    "pipelined": {**_QUIET, "conns": 32, "inflight": 32},
+    # batch: submissions in batches of 100 items (POST /api/leaderboard/submit/batch or a submit frame with items)
+    "batch": {**_QUIET, "conns": 8, "inflight": 2, "batch": 100},
+    # read: 100 closed-loop REST clients reading top-N or a random player's rank on a seeded board
+    "read": {**_QUIET, "conns": 100, "inflight": 1},
     # watch: many readers while a moderate, paced submit load runs
-    "watch": {"conns": 4, "watchers": 100, "rank_watchers": 10, "rate": 1000.0},
+    "watch": {"conns": 4, "inflight": 8, "watchers": 100, "rank_watchers": 10, "rate": 1000.0, "batch": 0},
     # mixed: the full submit load and the readers at once
-    "mixed": {"conns": 8, "watchers": 100, "rank_watchers": 10, "rate": 0.0},
+    "mixed": {"conns": 8, "inflight": 8, "watchers": 100, "rank_watchers": 10, "rate": 0.0, "batch": 0},
 }
 
 
@@ -44,7 +52,9 @@ class RunOptions:
     conns: int | None = None
     users: int = 10_000
     rate: float | None = None
-    inflight: int = 8
+    inflight: int | None = None
+    batch: int | None = None  # items per submission request/frame (0 = single submissions)
+    read: str = "top"  # read scenario: "top" (GET /top?limit=LIMIT) or "rank" (GET /rank/{random member})
     duration: float = 10.0
     procs: int = 2
     retry_fraction: float = 0.01
@@ -54,7 +64,8 @@ class RunOptions:
     poll_interval: float = 1.0
     limit: int = 10
     server_pids: list[int] = field(default_factory=list)
-    backend_pids: list[int] = field(default_factory=list)  # e.g. the postmaster: CPU reported separately
+    postgres_pids: list[int] = field(default_factory=list)  # the postmaster: its tree's CPU is reported as Postgres
+    redis_pids: list[int] = field(default_factory=list)  # its CPU is reported as Redis
     verify_dsn: str | None = None
     verify_tables: str = "core"
     out: str | None = None
@@ -69,7 +80,19 @@ class RunOptions:
         o.watchers = d["watchers"] if o.watchers is None else o.watchers
         o.rank_watchers = d["rank_watchers"] if o.rank_watchers is None else o.rank_watchers
         o.rate = d["rate"] if o.rate is None else o.rate
+        o.inflight = d["inflight"] if o.inflight is None else o.inflight
+        o.batch = d["batch"] if o.batch is None else o.batch
+        if self.scenario == "read":
+            o.transport = "rest"
+            o.batch = 0
         return o
+
+    @property
+    def unit(self) -> str:
+        """What one acknowledged operation is in this run."""
+        if self.scenario == "read":
+            return f"read {self.read}"
+        return "batch item" if self.batch else "submission"
 
 
 def _split(n: int, parts: int) -> list[int]:
@@ -113,10 +136,6 @@ def _cpu_rss(pids: list[int]) -> tuple[float, int]:
     return _cpu_rss_of(_proc_tree(pids)[0])
 
 
-def _backend_cpu(pids: list[int]) -> float:
-    return _cpu_rss_of(_proc_tree(pids)[1])[0]
-
-
 class ServerSampler(threading.Thread):
     """Samples the server's CPU (all its processes) and RSS once per second."""
 
@@ -138,6 +157,106 @@ class ServerSampler(threading.Thread):
     def stop(self) -> None:
         self._stop_evt.set()
         self.join(timeout=3)
+
+
+class WindowCpu(threading.Thread):
+    """Reads every process group's CPU seconds (``procstat``) at the measured window's start and end."""
+
+    def __init__(self, start: float, end: float, server: list[int], trees: dict[str, list[int]], gen: list[int]):
+        super().__init__(daemon=True)
+        self.start_t, self.end_t = start, end
+        self.args = (server, trees, gen)
+        self.first: dict[str, float] = {}
+        self.last: dict[str, float] = {}
+        self.window = 0.0
+
+    def run(self) -> None:
+        time.sleep(max(0.0, self.start_t - time.monotonic()))
+        t0 = time.monotonic()
+        self.first = procstat.sample(*self.args)
+        time.sleep(max(0.0, self.end_t - time.monotonic()))
+        self.last = procstat.sample(*self.args)
+        self.window = time.monotonic() - t0
+
+    def report(self, ops: int) -> dict[str, Any]:
+        """CPU µs per acknowledged operation and % of one core, per group, over the window."""
+        server, trees, _ = self.args
+        names = ["generator", *trees]
+        if server:
+            names += ["server", "server_other"]
+        out: dict[str, Any] = {"ops": ops, "window_s": round(self.window, 3)}
+        if not self.last:
+            return out
+        for name in names:
+            cpu = self.last[name] - self.first[name]
+            out[name] = {
+                "us_per_op": round(1e6 * cpu / ops, 1) if ops else None,
+                "cpu_seconds": round(cpu, 3),
+                "percent_of_one_core": round(100 * cpu / self.window, 1) if self.window else None,
+            }
+        return out
+
+
+async def probe_batch(host: str, port: int, key: str | None, transport: str) -> str | None:
+    """None if the target takes batch submissions, else the note to report (see ``batch.unsupported_note``)."""
+    from loadtest import batch as batch_wire
+    from loadtest.wire import ws_connect
+
+    item = {"user_id": "probe", "score": 1, "board": "loadtest-probe-no-such-board"}
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    if transport == "rest":
+        c = await http_connect(host, port)
+        try:
+            resp = await c.request("POST", batch_wire.REST_PATH, batch_wire.encode_rest([item]), headers)
+        finally:
+            c.close()
+        answer = None
+        if resp.status == 200:
+            answer = orjson.loads(resp.body)
+        return batch_wire.unsupported_note("rest", resp.status, answer)
+    got: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+    def on_message(_c: Any, payload: bytes) -> None:
+        msg = orjson.loads(payload)
+        if msg.get("ref") == "probe" and not got.done():
+            got.set_result(msg)
+
+    ws = await ws_connect(host, port, "/ws", on_message, headers=headers)
+    try:
+        ws.send(batch_wire.encode_ws("probe", [item]))
+        answer = await asyncio.wait_for(got, 10)
+    finally:
+        await ws.aclose()
+    return batch_wire.unsupported_note("ws", None, answer)
+
+
+async def seed_board(host: str, port: int, key: str | None, board: str, users: int, prefix: str = "u") -> float:
+    """Give every user ``{prefix}0..{prefix}{users-1}`` an entry on ``board`` with single REST submissions
+    (the shape every target serves), 16 keep-alive connections pipelining 8 each. Returns seconds taken."""
+    import random
+
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    rng = random.Random(board)
+    t = time.monotonic()
+    conns = [await http_connect(host, port) for _ in range(16)]
+    try:
+
+        async def one_conn(i: int) -> None:
+            c = conns[i]
+            for start in range(i * 8, users, 16 * 8):
+                futs = []
+                for u in range(start, min(start + 8, users)):
+                    body = orjson.dumps({"user_id": f"{prefix}{u}", "score": rng.randint(1, 1_000_000), "board": board})
+                    futs.append(c.request("POST", "/api/leaderboard/submit", body, headers))
+                for resp in await asyncio.gather(*futs):
+                    if resp.status != 200:
+                        raise RuntimeError(f"seeding {board}: HTTP {resp.status}: {resp.body[:200]!r}")
+
+        await asyncio.gather(*(one_conn(i) for i in range(16)))
+    finally:
+        for c in conns:
+            c.close()
+    return time.monotonic() - t
 
 
 async def create_board(host: str, port: int, key: str | None, board: str) -> int:
@@ -174,15 +293,24 @@ def run(opts_in: RunOptions) -> dict[str, Any]:
     """Run one scenario end to end; returns the report dict (also written to ``opts.out`` if set)."""
     opts = opts_in.resolved()
     assert opts.conns is not None and opts.watchers is not None and opts.rank_watchers is not None
-    assert opts.rate is not None
+    assert opts.rate is not None and opts.inflight is not None and opts.batch is not None
     nofile = raise_nofile()
     u = urlsplit(opts.url)
     host, port = u.hostname or "127.0.0.1", u.port or (443 if u.scheme == "https" else 80)
+    if opts.batch:
+        note = asyncio.run(probe_batch(host, port, opts.key, opts.transport))
+        if note is not None:
+            _log(opts, f"skipped: {note}")
+            return {"scenario": opts.scenario, "skipped": note, "options": _public_options(opts)}
     board = opts.board or f"bench-{secrets.token_hex(4)}"
     status = asyncio.run(create_board(host, port, opts.admin_key or opts.key, board))
     if status == 409 and not opts.board:
         raise RuntimeError(f"fresh board {board} already exists")
     _log(opts, f"board {board} ({'created' if status != 409 else 'existing'}); nofile limit {nofile}")
+    seeded_s = None
+    if opts.scenario == "read" and status != 409:
+        seeded_s = asyncio.run(seed_board(host, port, opts.admin_key or opts.key, board, opts.users))
+        _log(opts, f"seeded {opts.users} members in {seeded_s:.1f}s")
 
     procs_n = max(1, opts.procs)
     conns = _split(opts.conns, procs_n)
@@ -206,10 +334,12 @@ def run(opts_in: RunOptions) -> dict[str, Any]:
                 board=board,
                 transport=opts.transport,
                 submit_conns=conns[i],
+                batch=opts.batch,
+                read=opts.read if opts.scenario == "read" else "",
                 rate=rate_i,
                 inflight=opts.inflight,
                 users=opts.users,
-                retry_fraction=opts.retry_fraction,
+                retry_fraction=0.0 if opts.scenario == "read" else opts.retry_fraction,
                 watchers=watchers[i],
                 rank_users=rank_users[ri : ri + rank_split[i]],
                 watch_mode=opts.watch_mode,
@@ -264,22 +394,20 @@ def run(opts_in: RunOptions) -> dict[str, Any]:
     sampler = ServerSampler(opts.server_pids) if opts.server_pids else None
     if sampler:
         sampler.start()
-    srv_cpu0 = _cpu_rss(opts.server_pids)[0] if opts.server_pids else 0.0
-    backend_cpu0 = _backend_cpu(opts.server_pids) if opts.server_pids else 0.0
-    ext_cpu0 = _cpu_rss(opts.backend_pids)[0] if opts.backend_pids else 0.0
-    worker_ps = [psutil.Process(w.pid) for w in workers if w.pid]
-    gen_cpu0 = sum(p.cpu_times().user + p.cpu_times().system for p in worker_ps)
-    self_cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     machine0 = psutil.cpu_times()
     start = time.monotonic() + 0.2
+    trees = {"postgres": opts.postgres_pids} if opts.postgres_pids else {}
+    if opts.redis_pids:
+        trees["redis"] = opts.redis_pids
+    gen_pids = [os.getpid(), *(w.pid for w in workers if w.pid)]
+    window_cpu = WindowCpu(start, start + opts.duration, opts.server_pids, trees, gen_pids)
+    window_cpu.start()
     t0.value = start
     go.set()
     results: dict[int, dict[str, Any]] = {}
     ticks: dict[int, list[dict[str, Any]]] = {}
     tick_no: dict[int, int] = {}
-    gen_cpu_end = None
-    srv_cpu_end = None
-    backend_cpu_end = ext_cpu_end = 0.0
+    machine1 = None
     while len(results) < procs_n:
         try:
             msg = q.get(timeout=opts.duration + 60)
@@ -293,13 +421,7 @@ def run(opts_in: RunOptions) -> dict[str, Any]:
             if len(ticks[n]) == procs_n:
                 _progress(opts, n, ticks.pop(n))
         elif kind == "result":
-            if gen_cpu_end is None:
-                # The first finished worker marks the end of the measured window for CPU accounting.
-                gen_cpu_end = _safe_cpu(worker_ps)
-                srv_cpu_end = _cpu_rss(opts.server_pids)[0] if opts.server_pids else 0.0
-                backend_cpu_end = _backend_cpu(opts.server_pids) if opts.server_pids else 0.0
-                ext_cpu_end = _cpu_rss(opts.backend_pids)[0] if opts.backend_pids else 0.0
-                t_end = time.monotonic()
+            if machine1 is None:
                 machine1 = psutil.cpu_times()
             results[idx] = payload
         elif kind == "failed":
@@ -307,6 +429,7 @@ def run(opts_in: RunOptions) -> dict[str, Any]:
             break
     if sampler:
         sampler.stop()
+    window_cpu.join(timeout=opts.duration + 5)
     for w in workers:
         w.join(timeout=10)
         if w.is_alive():
@@ -314,26 +437,24 @@ def run(opts_in: RunOptions) -> dict[str, Any]:
     if failures or len(results) < procs_n:
         raise RuntimeError(f"workers failed: {failures or 'timeout'}")
     res = [results[i] for i in sorted(results)]
-    self_cpu1 = resource.getrusage(resource.RUSAGE_SELF)
-    window = max(1e-9, t_end - start)
-    gen_cpu = (gen_cpu_end or 0.0) - gen_cpu0
-    gen_cpu += (self_cpu1.ru_utime + self_cpu1.ru_stime) - (self_cpu0.ru_utime + self_cpu0.ru_stime)
-    report = _report(opts, board, res, open_before, idle, sampler, window, gen_cpu)
+    report = _report(opts, board, res, open_before, idle, sampler)
+    report["seeded_s"] = round(seeded_s, 2) if seeded_s is not None else None
+    cpu = window_cpu.report(sum(r["acked_in_window"] for r in res))
+    msgs = sum(r["msgs_in_window"] for r in res)
+    if "generator" in cpu and msgs:
+        # every frame or HTTP message the generator sent or received in the window: what its clients cost
+        cpu["generator"]["messages"] = msgs
+        cpu["generator"]["us_per_message"] = round(1e6 * cpu["generator"]["cpu_seconds"] / msgs, 2)
+    report["cpu"] = cpu
+    assert machine1 is not None
     busy = (sum(machine1) - machine1.idle - machine1.iowait) - (sum(machine0) - machine0.idle - machine0.iowait)
     report["generator"]["machine_cpu_busy_percent_of_all_cores"] = round(
         100 * busy / (sum(machine1) - sum(machine0) or 1), 1
     )
+    report["generator"]["cpu_avg_percent_of_one_core"] = cpu.get("generator", {}).get("percent_of_one_core")
     if opts.server_pids:
-        report["server"]["cpu_avg_percent_of_one_core"] = round(100 * ((srv_cpu_end or 0) - srv_cpu0) / window, 1)
-        report["server"]["children_other_cpu_avg_percent_of_one_core"] = round(
-            100 * (backend_cpu_end - backend_cpu0) / window, 1
-        )
-    if opts.backend_pids:
-        report["backends"] = {
-            "pids": opts.backend_pids,
-            "cpu_avg_percent_of_one_core": round(100 * (ext_cpu_end - ext_cpu0) / window, 1),
-        }
-    if opts.verify_dsn:
+        report["server"]["cpu_avg_percent_of_one_core"] = cpu.get("server", {}).get("percent_of_one_core")
+    if opts.verify_dsn and opts.scenario != "read":
         top = asyncio.run(fetch_top(host, port, board)) if opts.verify_tables == "core" else None
         report["verify"] = asyncio.run(verify(opts.verify_dsn, board, res, opts.verify_tables, top))
     if opts.out:
@@ -346,15 +467,8 @@ def run(opts_in: RunOptions) -> dict[str, Any]:
     return report
 
 
-def _safe_cpu(ps: list[psutil.Process]) -> float:
-    total = 0.0
-    for p in ps:
-        try:
-            t = p.cpu_times()
-            total += t.user + t.system
-        except psutil.NoSuchProcess:
-            pass
-    return total
+def _public_options(opts: RunOptions) -> dict[str, Any]:
+    return {k: v for k, v in asdict(opts).items() if k not in ("key", "admin_key", "verify_dsn")}
 
 
 def _progress(opts: RunOptions, n: int, ticks: list[dict[str, Any]]) -> None:
@@ -376,8 +490,6 @@ def _report(
     open_before: dict[str, int],
     idle: dict[str, Any],
     sampler: ServerSampler | None,
-    window: float,
-    gen_cpu: float,
 ) -> dict[str, Any]:
     import numpy as np
 
@@ -391,9 +503,11 @@ def _report(
     report: dict[str, Any] = {
         "scenario": opts.scenario,
         "board": board,
-        "options": {k: v for k, v in asdict(opts).items() if k not in ("key", "admin_key", "verify_dsn")},
+        "options": _public_options(opts),
         "duration_s": round(measured, 3),
         "sockets": open_before,
+        # one acknowledged operation: a submission, a batch item, or a read (then "submissions" counts reads)
+        "unit": opts.unit,
         "submissions": {
             "sent": sum(r["sent"] for r in res),
             "replays_sent": sum(r["retries_sent"] for r in res),
@@ -425,12 +539,7 @@ def _report(
         },
         "errors": analysis.merge_counters([r["errors"] for r in res]),
         "closes": analysis.merge_counters([r["closes"] for r in res]),
-        "generator": {
-            "procs": len(res),
-            "cpu_seconds": round(gen_cpu, 2),
-            "cpu_avg_percent_of_one_core": round(100 * gen_cpu / window, 1),
-            "machine_cores": os.cpu_count(),
-        },
+        "generator": {"procs": len(res), "machine_cores": os.cpu_count()},
     }
     if sampler is not None:
         cpu = [s[1] for s in sampler.samples]
@@ -468,7 +577,7 @@ def format_table(r: dict[str, Any]) -> str:
         ("scenario / board", f"{r['scenario']} / {r['board']}"),
         ("duration (s)", r["duration_s"]),
         ("sockets", " ".join(f"{k}={v}" for k, v in r["sockets"].items())),
-        ("acked submissions/s", s["acked_per_s"]),
+        (f"acked ops/s (op = {r['unit']})", s["acked_per_s"]),
         ("offered/s (0=max)", s["offered_per_s"] or "max"),
         ("sent / acked / duplicates", f"{s['sent']:,} / {s['acked']:,} / {s['acked_duplicate']:,}"),
         (
@@ -505,8 +614,18 @@ def format_table(r: dict[str, Any]) -> str:
         ]
     g = r["generator"]
     rows.append(("generator CPU avg % of a core", f"{_fmt(g['cpu_avg_percent_of_one_core'])} ({g['procs']} procs)"))
-    if "backends" in r:
-        rows.append(("backends CPU avg % of a core", r["backends"]["cpu_avg_percent_of_one_core"]))
+    cpu = r.get("cpu", {})
+    names = [n for n in ("server", "postgres", "redis", "server_other", "generator") if n in cpu]
+    if names:
+        rows.append(
+            (
+                "CPU µs per acked op: " + " / ".join(names),
+                " / ".join(_fmt(cpu[n]["us_per_op"]) for n in names),
+            )
+        )
+        rows.append(
+            ("CPU % of a core: " + " / ".join(names), " / ".join(_fmt(cpu[n]["percent_of_one_core"]) for n in names))
+        )
     rows.append(("machine CPU busy % (all cores)", g.get("machine_cpu_busy_percent_of_all_cores")))
     if "verify" in r:
         v = r["verify"]

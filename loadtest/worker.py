@@ -1,7 +1,8 @@
-"""One generator process: submit connections, top-10 watchers and rank watchers, all callback driven.
+"""One generator process: submit or read connections, top-10 watchers and rank watchers, all callback driven.
 
-A worker never creates a task per socket. Submissions are sent from ack callbacks (closed loop, pipelined up to
-``inflight`` per connection) or from one pacing task per process (``rate``). Watchers only react to frames.
+A worker never creates a task per socket. Submissions (single or ``batch`` items per request) and reads are sent
+from answer callbacks (closed loop, pipelined up to ``inflight`` per connection) or from one pacing task per
+process (``rate``). Watchers only react to frames.
 Clock: ``time.monotonic()`` is CLOCK_MONOTONIC, shared by every process on the machine, so send times taken
 here and receive times taken in another worker are comparable.
 """
@@ -21,6 +22,7 @@ from typing import Any
 
 import orjson
 
+from loadtest import batch as batch_wire
 from loadtest.wire import HandshakeError, HTTPClient, HTTPResponse, WSClient, http_connect, ws_connect
 
 
@@ -32,7 +34,9 @@ class WorkerConfig:
     key: str | None
     board: str
     transport: str = "ws"  # ws | rest
-    submit_conns: int = 0
+    submit_conns: int = 0  # submit connections, or read connections when ``read`` is set
+    batch: int = 0  # items per submission request/frame (0 = one submission per request, the classic shape)
+    read: str = ""  # "top" | "rank": the connections GET /top?limit=top_limit or /rank/{random user} instead
     rate: float = 0.0  # submissions/s for this worker; 0 = as fast as acks allow
     inflight: int = 8
     users: int = 10_000
@@ -52,6 +56,7 @@ class WorkerConfig:
     ws_path: str = "/ws"
     submit_path: str = "/api/leaderboard/submit"
     top_path: str = "/api/leaderboard/top"
+    rank_path: str = "/api/leaderboard/rank"
 
 
 def raise_nofile() -> int:
@@ -91,6 +96,12 @@ class Worker:
         self.sent_sids: dict[str, tuple[str, int]] = {}  # sid -> (user, score): everything ever sent
         self.value_sent: dict[tuple[str, int], float] = {}  # (user, board value from ack) -> send time
         self.deferred_retries: list[bytes] = []
+        self.batch_meta: dict[int, list[tuple[str, int, str, int]]] = {}  # ref -> (user, score, sid, kind) per item
+        self.reads_inflight = 0
+        self.msgs_in = 0  # frames/responses received inside the measured window (the generator's CPU per message)
+        self.msgs_out = 0  # frames/requests sent inside the measured window
+        self._issue = self._send_read if cfg.read else self._send_batch if cfg.batch else self._send_one
+        self._replay_p = cfg.retry_fraction if cfg.batch else cfg.retry_fraction / 2
         self.raced: set[str] = set()  # session_ids sent twice at once
         self.backlog_dropped = 0
         self.sub_clients: list[Any] = []
@@ -155,6 +166,7 @@ class Worker:
                 self._write(other, self.ref, self._encode(self.ref, body))
 
     def _write(self, client: Any, ref: int, frame: bytes) -> None:
+        self.msgs_out += self.running
         if self.cfg.transport == "ws":
             client.inflight += 1
             client.send(frame)
@@ -162,12 +174,86 @@ class Worker:
             fut = client.request("POST", self.cfg.submit_path, frame, self.headers)
             fut.add_done_callback(lambda f, r=ref, c=client: self._on_rest_done(c, r, f))
 
+    def _send_batch(self, client: Any) -> None:
+        """One request/frame of ``batch`` items: deferred replays first, then new submissions. Replays in batch
+        mode all come after the original's ack (none race it), and each must be answered duplicate."""
+        cfg = self.cfg
+        items: list[dict[str, Any]] = []
+        metas: list[tuple[str, int, str, int]] = []
+        while self.deferred_retries and len(items) < cfg.batch:
+            user, score, sid = orjson.loads(self.deferred_retries.pop())
+            items.append({"user_id": user, "score": score, "board": cfg.board, "session_id": sid})
+            metas.append((user, score, sid, 1))
+            self.retries_sent += 1
+        rng = self.rng
+        while len(items) < cfg.batch:
+            user = f"{cfg.user_prefix}{rng.randrange(cfg.users)}"
+            score = rng.randint(1, cfg.score_max)
+            sid = str(uuid.uuid4())
+            self.sent_sids[sid] = (user, score)
+            items.append({"user_id": user, "score": score, "board": cfg.board, "session_id": sid})
+            metas.append((user, score, sid, 0))
+            self.sent += 1
+        self.ref += 1
+        ref = self.ref
+        self.pending[ref] = (time.monotonic(), "", 0, "", 2, client)
+        self.batch_meta[ref] = metas
+        self.msgs_out += self.running
+        if cfg.transport == "ws":
+            client.inflight += 1
+            client.send(batch_wire.encode_ws(ref, items))
+        else:
+            fut = client.request("POST", batch_wire.REST_PATH, batch_wire.encode_rest(items), self.headers)
+            fut.add_done_callback(lambda f, r=ref, c=client: self._on_rest_done(c, r, f))
+
+    def _send_read(self, client: HTTPClient) -> None:
+        cfg = self.cfg
+        if cfg.read == "top":
+            path = f"{cfg.top_path}?board={cfg.board}&limit={cfg.top_limit}"
+        else:
+            path = f"{cfg.rank_path}/{cfg.user_prefix}{self.rng.randrange(cfg.users)}?board={cfg.board}"
+        t = time.monotonic()
+        self.sent += 1
+        self.reads_inflight += 1
+        self.msgs_out += self.running
+        fut = client.request("GET", path, None, self.headers)
+        fut.add_done_callback(lambda f, c=client, t=t: self._on_read_done(c, t, f))
+
+    def _on_read_done(self, client: HTTPClient, t_send: float, fut: asyncio.Future[HTTPResponse]) -> None:
+        self.msgs_in += self.running
+        self.reads_inflight -= 1
+        if fut.cancelled() or (self.stopping and fut.exception() is not None):
+            return
+        exc = fut.exception()
+        if exc is not None:
+            self.errors[f"http_conn:{type(exc).__name__}"] += 1
+            return
+        resp = fut.result()
+        if resp.status != 200:
+            self.errors[f"http_{resp.status}"] += 1
+        else:
+            # Parse as a client would, and check the answer has the shape asked for.
+            body = orjson.loads(resp.body)
+            if ("entries" if self.cfg.read == "top" else "rank") not in body:
+                self.errors["read_bad_body"] += 1
+            else:
+                lat = time.monotonic() - t_send
+                if self.recording:
+                    self.ack_lat.append(lat)
+                    self.tick_lat.append(lat)
+                self.acked += 1
+                if self.running:
+                    self.acked_in_window += 1
+        self._refill(client)
+
     def _on_rest_done(self, client: HTTPClient, ref: int, fut: asyncio.Future[HTTPResponse]) -> None:
+        self.msgs_in += self.running
         if fut.cancelled() or (self.stopping and fut.exception() is not None):
             return  # we closed the connection ourselves at the end of the run
         exc = fut.exception()
         if exc is not None:
             self.pending.pop(ref, None)
+            self.batch_meta.pop(ref, None)
             self.errors[f"http_conn:{type(exc).__name__}"] += 1
             return
         resp = fut.result()
@@ -175,6 +261,7 @@ class Worker:
             self._on_ack(ref, orjson.loads(resp.body), client)
         else:
             self.pending.pop(ref, None)
+            self.batch_meta.pop(ref, None)
             code = ""
             with contextlib.suppress(Exception):
                 code = orjson.loads(resp.body).get("code", "")
@@ -188,6 +275,25 @@ class Worker:
             return
         t_send, user, score, sid, kind, _ = p
         lat = time.monotonic() - t_send
+        if kind == 2:
+            metas = self.batch_meta.pop(ref)
+            try:
+                results = batch_wire.decode_results(msg, len(metas))
+            except batch_wire.BatchFormatError:
+                self.errors["batch_bad_results"] += 1
+            else:
+                for (user, score, sid, k), r in zip(metas, results, strict=True):
+                    if r.ack is None:
+                        self.errors[f"item_error:{r.error_code}"] += 1
+                    else:
+                        self._acked(t_send, lat, user, score, sid, k, r.ack)
+        else:
+            self._acked(t_send, lat, user, score, sid, kind, msg)
+        self._refill(client)
+
+    def _acked(
+        self, t_send: float, lat: float, user: str, score: int, sid: str, kind: int, msg: dict[str, Any]
+    ) -> None:
         dup = bool(msg.get("duplicate"))
         if self.recording:
             self.ack_lat.append(lat)
@@ -206,20 +312,24 @@ class Worker:
             value = msg.get("score")
             if isinstance(value, int) and (user, value) not in self.value_sent:
                 self.value_sent[(user, value)] = t_send
-            if kind == 0 and sid not in self.raced and self.rng.random() < self.cfg.retry_fraction / 2:
+            if kind == 0 and sid not in self.raced and self.rng.random() < self._replay_p:
                 # The other half: a replay after the ack (a client that missed it). It must come back duplicate.
                 self.deferred_retries.append(orjson.dumps((user, score, sid)))
-        self._refill(client)
 
     def _refill(self, client: Any) -> None:
         if not self.running:
+            return
+        if self.cfg.batch or self.cfg.read:  # batches carry their replays along
+            if self.cfg.rate <= 0:
+                while self._capacity(client) > 0:
+                    self._issue(client)
             return
         while self.deferred_retries and self._capacity(client) > 0:
             user, score, sid = orjson.loads(self.deferred_retries.pop())
             self._send_one(client, (user, score, sid))
         if self.cfg.rate <= 0:
             while self._capacity(client) > 0:
-                self._send_one(client)
+                self._issue(client)
 
     def _capacity(self, client: Any) -> int:
         if self.cfg.transport == "ws":
@@ -231,6 +341,7 @@ class Worker:
         return self.cfg.inflight - client.inflight
 
     def _on_submit_ws_message(self, client: WSClient, payload: bytes) -> None:
+        self.msgs_in += self.running
         msg = orjson.loads(payload)
         t = msg.get("type")
         if t == "ack":
@@ -241,6 +352,7 @@ class Worker:
             if ref in self.pending:
                 client.inflight -= 1
                 self.pending.pop(ref, None)
+                self.batch_meta.pop(ref, None)
             self.errors[f"ws_error:{msg.get('code')}"] += 1
             self._refill(client)
         elif t == "auth":
@@ -256,6 +368,7 @@ class Worker:
             lost = [r for r, p in self.pending.items() if p[5] is client]
             for r in lost:
                 del self.pending[r]
+                self.batch_meta.pop(r, None)
             self.lost_in_flight += len(lost)
 
     async def _pace(self) -> None:
@@ -265,6 +378,7 @@ class Worker:
         issued = 0
         rr = 0
         clients = self.sub_clients
+        per_issue = cfg.batch or 1
         while self.running and clients:
             await asyncio.sleep(0.002)
             due = int((time.monotonic() - start) * cfg.rate) - issued
@@ -278,13 +392,13 @@ class Worker:
                 c = clients[rr % n]
                 rr += 1
                 if self._capacity(c) > 0:
-                    if self.deferred_retries:
+                    if self.deferred_retries and not cfg.batch:
                         user, score, sid = orjson.loads(self.deferred_retries.pop())
                         self._send_one(c, (user, score, sid))
                     else:
-                        self._send_one(c)
-                        issued += 1
-                        due -= 1
+                        self._issue(c)
+                        issued += per_issue
+                        due -= per_issue
                     stalled = 0
                 else:
                     stalled += 1
@@ -307,6 +421,7 @@ class Worker:
         return key
 
     def _on_watch_message(self, client: WSClient, payload: bytes) -> None:
+        self.msgs_in += self.running
         now = time.monotonic()
         key = self._snapshot(payload, now)
         if isinstance(key, dict):
@@ -349,6 +464,7 @@ class Worker:
             self.rank_events.append((msg.get("user_id", ""), score, now))
 
     def _on_poll_done(self, w: int, fut: asyncio.Future[HTTPResponse]) -> None:
+        self.msgs_in += self.running
         if fut.cancelled() or (self.stopping and fut.exception() is not None):
             return  # we closed the connection ourselves at the end of the run
         exc = fut.exception()
@@ -380,6 +496,7 @@ class Worker:
                 c = self.watch_clients[w]
                 if c.lost or c.inflight > 0:
                     continue  # previous poll still outstanding: skip, as a browser timer would
+                self.msgs_out += self.running
                 fut = c.request("GET", path, None, self.headers)
                 fut.add_done_callback(lambda f, w=w: self._on_poll_done(w, f))
 
@@ -423,7 +540,7 @@ class Worker:
 
         jobs: list[Any] = []
         for _ in range(cfg.submit_conns):
-            if cfg.transport == "ws":
+            if cfg.transport == "ws" and not cfg.read:
                 jobs.append(connect_ws("submit", None, self._on_submit_ws_message))
             else:
                 jobs.append(connect_http())
@@ -529,9 +646,9 @@ class Worker:
             pace_task.cancel()
         # Drain: wait for acks still in flight, then let the last pushes land.
         deadline = time.monotonic() + cfg.drain_timeout
-        while self.pending and time.monotonic() < deadline:
+        while (self.pending or self.reads_inflight) and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
-        unacked = len(self.pending)
+        unacked = len(self.pending) + self.reads_inflight
         await asyncio.sleep(cfg.settle)
         self.recording = False
         if poll_task is not None:
@@ -547,6 +664,7 @@ class Worker:
             "retries_sent": self.retries_sent,
             "acked": self.acked,
             "acked_in_window": self.acked_in_window,
+            "msgs_in_window": self.msgs_in + self.msgs_out,
             "dups": self.dups,
             "unacked": unacked,
             "lost_in_flight": self.lost_in_flight,

@@ -16,6 +16,7 @@ from helpers import (
     Keys,
     ServerURL,
     assert_problem,
+    eventually,
     player_token,
     row_counts,
     session_count,
@@ -86,9 +87,28 @@ async def test_revoked_key_is_401(server: ServerURL, make_client: Any, pool: asy
     from leaderboard.auth import create_api_key
 
     key = await create_api_key(pool, "submit", "to-revoke")
+    client = make_client(server, key)
+    await submit(client, "alice", 1)  # known to the server now
     await pool.execute("UPDATE api_keys SET revoked_at = now() WHERE name = 'to-revoke'")
-    assert_problem(await make_client(server, key).post(SUBMIT, json=BODY), 401, "unauthorized")
-    assert await session_count(pool) == 0
+
+    async def refused() -> None:
+        assert_problem(await client.post(SUBMIT, json={"user_id": "alice", "score": 1}), 401, "unauthorized")
+
+    await eventually(refused, within=5)  # every process reloads its keys every 2 s
+    before = await session_count(pool)
+    await refused()
+    assert await session_count(pool) == before  # a refused request writes nothing
+
+
+async def test_a_revoked_key_closes_its_open_sockets(server: ServerURL, make_client: Any, pool: asyncpg.Pool) -> None:
+    from leaderboard.auth import create_api_key
+
+    key = await create_api_key(pool, "submit", "to-revoke")
+    async with ws_connect(server, key) as ws:
+        ack = await ws.reply_to({"type": "submit", "user_id": "bob", "score": 1})
+        assert ack["type"] == "ack", ack
+        await pool.execute("UPDATE api_keys SET revoked_at = now() WHERE name = 'to-revoke'")
+        assert await ws.expect_close(within=6) == 1008
 
 
 async def test_keys_are_stored_hashed(keys: Keys, pool: asyncpg.Pool) -> None:

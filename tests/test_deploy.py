@@ -43,7 +43,8 @@ REQUIRED_SETTINGS = [
     "WORKERS",
 ]
 NEW_RELIC_VARS = ["NEW_RELIC_LICENSE_KEY", "NEW_RELIC_APP_NAME", "NEW_RELIC_CONFIG_FILE"]
-SECRET_NAME = re.compile(r"(PASSWORD|SECRET|TOKEN|LICENSE_KEY|API_KEY|PRIVATE)", re.I)
+# Names of secrets; *_TOKEN_ISSUER, *_TOKEN_MAX_LIFETIME_S and the like are settings about tokens, not tokens.
+SECRET_NAME = re.compile(r"(PASSWORD|SECRET|TOKEN$|LICENSE_KEY|API_KEY|PRIVATE)", re.I)
 SECRET_VALUE = re.compile(
     r"lbk_[A-Za-z0-9_-]+|eyJ[A-Za-z0-9_-]{8,}|[A-Za-z][A-Za-z0-9+.-]*://[^:/\s@]+:[^@\s/$]+@|(?i:bearer)\s+\S{8,}"
 )

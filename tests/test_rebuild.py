@@ -8,6 +8,7 @@ import asyncpg
 
 from helpers import assert_cache_matches_pg
 from leaderboard.cache import Cache, Keys
+from leaderboard.ranks import Ranks
 from leaderboard.store import Store, Written
 
 
@@ -33,8 +34,8 @@ async def test_rebuild_loads_every_member_name_and_version_across_pages(
     # 250 players over pages of 100; the first 150 (by user_id) have no display name, so a whole names page
     # is empty and the scan must carry on past it.
     await _seed(pool, 250, named_from=150)
-    cache = Cache(rds, Store(pool), rebuild_batch=100)
-    assert await cache.rebuild("global") == 250
+    ranks = Ranks(Cache(rds), Store(pool), rebuild_batch=100)
+    assert await ranks.rebuild("global") == 250
     await assert_cache_matches_pg(pool, rds)
     k = Keys("global")
     names = await rds.hgetall(k.n)
@@ -49,7 +50,8 @@ async def test_rebuild_loads_every_member_name_and_version_across_pages(
 async def test_rebuild_keeps_a_newer_write_made_while_it_ran(pool: asyncpg.Pool, rds: Any, clean: None) -> None:
     await _seed(pool, 120, named_from=0)
     store = Store(pool)
-    cache = Cache(rds, store, rebuild_batch=100)
+    cache = Cache(rds)
+    ranks = Ranks(cache, store, rebuild_batch=100)
     k = Keys("global")
     real_scan = store.scan
 
@@ -67,7 +69,7 @@ async def test_rebuild_keeps_a_newer_write_made_while_it_ran(pool: asyncpg.Pool,
                 await cache.write("global", [_written("p0001", 1000, version)], [], 0.0)
 
     store.scan = scan_with_a_concurrent_write  # type: ignore[method-assign]
-    assert await cache.rebuild("global") == 120
+    assert await ranks.rebuild("global") == 120
     await assert_cache_matches_pg(pool, rds)
     assert await rds.zscore(k.z, "p0001") == -1000
     assert (await rds.zrange(k.z, 0, 0)) == ["p0001"]

@@ -1,4 +1,7 @@
-"""create_app(settings): the Starlette app. The lifespan owns the pools, the writer, the fan-out and drain."""
+"""create_app(settings): the Starlette app. The lifespan owns the pools, the writer, the fan-out and drain.
+
+transports (http.py, ws.py) -> service.py -> ranks.py (read model) / writer.py -> cache.py / store.py
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -14,7 +17,6 @@ from typing import Any
 
 import asyncpg
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -24,19 +26,21 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from . import http, migrations, openapi
+from . import http, migrations, openapi, ws
 from . import observability as obs
-from .auth import Authenticator
+from .auth import Authenticator, TokenRules
 from .cache import Cache
+from .errors import NotFound, Refused, Unavailable
 from .fanout import Hub
-from .logs import RequestIdMiddleware, configure_logging
+from .health import Health
+from .logs import configure_logging, register_secret
 from .outbox import watchdog
-from .protocol import Refused
-from .service import Leaderboard
+from .protocol import encode
+from .ranks import Ranks
+from .service import Service
 from .settings import Settings
 from .store import DB_DOWN, Store
 from .writer import Writer
-from .ws import Connection, websocket_endpoint
 
 log = logging.getLogger(__name__)
 
@@ -44,50 +48,89 @@ REPO_DIST = Path(__file__).resolve().parents[2] / "client" / "dist"
 
 
 @dataclass
-class Services:
-    """Everything the lifespan creates; endpoints reach it through app.state.services."""
+class Runtime:
+    """Everything the lifespan starts; it satisfies http.Context and ws.Context."""
 
     settings: Settings
     pool: asyncpg.Pool
     redis: aioredis.Redis
+    listener: aioredis.Redis
     store: Store
-    cache: Cache
+    ranks: Ranks
     writer: Writer
     hub: Hub
-    lb: Leaderboard
+    service: Service
     auth: Authenticator
-    connections: set[Connection] = field(default_factory=set)
-    draining: bool = False
+    health: Health
+    sockets: ws.Sockets = field(default_factory=ws.Sockets)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @classmethod
+    async def start(cls, settings: Settings, dsn: str, redis_url: str) -> Runtime:
+        applied = await migrations.apply_migrations(dsn)
+        if applied:
+            log.info("applied migrations: %s", ", ".join(applied))
+        pool = await asyncpg.create_pool(dsn, min_size=2, max_size=settings.db_pool_size)
+        # Commands time out (a hung Redis must not hang a request: we fall back to Postgres);
+        # the pub/sub connection idles by design, so it gets its own client without a read timeout.
+        client = aioredis.from_url(redis_url, decode_responses=True, socket_timeout=2.0, socket_connect_timeout=1.0)
+        listener = aioredis.from_url(redis_url, decode_responses=True, health_check_interval=15)
+        store = Store(pool)
+        ranks = Ranks(Cache(client), store, settings.rebuild_batch)
+        writer = Writer(store, ranks, settings.batch_max, settings.write_concurrency)
+        rules = TokenRules(
+            settings.player_token_secret, settings.player_token_max_lifetime_s, settings.player_token_audience,
+            settings.player_token_issuer,
+        )  # fmt: skip
+        rt = cls(
+            settings, pool, client, listener, store, ranks, writer,
+            Hub(listener, ranks, settings.push_interval, store.forget_missing),
+            Service(store, ranks, writer), Authenticator(pool, rules), Health(pool, client),
+        )  # fmt: skip
+        with contextlib.suppress(*DB_DOWN):
+            await rt.auth.refresh()
+        rt.tasks += [
+            asyncio.create_task(writer.run(), name="writer"),
+            asyncio.create_task(rt.hub.listen(), name="fanout-listener"),
+            asyncio.create_task(ranks.watch(), name="redis-watch"),
+            asyncio.create_task(ranks.settle(), name="cache-debts"),
+            asyncio.create_task(ranks.verify_all(settings.verify_interval_s), name="verify"),
+            asyncio.create_task(rt.auth.run(rt.sockets.revoked), name="api-keys"),
+            asyncio.create_task(rt.health.run(lambda: rt.sockets.broadcast(rt.health.status())), name="health"),
+            asyncio.create_task(watchdog(rt.sockets.outboxes, settings.slow_socket_timeout_s), name="watchdog"),
+        ]
+        try:
+            boards = await store.boards()
+        except DB_DOWN as exc:
+            log.warning("Postgres unreachable at start-up (%s)", exc)
+        else:
+            await ranks.warm(boards)
+        return rt
 
     async def drain(self) -> None:
         """Stop taking work, let received submissions commit and be acked, close sockets with 1012."""
-        if self.draining:
+        if self.sockets.draining:
             return
-        self.draining = True
-        timeout = self.settings.drain_timeout_s
-        log.info("draining: %d sockets", len(self.connections))
-        conns = list(self.connections)
-        if conns:
-            await asyncio.wait([asyncio.create_task(c.shutdown(timeout)) for c in conns], timeout=timeout)
+        await self.sockets.drain(self.settings.drain_timeout_s)
         await self.writer.close()
 
+    async def stop(self) -> None:
+        await self.drain()
+        writer_task, *others = self.tasks
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(writer_task, self.settings.drain_timeout_s)
+        for task in others:
+            task.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
+        await self.hub.close()
+        await self.ranks.close()
+        await self.redis.aclose()
+        await self.listener.aclose()
+        await self.pool.close()
+        obs.process_exit()
 
-async def _watch_redis(svc: Services) -> None:
-    """Rebuild the boards that missed writes while Redis was away, once it answers again."""
-    while True:
-        await asyncio.sleep(1.0)
-        if not svc.cache.stale:
-            continue
-        try:
-            await svc.redis.ping()
-        except (RedisError, OSError):
-            continue
-        for board in list(svc.cache.stale):
-            svc.cache.ensure_rebuild(board)
 
-
-def _install_drain_handler(svc: Services) -> None:
+def _install_drain_handler(rt: Runtime) -> None:
     """On SIGTERM/SIGINT drain first, then hand the signal to uvicorn's own handler (which exits)."""
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -98,14 +141,14 @@ def _install_drain_handler(svc: Services) -> None:
         def handler(signum: int, frame: FrameType | None, previous: Any = previous) -> None:
             async def drain_then_exit() -> None:
                 try:
-                    await svc.drain()
+                    await rt.drain()
                 finally:
                     previous(signum, frame)
 
-            if svc.draining:
+            if rt.sockets.draining:
                 previous(signum, frame)
             else:
-                loop.call_soon_threadsafe(lambda: svc.tasks.append(loop.create_task(drain_then_exit())))
+                loop.call_soon_threadsafe(lambda: rt.tasks.append(loop.create_task(drain_then_exit())))
 
         signal.signal(sig, handler)
 
@@ -115,90 +158,44 @@ def create_app(settings: Settings, *, drain_on_signal: bool = False) -> Starlett
     if not settings.database_url or not settings.redis_url:
         raise ValueError("create_app needs database_url and redis_url (leaderboard serve starts embedded ones)")
     dsn, redis_url = settings.database_url, settings.redis_url
+    register_secret(settings.player_token_secret)
+    started: list[Runtime] = []
+
+    def runtime() -> Runtime:
+        if not started:
+            raise Unavailable("the server is starting; retry")
+        return started[0]
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        applied = await migrations.apply_migrations(dsn)
-        if applied:
-            log.info("applied migrations: %s", ", ".join(applied))
-        pool = await asyncpg.create_pool(dsn, min_size=2, max_size=settings.db_pool_size)
-        # Commands time out (a hung Redis must not hang a request: we fall back to Postgres);
-        # the pub/sub connection idles by design, so it gets its own client without a read timeout.
-        client = aioredis.from_url(redis_url, decode_responses=True, socket_timeout=2.0, socket_connect_timeout=1.0)
-        listener = aioredis.from_url(redis_url, decode_responses=True, health_check_interval=15)
-        store = Store(pool)
-        cache = Cache(client, store, settings.rebuild_batch)
-        writer = Writer(store, cache, settings.batch_max, settings.write_concurrency)
-        lb = Leaderboard(store, cache, writer)
-        hub = Hub(listener, cache, store, lb, settings.push_interval)
-        svc = Services(
-            settings,
-            pool,
-            client,
-            store,
-            cache,
-            writer,
-            hub,
-            lb,
-            Authenticator(pool, settings.player_token_secret),
-        )
-        app.state.services = svc
-        writer_task = asyncio.create_task(writer.run(), name="writer")
-        svc.tasks += [
-            asyncio.create_task(hub.listen(), name="fanout-listener"),
-            asyncio.create_task(_watch_redis(svc), name="redis-watch"),
-            asyncio.create_task(
-                watchdog(lambda: (c.outbox for c in svc.connections), settings.slow_socket_timeout_s),
-                name="slow-socket-watchdog",
-            ),
-        ]
-        try:
-            await cache.warm(await store.boards())
-        except (RedisError, OSError) as exc:
-            log.warning("Redis unreachable at start-up (%s): reads use Postgres until it is back", exc)
-            cache.stale.update(b.id for b in await store.boards())
+        rt = await Runtime.start(settings, dsn, redis_url)
+        started.append(rt)
         if drain_on_signal:
-            _install_drain_handler(svc)
+            _install_drain_handler(rt)
         try:
             yield
         finally:
-            await svc.drain()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(writer_task, settings.drain_timeout_s)
-            for task in svc.tasks:
-                task.cancel()
-            await asyncio.gather(*svc.tasks, return_exceptions=True)
-            await hub.close()
-            await cache.close()
-            await client.aclose()
-            await listener.aclose()
-            await pool.close()
-            obs.process_exit()
+            await rt.stop()
 
-    api = http.make_routes()
-    routes = [
-        Route("/api/leaderboard/submit", api["submit"], methods=["POST"]),
-        Route("/api/leaderboard/top", api["top"], methods=["GET"]),
-        Route("/api/leaderboard/rank/{user_id}", api["rank"], methods=["GET"]),
-        Route("/api/leaderboards", api["list_boards"], methods=["GET"]),
-        Route("/api/leaderboards", api["create_board"], methods=["POST"]),
-        Route("/api/leaderboards/{board_id}", api["get_board"], methods=["GET"]),
-        Route("/api/openapi.json", _openapi, methods=["GET"]),
-        Route("/healthz", _healthz, methods=["GET"]),
-        Route("/readyz", _readyz, methods=["GET"]),
-        Route("/metrics", _metrics, methods=["GET"]),
-        WebSocketRoute("/ws", websocket_endpoint),
+    async def readyz(request: Request) -> Response:
+        return await _readyz(runtime())
+
+    endpoints: dict[str, Callable[[Request], Awaitable[Response]]] = {
+        **http.handlers(runtime),
+        "healthz": _healthz,
+        "readyz": readyz,
+        "metrics": _metrics,
+        "openapi": _openapi,
+    }
+    routes: list[Route | WebSocketRoute] = [
+        Route(r.path, endpoints[r.name], methods=[r.method]) for r in openapi.ROUTES
     ]
+    routes.append(WebSocketRoute("/ws", ws.endpoint(runtime)))
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        middleware=[Middleware(RequestIdMiddleware), Middleware(obs.MetricsMiddleware), *_cors(settings)],
-        exception_handlers={
-            Refused: http.refused,
-            http._Invalid: http.invalid,
-            HTTPException: http.http_error,
-            Exception: _crash,
-        },
+        middleware=[Middleware(obs.HttpMiddleware), *_cors(settings)],
+        exception_handlers={Refused: http.refused, HTTPException: http.http_error, Exception: _crash},
     )
     static = settings.static_dir or (REPO_DIST if REPO_DIST.is_dir() else None)
     if static is not None:
@@ -222,37 +219,36 @@ def _cors(settings: Settings) -> list[Middleware]:
 
 def _crash(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s", request.url.path, exc_info=exc)
-    return http.problem(500, "internal_error", "unexpected server error; it has been logged")
+    return http.problem(Refused("unexpected server error; it has been logged", code="internal_error", status=500))
+
+
+_DOCUMENT: list[bytes] = []
 
 
 async def _openapi(request: Request) -> Response:
-    return JSONResponse(openapi.document())
+    if not _DOCUMENT:
+        _DOCUMENT.append(encode(openapi.document()))
+    return Response(_DOCUMENT[0], media_type="application/json")
 
 
 async def _healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
-async def _readyz(request: Request) -> Response:
-    svc: Services = request.app.state.services
-    checks: dict[str, str] = {}
-    if svc.draining:
-        return http.problem(503, "unavailable", "draining: this instance is shutting down")
-    try:
-        async with svc.pool.acquire() as con:
-            missing = await migrations.pending(con)
-        checks["postgres"] = "ok"
-        checks["migrations"] = "ok" if not missing else "pending: " + ", ".join(missing)
-    except (*DB_DOWN, TimeoutError) as exc:
-        checks["postgres"] = f"unreachable: {exc.__class__.__name__}"
-    try:
-        await svc.redis.ping()
-        checks["redis"] = "ok"
-    except (RedisError, OSError) as exc:
-        checks["redis"] = f"unreachable: {exc.__class__.__name__}"
+async def _readyz(rt: Runtime) -> Response:
+    if rt.sockets.draining:
+        return http.problem(Unavailable("draining: this instance is shutting down"))
+    checks = await rt.health.probe()
+    if checks["postgres"] == "ok":
+        try:
+            async with rt.pool.acquire() as con:
+                missing = await migrations.pending(con)
+            checks["migrations"] = "ok" if not missing else "pending: " + ", ".join(missing)
+        except DB_DOWN as exc:
+            checks["migrations"] = f"unknown: {exc.__class__.__name__}"
     failing = {k: v for k, v in checks.items() if v != "ok"}
-    if failing or "migrations" not in checks:
-        return http.problem(503, "unavailable", "; ".join(f"{k}: {v}" for k, v in failing.items()))
+    if failing:
+        return http.problem(Unavailable("; ".join(f"{k}: {v}" for k, v in failing.items())))
     return JSONResponse({"status": "ready", "checks": checks})
 
 
@@ -268,7 +264,7 @@ def _spa(root: Path) -> ASGIApp:
     async def serve(scope: Scope, receive: Receive, send: Send) -> None:
         path = scope["path"].lstrip("/")
         if scope["type"] != "http" or scope["method"] not in ("GET", "HEAD") or path.startswith(("api/", "ws")):
-            response: Response = http.problem(404, "not_found", "no such route")
+            response: Response = http.problem(NotFound("no such route"))
         else:
             target = (root / path).resolve()
             index = root / "index.html"
@@ -277,7 +273,7 @@ def _spa(root: Path) -> ASGIApp:
             elif index.is_file():
                 response = FileResponse(index, headers={"Cache-Control": "no-cache"})
             else:
-                response = http.problem(404, "not_found", "the UI is not built (make ui)")
+                response = http.problem(NotFound("the UI is not built (make ui)"))
         await response(scope, receive, send)
 
     return serve

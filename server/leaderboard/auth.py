@@ -1,20 +1,36 @@
-"""Who is calling: API keys (admin / submit / read, stored as SHA-256 hashes) and player JWTs (HS256)."""
+"""Who is calling: API keys (admin / submit / read, stored as SHA-256 hashes) and player JWTs (HS256).
+
+Every process keeps the active keys in memory and reloads them every few seconds, so a request costs no
+Postgres round trip, a key verified before a Postgres outage keeps working during it, and a revoked key is
+noticed within seconds (open sockets authenticated with it are then closed, see ws.py). A key not in memory
+(created a moment ago) is looked up once; such look-ups are rationed, so guessing keys costs us nothing.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import logging
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import asyncpg
 import jwt
 
-from .protocol import Refused
+from .errors import Unauthorized, Unavailable
+
+log = logging.getLogger(__name__)
 
 ROLES = ("admin", "submit", "read")
 KEY_PREFIX = "lbk_"
-_CACHE_TTL = 30.0  # seconds a verified (or unknown) key is remembered; a revocation takes effect within it
+DB_DOWN = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
+UNKNOWN_KEY = "unknown or revoked API key"
+LOOKUPS_PER_SECOND = 20  # look-ups of keys not in memory, per process (a burst of as many is allowed)
+
+SQL_ACTIVE = "SELECT id, key_hash, role, name FROM api_keys WHERE revoked_at IS NULL"
+SQL_KEY = "SELECT id, role, name FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL"
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +38,7 @@ class Principal:
     role: str  # admin | submit | read | player | anonymous
     user_id: str | None = None
     name: str | None = None
+    key_id: int | None = None  # the API key it came from
 
     def can_read(self, public_read: bool) -> bool:
         return public_read or self.role != "anonymous"
@@ -39,6 +56,10 @@ ANONYMOUS = Principal("anonymous")
 
 def _hash(key: str) -> bytes:
     return hashlib.sha256(key.encode()).digest()
+
+
+def looks_like_jwt(credential: str) -> bool:
+    return credential.startswith("eyJ") and credential.count(".") == 2
 
 
 async def create_api_key(db: asyncpg.Pool | asyncpg.Connection, role: str, name: str) -> str:
@@ -59,55 +80,126 @@ async def revoke_api_key(db: asyncpg.Pool | asyncpg.Connection, key_id: int) -> 
     return bool(status.endswith(" 1"))
 
 
-class Authenticator:
-    """Turns a bearer credential into a Principal, or raises Refused(401)."""
+@dataclass(frozen=True, slots=True)
+class TokenRules:
+    """How player tokens are checked. Without a secret, player tokens are refused."""
 
-    def __init__(self, pool: asyncpg.Pool, player_token_secret: str | None) -> None:
-        self.pool = pool
-        self.secret = player_token_secret
-        self._keys: dict[bytes, tuple[float, Principal | None]] = {}
+    secret: str | None = None
+    max_lifetime_s: float = 86_400.0
+    audience: str | None = None
+    issuer: str | None = None
+
+
+class Authenticator:
+    """Turns a bearer credential into a Principal, or raises Unauthorized (401) / Unavailable (503)."""
+
+    def __init__(self, pool: asyncpg.Pool, rules: TokenRules) -> None:
+        self.pool, self.rules = pool, rules
+        self._keys: dict[bytes, Principal] = {}
+        self._lookups: dict[bytes, asyncio.Future[Principal | None]] = {}
+        self._allowance, self._refilled = float(LOOKUPS_PER_SECOND), time.monotonic()
 
     async def principal(self, credential: str | None) -> Principal:
         if credential is None:
             return ANONYMOUS
-        if credential.startswith(KEY_PREFIX):
-            return await self._api_key(credential)
-        return self._player(credential)
+        if looks_like_jwt(credential):
+            return self._player(credential)
+        return await self._api_key(credential)
 
-    async def from_header(self, header: str | None) -> Principal:
+    async def from_header(self, header: str | None, api_key_header: str | None = None) -> Principal:
         if header is None:
+            if api_key_header is not None:
+                raise Unauthorized("send the key as 'Authorization: Bearer <key>', not X-API-Key")
             return ANONYMOUS
         scheme, _, credential = header.partition(" ")
         if scheme.lower() != "bearer" or not credential.strip():
-            raise Refused(401, "unauthorized", "use 'Authorization: Bearer <api key or player token>'")
+            raise Unauthorized("use 'Authorization: Bearer <api key or player token>'")
         return await self.principal(credential.strip())
+
+    # ---- API keys -----------------------------------------------------------------------------------------
 
     async def _api_key(self, key: str) -> Principal:
         h = _hash(key)
+        found = self._keys.get(h)
+        if found is not None:
+            return found
+        lookup = self._lookups.get(h)  # requests racing with the same new key share one look-up
+        if lookup is None:
+            if not key.startswith(KEY_PREFIX) or not self._may_look_up():
+                raise Unauthorized(UNKNOWN_KEY)
+            lookup = self._lookups[h] = asyncio.ensure_future(self._look_up(h))
+            lookup.add_done_callback(lambda _: self._lookups.pop(h, None))
+        found = await asyncio.shield(lookup)
+        if found is None:
+            raise Unauthorized(UNKNOWN_KEY)
+        return found
+
+    async def _look_up(self, h: bytes) -> Principal | None:
+        try:
+            row = await self.pool.fetchrow(SQL_KEY, h)
+        except DB_DOWN:
+            raise Unavailable("cannot verify the API key: the database is unavailable; retry") from None
+        if row is None:
+            return None
+        found = self._keys[h] = Principal(row["role"], name=row["name"], key_id=row["id"])
+        return found
+
+    def _may_look_up(self) -> bool:
         now = time.monotonic()
-        hit = self._keys.get(h)
-        if hit is None or hit[0] < now:
-            row = await self.pool.fetchrow(
-                "SELECT role, name FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL", h
-            )
-            found = None if row is None else Principal(row["role"], name=row["name"])
-            if len(self._keys) > 10_000:
-                self._keys.clear()
-            hit = self._keys[h] = (now + _CACHE_TTL, found)
-        if hit[1] is None:
-            raise Refused(401, "unauthorized", "unknown or revoked API key")
-        return hit[1]
+        self._allowance = min(LOOKUPS_PER_SECOND, self._allowance + (now - self._refilled) * LOOKUPS_PER_SECOND)
+        self._refilled = now
+        if self._allowance < 1:
+            return False
+        self._allowance -= 1
+        return True
+
+    async def refresh(self) -> set[int]:
+        """Reload the active keys; return the ids of keys that were active here and no longer are."""
+        rows = await self.pool.fetch(SQL_ACTIVE)
+        keys = {bytes(r["key_hash"]): Principal(r["role"], name=r["name"], key_id=r["id"]) for r in rows}
+        gone = {p.key_id for h, p in self._keys.items() if h not in keys and p.key_id is not None}
+        self._keys = keys
+        return gone
+
+    async def run(self, revoked: Callable[[set[int]], None], interval: float = 2.0) -> None:
+        """Keep the keys fresh; report revoked ones (their sockets are closed). Postgres away: keep the last."""
+        while True:
+            try:
+                gone = await self.refresh()
+                if gone:
+                    log.info("API keys revoked: %s", ", ".join(map(str, sorted(gone))))
+                    revoked(gone)
+            except DB_DOWN as exc:
+                log.debug("API key refresh failed: %s", exc)
+            await asyncio.sleep(interval)
+
+    # ---- player tokens ------------------------------------------------------------------------------------
 
     def _player(self, token: str) -> Principal:
-        if not self.secret:
-            raise Refused(401, "unauthorized", "player tokens are not enabled on this server")
+        rules = self.rules
+        if not rules.secret:
+            raise Unauthorized("player tokens are not enabled on this server")
+        required = ["exp", "sub"] + (["aud"] if rules.audience else []) + (["iss"] if rules.issuer else [])
         try:
-            claims = jwt.decode(token, self.secret, algorithms=["HS256"], options={"require": ["exp", "sub"]})
+            claims = jwt.decode(
+                token, rules.secret, algorithms=["HS256"], audience=rules.audience, issuer=rules.issuer,
+                options={"require": required},
+            )  # fmt: skip
         except jwt.ExpiredSignatureError:
-            raise Refused(401, "unauthorized", "player token has expired") from None
+            raise Unauthorized("player token has expired") from None
+        except jwt.InvalidAudienceError:
+            raise Unauthorized("player token is for another audience (aud)") from None
+        except jwt.InvalidIssuerError:
+            raise Unauthorized("player token comes from another issuer (iss)") from None
         except jwt.InvalidTokenError as exc:
-            raise Refused(401, "unauthorized", f"invalid player token: {exc}") from None
+            raise Unauthorized(f"invalid player token: {exc}") from None
+        now = time.time()
+        exp, iat = claims["exp"], claims.get("iat")
+        if exp - (iat if isinstance(iat, int | float) and iat <= now else now) > rules.max_lifetime_s:
+            raise Unauthorized(
+                f"player token lives longer than {rules.max_lifetime_s:.0f} s (exp - iat); issue shorter ones"
+            )
         sub = claims.get("sub")
         if not isinstance(sub, str) or not sub:
-            raise Refused(401, "unauthorized", "invalid player token: bad sub")
+            raise Unauthorized("invalid player token: bad sub")
         return Principal("player", user_id=sub)

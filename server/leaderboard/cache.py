@@ -8,7 +8,9 @@ Per board (all keys share the `{board}` hash tag, so a board lives in one Redis 
                               it to max(seq + 1, highest version written * 1024), so it stays below
                               (last version issued + 1) * 1024 and Postgres can vouch for a floor
                               (Store.seq_floor) when Redis is lost or unreachable.
+    lb:{b}:vmax   number      the highest version stored in the board (for the integrity check in ranks.py)
     lb:{b}:ready  flag        present only while the sorted set is complete; absent = read Postgres
+    lb:{b}:verify lease       held by the process checking the board against Postgres this interval
     lb:{b}:lock   lock        held by the process rebuilding the board
     lb:{b}:z~ v~ n~           the next z / v / n while a rebuild loads them
     lb:{b}:ev     channel     change events: {"s": seq, "t": commit time, "c": [[user, old_key, new_key], ...]}
@@ -24,7 +26,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,22 +34,24 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from . import observability as obs
-from .store import BoardInfo, Store, Written
+from .ranking import Member, Position, Standing, TopSlice
+from .store import Written
 
 log = logging.getLogger(__name__)
 
 EVENT_PATTERN = "lb:{*}:ev"
+BOARDS_CHANNEL = "lb:boards"  # a board was created (or changed): processes forget what they cached about it
 
 
 class Keys:
     """Key names of one board."""
 
-    __slots__ = ("ev", "lock", "n", "n_new", "ready", "seq", "v", "v_new", "z", "z_new")
+    __slots__ = ("ev", "lock", "n", "n_new", "ready", "seq", "v", "v_new", "verify", "vmax", "z", "z_new")
 
     def __init__(self, board: str) -> None:
         p = f"lb:{{{board}}}:"
-        self.z, self.v, self.n, self.seq = p + "z", p + "v", p + "n", p + "seq"
-        self.ready, self.lock, self.ev = p + "ready", p + "lock", p + "ev"
+        self.z, self.v, self.n, self.seq, self.vmax = p + "z", p + "v", p + "n", p + "seq", p + "vmax"
+        self.ready, self.lock, self.ev, self.verify = p + "ready", p + "lock", p + "ev", p + "verify"
         self.z_new, self.v_new, self.n_new = p + "z~", p + "v~", p + "n~"  # built by a rebuild, then swapped in
 
 
@@ -55,7 +59,7 @@ def board_of_channel(channel: str) -> str:
     return channel[channel.index("{") + 1 : channel.rindex("}")]
 
 
-# KEYS z v n seq ready; ARGV channel, commit_time, count, count * (member, key, version, name), rank-only members
+# KEYS z v n seq ready vmax; ARGV channel, commit_time, count, count * (member, key, version, name), rank-only members
 _WRITE = """
 local z, v, n, seqk = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local count = tonumber(ARGV[3])
@@ -83,6 +87,7 @@ for _, m in ipairs(members) do
   if s then ranks[#ranks + 1] = redis.call('ZCOUNT', z, '-inf', '(' .. s) + 1 else ranks[#ranks + 1] = 0 end
 end
 local seq = tonumber(redis.call('GET', seqk) or '0')
+if vmax > tonumber(redis.call('GET', KEYS[6]) or '0') then redis.call('SET', KEYS[6], string.format('%.0f', vmax)) end
 if #changes > 0 then
   seq = math.max(seq + 1, vmax * 1024)
   redis.call('SET', seqk, string.format('%.0f', seq))
@@ -139,9 +144,9 @@ end
 return out
 """
 
-# KEYS z v n z~ v~ n~ seq ready ev; ARGV seq floor -- finish a rebuild. The live keys hold only what writers
-# stored since the rebuild emptied them: keep each of those unless the loaded copy is newer, swap the loaded
-# keys in, mark the board ready, and never let seq go back (even when Redis had lost it).
+# KEYS z v n z~ v~ n~ seq ready ev vmax; ARGV seq floor, version floor -- finish a rebuild. The live keys hold
+# only what writers stored since the rebuild emptied them: keep each of those unless the loaded copy is newer,
+# swap the loaded keys in, mark the board ready, and never let seq or vmax go back (even when Redis lost them).
 _SWAP = """
 local live = redis.call('HGETALL', KEYS[2])
 for i = 1, #live, 2 do
@@ -157,6 +162,8 @@ end
 for j = 1, 3 do
   if redis.call('EXISTS', KEYS[j + 3]) == 1 then redis.call('RENAME', KEYS[j + 3], KEYS[j]) end
 end
+local vmax = math.max(tonumber(redis.call('GET', KEYS[10]) or '0'), tonumber(ARGV[2]))
+redis.call('SET', KEYS[10], string.format('%.0f', vmax))
 local seq = math.max(tonumber(redis.call('GET', KEYS[7]) or '0') + 1, tonumber(ARGV[1]))
 redis.call('SET', KEYS[7], string.format('%.0f', seq))
 redis.call('SET', KEYS[8], '1')
@@ -174,7 +181,20 @@ class WriteResult:
     ranks: dict[str, int]  # user_id -> rank (0: not in the set)
 
 
-Item = tuple[str, str | None, int]  # user_id, display name, sort key
+@dataclass(frozen=True, slots=True)
+class State:
+    ready: bool
+    members: int
+    vmax: int  # highest version stored
+    seq: int
+
+
+class NotReady(Exception):
+    """The board is not marked ready in Redis (cold, lost or being rebuilt): ask Postgres."""
+
+    def __init__(self, seq: int = 0) -> None:
+        super().__init__("board not ready in Redis")
+        self.seq = seq
 
 
 def _command(name: bytes, key: str, pairs: int, body: bytes) -> bytes:
@@ -184,25 +204,25 @@ def _command(name: bytes, key: str, pairs: int, body: bytes) -> bytes:
     return b"*%d\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n%s" % (count, len(name), name, len(k), k, body)
 
 
-def _items(flat: Sequence[str], names: Sequence[str | None]) -> list[Item]:
-    return [(flat[i], names[i // 2], int(float(flat[i + 1]))) for i in range(0, len(flat), 2)]
+def _members(flat: Sequence[str], names: Sequence[str | None]) -> list[Member]:
+    return [Member(flat[i], names[i // 2], int(float(flat[i + 1]))) for i in range(0, len(flat), 2)]
+
+
+Pages = AsyncGenerator[tuple[bytes, int, bytes], None]
 
 
 class Cache:
-    """The rank cache. Every method may raise RedisError; callers fall back to Postgres."""
+    """The rank cache. Every method may raise RedisError; reads raise NotReady when the board is not ready.
+    What to do then (ask Postgres, rebuild) is the read model's business (ranks.py)."""
 
-    def __init__(self, client: aioredis.Redis, store: Store, rebuild_batch: int = 10_000) -> None:
+    def __init__(self, client: aioredis.Redis) -> None:
         self.r = client
-        self.store = store
-        self.rebuild_batch = rebuild_batch
         self._write = client.register_script(_WRITE)
         self._top = client.register_script(_TOP)
         self._rank = client.register_script(_RANK)
         self._follow = client.register_script(_FOLLOW)
         self._swap = client.register_script(_SWAP)
         self._unlock = client.register_script(_UNLOCK)
-        self.stale: set[str] = set()  # boards that missed a write (Redis was away): rebuild when it is back
-        self._rebuilds: dict[str, asyncio.Task[None]] = {}
 
     # ---- writes -------------------------------------------------------------------------------------------
 
@@ -217,96 +237,109 @@ class Cache:
         changed = {w.user_id for w in rows}
         others = [u for u in dict.fromkeys(rank_of) if u not in changed]
         args += others
-        ready, seq, ranks = await self._write(keys=[k.z, k.v, k.n, k.seq, k.ready], args=args)
+        ready, seq, ranks = await self._write(keys=[k.z, k.v, k.n, k.seq, k.ready, k.vmax], args=args)
         members = [w.user_id for w in rows] + others
         return WriteResult(bool(ready), int(seq), dict(zip(members, ranks, strict=True)))
 
-    # ---- reads: None means "not ready, ask Postgres" -----------------------------------------------------
+    # ---- reads --------------------------------------------------------------------------------------------
 
-    async def top(self, board: str, offset: int, limit: int) -> tuple[int, tuple[int, int, list[Item]] | None]:
-        """(seq, (total, rank of the first item, items)); the second part is None when not ready."""
+    async def top(self, board: str, offset: int, limit: int) -> TopSlice:
         k = Keys(board)
         res = await self._top(keys=[k.z, k.n, k.seq, k.ready], args=[offset, limit])
         if len(res) == 1:
-            return int(res[0]), None
+            raise NotReady(int(res[0]))
         seq, total, first, flat, names = res
-        return int(seq), (int(total), int(first), _items(flat, names))
+        return TopSlice(int(seq), int(total), offset, int(first), _members(flat, names))
 
-    async def rank(self, board: str, user_id: str, around: int) -> tuple[Any, ...] | None:
-        """(found, total, rank, start, first rank, items, seq) or None when the board is not ready."""
+    async def standing(self, board: str, user_id: str, around: int) -> Standing | None:
+        """The player's standing, or None when they have no entry."""
         k = Keys(board)
         res = await self._rank(keys=[k.z, k.n, k.seq, k.ready], args=[user_id, around])
         if res is None:
-            return None
+            raise NotReady()
         if res[0] == 0:
-            return (False,)
+            return None
         _, total, rank, start, first, flat, names, seq = res
-        return True, int(total), int(rank), int(start), int(first), _items(flat, names), int(seq)
+        page = TopSlice(int(seq), int(total), int(start), int(first), _members(flat, names))
+        return Standing(int(seq), int(total), int(rank), user_id, page)
 
-    async def follow(self, board: str, users: Sequence[str]) -> tuple[int, dict[str, tuple[int, int] | None] | None]:
-        """(seq, {user: (sort key, rank) or None}); the second part is None when the board is not ready."""
+    async def follow(self, board: str, users: Sequence[str]) -> tuple[int, dict[str, Position | None]]:
+        """(seq, {user: position or None})."""
         k = Keys(board)
         res = await self._follow(keys=[k.z, k.seq, k.ready], args=list(users))
         if not res[1]:
-            return int(res[0]), None
-        out: dict[str, tuple[int, int] | None] = {}
+            raise NotReady(int(res[0]))
+        out: dict[str, Position | None] = {}
         for i, user in enumerate(users):
             key, rank = res[2 + 2 * i], res[3 + 2 * i]
-            out[user] = (int(float(key)), int(rank)) if key != "" else None
+            out[user] = Position(int(float(key)), int(rank)) if key != "" else None
         return int(res[0]), out
+
+    async def announce(self, board: str) -> None:
+        await self.r.publish(BOARDS_CHANNEL, board)
+
+    async def seq(self, board: str) -> int:
+        return int(await self.r.get(Keys(board).seq) or 0)
+
+    async def state(self, board: str) -> State:
+        """What the integrity check compares with Postgres, in one round trip."""
+        k = Keys(board)
+        async with self.r.pipeline(transaction=True) as p:
+            p.exists(k.ready)
+            p.zcard(k.z)
+            p.get(k.vmax)
+            p.get(k.seq)
+            ready, members, vmax, seq = await p.execute()
+        return State(bool(ready), int(members), int(vmax or 0), int(seq or 0))
+
+    async def lease(self, board: str, seconds: float) -> bool:
+        """Take the board's verification lease for this interval (one process checks each board)."""
+        return bool(await self.r.set(Keys(board).verify, "1", nx=True, px=int(seconds * 1000)))
+
+    async def identity(self) -> str:
+        """The Redis server's run_id: it changes when Redis restarts or fails over (its data may be older)."""
+        info = await self.r.info("server")
+        return str(info["run_id"])
 
     async def is_ready(self, board: str) -> bool:
         return bool(await self.r.exists(Keys(board).ready))
 
     # ---- rebuild ------------------------------------------------------------------------------------------
 
-    def ensure_rebuild(self, board: str) -> None:
-        """Start a background rebuild of the board in this process unless one is running."""
-        task = self._rebuilds.get(board)
-        if task is None or task.done():
-            self._rebuilds[board] = asyncio.create_task(self._rebuild_quietly(board), name=f"rebuild:{board}")
-
-    async def _rebuild_quietly(self, board: str) -> None:
-        try:
-            await self.rebuild(board)
-        except Exception as exc:  # Redis or Postgres away: the board stays stale and is retried
-            log.warning("rebuild of %s failed: %s", board, exc)
-
-    async def rebuild(self, board: str) -> int | None:
-        """Reload a board in full from Postgres. Returns the member count, or None if another process holds
-        the rebuild lock. Reads go to Postgres until the board is marked ready at the end."""
-        info = await self.store.board(board)
-        if info is None:
-            return 0
+    async def rebuild(
+        self, board: str, pages: Callable[[], Pages], floors: Callable[[], Awaitable[tuple[int, int]]],
+        emptied: Callable[[], None],
+    ) -> int | None:  # fmt: skip
+        """Reload a board in full from `pages()` (Store.scan). Returns the member count, or None if another
+        process holds the rebuild lock. Reads go to Postgres until the board is marked ready at the end;
+        `emptied()` is called once the old contents are gone (every earlier miss is covered from then on);
+        `floors()` gives what seq and vmax must at least be afterwards."""
         k = Keys(board)
         token = uuid.uuid4().hex
         if not await self.r.set(k.lock, token, nx=True, px=30_000):
             return None
         started = time.perf_counter()
-        count = 0
         try:
-            obs.cache_ready(board, False)
+            obs.gauge(obs.CACHE_READY, 0, board)
             # Not ready first, then empty. Writers go on storing committed values (version-checked) in the
             # live keys while we load a snapshot of Postgres into the z~/v~/n~ keys; the swap merges the two.
             async with self.r.pipeline(transaction=True) as p:
                 p.delete(k.ready)
                 p.delete(k.z, k.v, k.n, k.z_new, k.v_new, k.n_new)
                 await p.execute()
-            # From here on the scan covers every earlier miss; a write that fails during the scan marks the
-            # board stale again, and so does a failure of this rebuild (below), so the watcher retries.
-            self.stale.discard(board)
-            count = await self._load(k, self.store.scan(board, self.rebuild_batch))
+            emptied()
+            count = await self._load(k, pages())
             await self._swap(
-                keys=[k.z, k.v, k.n, k.z_new, k.v_new, k.n_new, k.seq, k.ready, k.ev],
-                args=[await self.store.seq_floor()],
+                keys=[k.z, k.v, k.n, k.z_new, k.v_new, k.n_new, k.seq, k.ready, k.ev, k.vmax], args=[*await floors()]
             )
-            obs.cache_ready(board, True)
-            obs.rebuild(board, "ok", time.perf_counter() - started)
+            obs.gauge(obs.CACHE_READY, 1, board)
+            obs.count(obs.REBUILDS, 1, board, "ok")
+            obs.observe(obs.REBUILD_SECONDS, time.perf_counter() - started, board)
             log.info("rebuilt board %s: %d members in %.2fs", board, count, time.perf_counter() - started)
             return count
         except BaseException:
-            self.stale.add(board)
-            obs.rebuild(board, "error", time.perf_counter() - started)
+            obs.count(obs.REBUILDS, 1, board, "error")
+            obs.observe(obs.REBUILD_SECONDS, time.perf_counter() - started, board)
             raise
         finally:
             try:
@@ -314,7 +347,7 @@ class Cache:
             except RedisError:
                 pass
 
-    async def _load(self, k: Keys, pages: AsyncGenerator[tuple[bytes, int, bytes], None]) -> int:
+    async def _load(self, k: Keys, pages: Pages) -> int:
         """Stream the pages Postgres encoded (store.scan) into the z~/v~/n~ keys as raw commands, reading the
         next page while Redis stores this one. Returns the member count."""
         targets = {b"ZADD": (b"ZADD", k.z_new), b"HSET-V": (b"HSET", k.v_new), b"HSET-N": (b"HSET", k.n_new)}
@@ -338,16 +371,3 @@ class Cache:
             await asyncio.gather(ahead, return_exceptions=True)
             await pages.aclose()
             await self.r.connection_pool.release(con)
-
-    async def warm(self, boards: Sequence[BoardInfo]) -> None:
-        """At start-up: rebuild every board that is not marked ready (a cold or lost Redis)."""
-        for b in boards:
-            ready = await self.is_ready(b.id)
-            obs.cache_ready(b.id, ready)
-            if not ready:
-                self.ensure_rebuild(b.id)
-
-    async def close(self) -> None:
-        for task in self._rebuilds.values():
-            task.cancel()
-        await asyncio.gather(*self._rebuilds.values(), return_exceptions=True)

@@ -266,9 +266,8 @@ def keys(args: argparse.Namespace) -> int:
                     _say(f"no active key with id {args.id} (`leaderboard keys list` shows them)")
                     return 1
                 print(
-                    f"revoked {row['role']} key {args.id} {row['name']!r}: new requests and WebSocket "
-                    f"connections with it are refused within {auth._CACHE_TTL:g} s; sockets that "
-                    f"authenticated with it before stay open until they disconnect"
+                    f"revoked {row['role']} key {args.id} {row['name']!r}: within a few seconds every server "
+                    f"refuses it and closes the WebSockets that authenticated with it (1008)"
                 )
             return 0
         finally:
@@ -289,6 +288,7 @@ def rebuild(args: argparse.Namespace) -> int:
     import redis.asyncio as aioredis
 
     from .cache import Cache
+    from .ranks import Ranks
     from .store import Store
 
     async def run(dsn: str, url: str) -> int:
@@ -296,7 +296,7 @@ def rebuild(args: argparse.Namespace) -> int:
         client = aioredis.from_url(url, decode_responses=True)
         try:
             store = Store(pool)
-            cache = Cache(client, store, s.rebuild_batch)
+            cache = Ranks(Cache(client), store, s.rebuild_batch)
             boards = [args.board] if args.board else [b.id for b in await store.boards()]
             for board in boards:
                 if await store.board(board) is None:

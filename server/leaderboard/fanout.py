@@ -16,8 +16,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
@@ -25,11 +25,12 @@ from redis.exceptions import RedisError
 
 from . import observability as obs
 from . import ranking
-from .cache import EVENT_PATTERN, Cache, Keys, board_of_channel
+from .cache import BOARDS_CHANNEL, EVENT_PATTERN, board_of_channel
+from .errors import Refused
 from .outbox import Encoded, Outbox
-from .protocol import Refused, encode
-from .service import Leaderboard
-from .store import BoardInfo, Store
+from .protocol import Entry, encode, entries
+from .ranks import Ranks
+from .store import BoardInfo
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,8 @@ class _Board:
     info: BoardInfo
     top: dict[int, set[Outbox]] = field(default_factory=dict)  # limit -> subscribers
     follows: dict[str, _Follow] = field(default_factory=dict)
-    last_top: dict[int, Any] = field(default_factory=dict)  # limit -> entries last pushed
+    last_top: dict[int, list[Entry]] = field(default_factory=dict)  # limit -> entries last pushed
+    last_msg: dict[int, Encoded] = field(default_factory=dict)  # limit -> the frame last pushed
     cut: tuple[int, float] = (0, 0.0)  # (entries, key of the last) in the last snapshot read
     changes: list[tuple[str, float | None, float]] = field(default_factory=list)
     oldest_commit: float | None = None
@@ -59,10 +61,11 @@ class Hub:
     """Per-process subscription registry, pub/sub listener and debounced flusher."""
 
     def __init__(
-        self, client: aioredis.Redis, cache: Cache, store: Store, lb: Leaderboard, push_interval: float
+        self, client: aioredis.Redis, ranks: Ranks, push_interval: float, board_changed: Callable[[str | None], None]
     ) -> None:
-        self.r, self.cache, self.store, self.lb, self.interval = client, cache, store, lb, push_interval
+        self.r, self.ranks, self.interval, self.board_changed = client, ranks, push_interval, board_changed
         self.boards: dict[str, _Board] = {}
+        self.listening = False  # while not, changes go unseen here: no snapshot may be reused
         self._tasks: set[asyncio.Task[None]] = set()
 
     # ---- subscriptions ------------------------------------------------------------------------------------
@@ -71,24 +74,33 @@ class Hub:
         b = self.boards.setdefault(board.id, _Board(board))
         for subs in b.top.values():
             subs.discard(mb)
+        first = limit not in b.top
         b.top.setdefault(limit, set()).add(mb)
         mb.subs.add(("top", board.id, ""))
-        obs.subscribers(board.id, "top", sum(len(s) for s in b.top.values()))
+        obs.gauge(obs.SUBSCRIBERS, _count(b, "top"), board.id, "top")
+        key = ("top", board.id, "")
+        cached = b.last_msg.get(limit)
+        if cached is not None and self.listening and not (b.changes or b.full or b.scheduled):
+            mb.push(key, cached)  # what every subscriber of this limit has, and nothing changed since
+            return
         seq, entries, total = await self._snapshot(b, limit)
-        mb.push(("top", board.id, ""), _top_message(board.id, seq, total, entries))
+        message = _top_message(board.id, seq, total, entries)
+        if first:  # the only subscriber of this limit: what it got is what the next flush compares with
+            b.last_top[limit], b.last_msg[limit] = entries, message
+        mb.push(key, message)
 
     async def subscribe_rank(self, mb: Outbox, board: BoardInfo, user_id: str) -> None:
         b = self.boards.setdefault(board.id, _Board(board))
         f = b.follows.get(user_id)
         if f is None:
             f = b.follows[user_id] = _Follow()
-            seq, found = await self._follow(b, [user_id])
-            f.key, f.rank = found[user_id] or (None, None)
+            seq, found = await self.ranks.follow(board, [user_id])
+            _place(f, found[user_id])
         else:
-            seq = await self._seq(board.id)
+            seq = await self.ranks.seq(board)
         f.mailboxes.add(mb)
         mb.subs.add(("rank", board.id, user_id))
-        obs.subscribers(board.id, "rank", sum(len(x.mailboxes) for x in b.follows.values()))
+        obs.gauge(obs.SUBSCRIBERS, _count(b, "rank"), board.id, "rank")
         mb.push(("rank", board.id, user_id), _rank_message(b.info, user_id, f, None, seq))
 
     def unsubscribe(self, mb: Outbox, topic: str, board_id: str, user_id: str = "") -> None:
@@ -102,13 +114,14 @@ class Hub:
                 if not subs:
                     del b.top[limit]
                     b.last_top.pop(limit, None)
+                    b.last_msg.pop(limit, None)
         else:
             f = b.follows.get(user_id)
             if f is not None:
                 f.mailboxes.discard(mb)
                 if not f.mailboxes:
                     del b.follows[user_id]
-        obs.subscribers(board_id, topic, _count(b, topic))
+        obs.gauge(obs.SUBSCRIBERS, _count(b, topic), board_id, topic)
         if not b.top and not b.follows:
             del self.boards[board_id]
 
@@ -125,13 +138,18 @@ class Hub:
             try:
                 async with self.r.pubsub() as ps:
                     await ps.psubscribe(EVENT_PATTERN)
+                    await ps.subscribe(BOARDS_CHANNEL)
+                    self.board_changed(None)  # announcements missed while disconnected
                     for board_id in list(self.boards):
                         self._dirty(board_id, full=True)
-                    backoff = 0.1
+                    self.listening, backoff = True, 0.1
                     async for msg in ps.listen():
                         if msg["type"] == "pmessage":
                             self.on_event(msg["channel"], msg["data"])
+                        elif msg["type"] == "message":
+                            self.board_changed(msg["data"])
             except (RedisError, OSError) as exc:
+                self.listening = False
                 log.warning("pub/sub listener lost Redis (%s); retrying in %.1fs", exc, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
@@ -182,6 +200,8 @@ class Hub:
             with obs.background_task("fanout.flush"):
                 if b.top and (full or _touches_top(b, changes)):
                     sent += await self._flush_top(b)
+                elif changes:
+                    b.last_msg.clear()  # the total moved: the next subscriber reads afresh
                 if b.follows:
                     users = (
                         list(b.follows) if full else ranking.affected({u: f.key for u, f in b.follows.items()}, changes)
@@ -194,7 +214,7 @@ class Hub:
         finally:
             b.scheduled = False
             if oldest is not None and sent:
-                obs.push(max(0.0, time.time() - oldest), sent)
+                obs.observe(obs.PUSH_SECONDS, max(0.0, time.time() - oldest))
             if b.full or b.changes:
                 self._dirty(board_id)
 
@@ -203,62 +223,42 @@ class Hub:
         sent = 0
         for limit, mailboxes in b.top.items():
             page = entries[:limit]
-            if page == b.last_top.get(limit):
+            unchanged = page == b.last_top.get(limit)
+            # The latest read, pushed or not, is what a new subscriber of this limit gets while nothing changes.
+            text = b.last_msg[limit] = _top_message(b.info.id, seq, total, page)
+            if unchanged:
                 continue
             b.last_top[limit] = page
-            text = _top_message(b.info.id, seq, total, page)
             for mb in mailboxes:
                 mb.push(("top", b.info.id, ""), text)
             sent += len(mailboxes)
-        obs.ws_message_out("top", sent)
+        obs.count(obs.WS_OUT, sent, "top")
         return sent
 
     async def _flush_ranks(self, b: _Board, users: list[str]) -> int:
-        seq, found = await self._follow(b, users)
+        seq, found = await self.ranks.follow(b.info, users)
         sent = 0
         for user in users:
             f = b.follows.get(user)
             if f is None:
                 continue
-            key, rank = found.get(user) or (None, None)
-            if (key, rank) == (f.key, f.rank):
+            previous = (f.key, f.rank)
+            _place(f, found.get(user))
+            if (f.key, f.rank) == previous:
                 continue
-            previous = f.rank
-            f.key, f.rank = key, rank
-            text = _rank_message(b.info, user, f, previous, seq)
+            text = _rank_message(b.info, user, f, previous[1], seq)
             for mb in f.mailboxes:
                 mb.push(("rank", b.info.id, user), text)
             sent += len(f.mailboxes)
-        obs.ws_message_out("rank", sent)
+        obs.count(obs.WS_OUT, sent, "rank")
         return sent
 
-    # ---- reads: Redis when the board is ready, else Postgres ----------------------------------------------
-
-    async def _seq(self, board_id: str) -> int:
-        try:
-            return int(await self.r.get(Keys(board_id).seq) or 0)
-        except RedisError:
-            return await self.store.seq_floor()
-
-    async def _snapshot(self, b: _Board, limit: int) -> tuple[int, list[dict[str, Any]], int]:
-        """(seq, entries, total) of the board's top `limit`: the same page GET /api/leaderboard/top serves."""
-        page = await self.lb.top(b.info.id, limit, 0)
-        entries = [e.model_dump() for e in page.entries]
+    async def _snapshot(self, b: _Board, limit: int) -> tuple[int, list[Entry], int]:
+        """(seq, entries, total) of the board's top `limit`: the same read GET /api/leaderboard/top serves."""
+        page = await self.ranks.top(b.info, 0, limit)
         if limit == max(b.top, default=limit):
-            last = float(ranking.sort_key(entries[-1]["score"], b.info.sort)) if entries else 0.0
-            b.cut = (len(entries), last)
-        return page.seq, entries, page.total
-
-    async def _follow(self, b: _Board, users: list[str]) -> tuple[int, dict[str, tuple[int, int] | None]]:
-        try:
-            seq, found = await self.cache.follow(b.info.id, users)
-        except RedisError:
-            obs.redis_fallback("follow")
-            seq, found = await self.store.seq_floor(), None
-        if found is None:
-            seq = seq or await self.store.seq_floor()
-            found = await self.store.follow(b.info.id, users)
-        return seq, found
+            b.cut = (len(page.members), float(page.members[-1].key) if page.members else 0.0)
+        return page.seq, entries(page, b.info.sort), page.total
 
     async def close(self) -> None:
         for task in list(self._tasks):
@@ -280,8 +280,12 @@ def _touches_top(b: _Board, changes: list[tuple[str, float | None, float]]) -> b
     return any(new <= cut or (old is not None and old <= cut) for _, old, new in changes)
 
 
-def _top_message(board: str, seq: int, total: int, entries: list[dict[str, Any]]) -> Encoded:
-    return Encoded(encode({"type": "top", "board": board, "seq": seq, "total": total, "entries": entries}))
+def _place(f: _Follow, at: ranking.Position | None) -> None:
+    f.key, f.rank = (at.key, at.rank) if at is not None else (None, None)
+
+
+def _top_message(board: str, seq: int, total: int, page: list[Entry]) -> Encoded:
+    return Encoded(encode({"type": "top", "board": board, "seq": seq, "total": total, "entries": page}))
 
 
 def _rank_message(info: BoardInfo, user: str, f: _Follow, previous: int | None, seq: int) -> Encoded:

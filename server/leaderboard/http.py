@@ -1,10 +1,14 @@
-"""REST transport: parse the request, call the service, map errors to RFC 9457 problem responses."""
+"""REST transport: parse the request, call the service, map errors to RFC 9457 problem responses.
+
+The routes (paths, methods, OpenAPI description) are listed once, in openapi.py's ROUTES; `handlers()` gives
+the function behind each route name.
+"""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol, TypeVar
 
 import orjson
 from pydantic import BaseModel, ValidationError
@@ -12,88 +16,86 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from .protocol import BoardCreate, Refused, Submission, describe
+from .auth import Authenticator, Principal
+from .errors import TITLES, Invalid, NotFound, Refused, Unauthorized
+from .protocol import BOARD_ID_PATTERN, BOARD_ID_RULE, USER_ID_PATTERN, USER_ID_RULE, BoardCreate, Submission, describe
+from .service import Service
+from .settings import Settings
 
 MAX_BODY = 16 * 1024
+MAX_OFFSET = 10_000_000
 M = TypeVar("M", bound=BaseModel)
-_BOARD = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
-_USER = re.compile(r"^[A-Za-z0-9_.:@-]{1,64}$")
-
-_TITLES = {
-    400: "Bad request", 401: "Unauthorized", 403: "Forbidden", 404: "Not found", 405: "Method not allowed",
-    409: "Conflict", 413: "Payload too large", 415: "Unsupported media type", 422: "Unprocessable content",
-    500: "Internal server error", 503: "Service unavailable",
-}  # fmt: skip
+_BOARD = re.compile(BOARD_ID_PATTERN)
+_USER = re.compile(USER_ID_PATTERN)
 _CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+
+
+class Context(Protocol):
+    """What the REST handlers need from the app's lifespan."""
+
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def service(self) -> Service: ...
+    @property
+    def auth(self) -> Authenticator: ...
 
 
 class JSON(Response):
     media_type = "application/json"
 
     def render(self, content: Any) -> bytes:
-        if isinstance(content, BaseModel):
-            return content.__pydantic_serializer__.to_json(content)
         return orjson.dumps(content)
 
 
-def problem(status: int, code: str, detail: str, errors: list[dict[str, Any]] | None = None) -> Response:
+def problem(exc: Refused, headers: Mapping[str, str] | None = None) -> Response:
     body: dict[str, Any] = {
-        "type": f"/problems/{code.replace('_', '-')}", "title": _TITLES.get(status, "Error"), "status": status,
-        "detail": detail, "code": code,
+        "type": f"/problems/{exc.code.replace('_', '-')}", "title": TITLES.get(exc.status, "Error"),
+        "status": exc.status, "detail": exc.detail, "code": exc.code,
     }  # fmt: skip
-    if errors is not None:
-        body["errors"] = errors
-    headers = {"WWW-Authenticate": 'Bearer realm="leaderboard"'} if status == 401 else None
-    return Response(orjson.dumps(body), status, headers=headers, media_type="application/problem+json")
+    if isinstance(exc, Invalid) and exc.errors:
+        body["errors"] = exc.errors
+    if exc.status == 401:
+        headers = {**(headers or {}), "WWW-Authenticate": 'Bearer realm="leaderboard"'}
+    return Response(orjson.dumps(body), exc.status, headers=headers, media_type="application/problem+json")
 
 
 def refused(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, Refused)
-    return problem(exc.status, exc.code, exc.detail)
+    return problem(exc)
 
 
 def http_error(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = _CODES.get(exc.status_code, "error")
     detail = exc.detail if exc.status_code != 404 else "no such route"
-    return problem(exc.status_code, code, str(detail))
+    return problem(Refused(str(detail), code=code, status=exc.status_code), exc.headers)
 
 
 async def body_of(request: Request, model: type[M]) -> M:
     """Read and validate a JSON body, or raise Refused (413 / 415 / 400 / 422)."""
     ctype = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
     if ctype != "application/json" and not ctype.endswith("+json"):
-        raise Refused(415, "unsupported_media_type", "send the body as application/json")
+        raise Refused("send the body as application/json", status=415, code="unsupported_media_type")
     declared = request.headers.get("content-length")
+    too_big = Refused(f"body is larger than {MAX_BODY} bytes", status=413, code="payload_too_large")
     if declared is not None and declared.isdigit() and int(declared) > MAX_BODY:
-        raise Refused(413, "payload_too_large", f"body is larger than {MAX_BODY} bytes")
+        raise too_big
     raw = bytearray()
     async for chunk in request.stream():
         raw += chunk
         if len(raw) > MAX_BODY:
-            raise Refused(413, "payload_too_large", f"body is larger than {MAX_BODY} bytes")
+            raise too_big
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        raise Refused(400, "bad_request", "body is not valid JSON") from None
+        raise Refused("body is not valid JSON") from None
     if not isinstance(data, dict):
-        raise Refused(422, "validation_error", "body must be a JSON object")
+        raise Invalid("body must be a JSON object", [{"loc": ["body"], "msg": "must be a JSON object"}])
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        detail, errors = describe(exc)
-        raise _Invalid(detail, errors) from None
-
-
-class _Invalid(Refused):
-    def __init__(self, detail: str, errors: list[dict[str, Any]]) -> None:
-        super().__init__(422, "validation_error", detail)
-        self.errors = errors
-
-
-def invalid(_: Request, exc: Exception) -> Response:
-    assert isinstance(exc, _Invalid)
-    return problem(422, "validation_error", exc.detail, exc.errors)
+        raise describe(exc) from None
 
 
 def int_param(request: Request, name: str, default: int, lo: int, hi: int) -> int:
@@ -103,11 +105,10 @@ def int_param(request: Request, name: str, default: int, lo: int, hi: int) -> in
     try:
         value = int(raw)
     except ValueError:
-        raise _Invalid(f"{name}: must be an integer", [{"loc": ["query", name], "msg": "not an integer"}]) from None
+        raise Invalid(f"{name}: must be an integer", [{"loc": ["query", name], "msg": "not an integer"}]) from None
     if not lo <= value <= hi:
-        raise _Invalid(
-            f"{name}: must be between {lo} and {hi}",
-            [{"loc": ["query", name], "msg": f"between {lo} and {hi}"}],
+        raise Invalid(
+            f"{name}: must be between {lo} and {hi}", [{"loc": ["query", name], "msg": f"between {lo} and {hi}"}]
         )
     return value
 
@@ -115,71 +116,69 @@ def int_param(request: Request, name: str, default: int, lo: int, hi: int) -> in
 def board_param(request: Request) -> str:
     board = request.query_params.get("board", "global")
     if not _BOARD.match(board):
-        raise _Invalid("board: not a valid board id", [{"loc": ["query", "board"], "msg": "invalid board id"}])
+        raise Invalid(f"board: {BOARD_ID_RULE}", [{"loc": ["query", "board"], "msg": BOARD_ID_RULE}])
     return board
 
 
 def user_param(user_id: str) -> str:
     if not _USER.match(user_id):
-        raise _Invalid(
-            "user_id: 1-64 characters of A-Z a-z 0-9 _ . : @ -",
-            [{"loc": ["path", "user_id"], "msg": "invalid"}],
-        )
+        raise Invalid(f"user_id: {USER_ID_RULE}", [{"loc": ["path", "user_id"], "msg": USER_ID_RULE}])
     return user_id
 
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
-def make_routes() -> dict[str, Endpoint]:
-    """The REST endpoints; each finds the services on request.app.state. Routes and OpenAPI: app.py."""
+def handlers(context: Callable[[], Context]) -> dict[str, Endpoint]:
+    """The REST endpoints by route name; `context()` gives what the lifespan started."""
 
-    async def who(request: Request, read: bool) -> Any:
-        svc = request.app.state.services
-        principal = await svc.auth.from_header(request.headers.get("authorization"))
-        if read and not principal.can_read(svc.settings.public_read):
-            raise Refused(401, "unauthorized", "reads need an API key or a player token on this server")
+    async def who(request: Request, read: bool) -> Principal:
+        ctx = context()
+        principal = await ctx.auth.from_header(request.headers.get("authorization"), request.headers.get("x-api-key"))
+        if read and not principal.can_read(ctx.settings.public_read):
+            raise Unauthorized("reads need an API key or a player token on this server")
         return principal
 
     async def submit(request: Request) -> Response:
         principal = await who(request, read=False)
         if principal.role == "anonymous":
-            raise Refused(401, "unauthorized", "submitting needs an API key or a player token")
+            raise Unauthorized("submitting needs an API key or a player token")
         sub = await body_of(request, Submission)
-        return JSON(await request.app.state.services.lb.submit(principal, sub))
+        return JSON(await context().service.submit(principal, sub))
 
     async def top(request: Request) -> Response:
         await who(request, read=True)
         board = board_param(request)
         limit = int_param(request, "limit", 10, 1, 100)
-        offset = int_param(request, "offset", 0, 0, 10_000_000)
-        return JSON(await request.app.state.services.lb.top(board, limit, offset))
+        offset = int_param(request, "offset", 0, 0, MAX_OFFSET)
+        return JSON(await context().service.top(board, limit, offset))
 
     async def rank(request: Request) -> Response:
         await who(request, read=True)
         user = user_param(request.path_params["user_id"])
         board = board_param(request)
         around = int_param(request, "around", 0, 0, 25)
-        return JSON(await request.app.state.services.lb.rank(board, user, around))
+        return JSON(await context().service.rank(board, user, around))
 
     async def list_boards(request: Request) -> Response:
         await who(request, read=True)
-        return JSON({"boards": [b.public() for b in await request.app.state.services.lb.boards()]})
+        return JSON({"boards": [b.public() for b in await context().service.boards()]})
 
     async def get_board(request: Request) -> Response:
         await who(request, read=True)
         board_id = request.path_params["board_id"]
         if not _BOARD.match(board_id):
-            raise Refused(404, "not_found", "no such board")
-        info = await request.app.state.services.lb.board(board_id)
-        return JSON({**info.public(), "total": await request.app.state.services.lb.board_total(info)})
+            raise NotFound("no such board")
+        service = context().service
+        info = await service.board(board_id)
+        return JSON(info.detail(await service.board_total(info)))
 
     async def create_board(request: Request) -> Response:
         principal = await who(request, read=False)
         if principal.role == "anonymous":
-            raise Refused(401, "unauthorized", "creating boards needs an admin key")
+            raise Unauthorized("creating boards needs an admin key")
         spec = await body_of(request, BoardCreate)
-        info = await request.app.state.services.lb.create_board(principal, spec)
+        info = await context().service.create_board(principal, spec)
         return JSON(info.public(), status_code=201)
 
     return {

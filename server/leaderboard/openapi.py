@@ -1,94 +1,128 @@
-"""The OpenAPI 3.1 document of the REST API, built from the same pydantic models that validate requests."""
+"""Every HTTP route, listed once, and the OpenAPI 3.1 document generated from the list.
+
+app.py builds the Starlette routes from ROUTES; the request and reply schemas come from the same models that
+validate and encode them (protocol.py).
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import TypeAdapter
 
 from . import __version__
-from .protocol import Ack, Board, BoardCreate, PlayerRank, Problem, Submission, TopPage
+from .http import MAX_OFFSET
+from .protocol import (
+    BOARD_ID_PATTERN,
+    USER_ID_PATTERN,
+    Ack,
+    Board,
+    BoardCreate,
+    BoardDetail,
+    PlayerRank,
+    Problem,
+    Submission,
+    TopPage,
+)
 
-_MODELS: list[type[BaseModel]] = [Submission, Ack, TopPage, PlayerRank, Board, BoardCreate, Problem]
+PUBLIC, BEARER, NONE = "public", "bearer", "none"
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    where: str  # query | path
+    schema: dict[str, Any]
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str
+    name: str  # the handler's name (http.handlers() or app.py's operational endpoints)
+    summary: str
+    security: str = PUBLIC  # public: a credential is optional (reads); bearer: required; none: no auth at all
+    body: type | None = None
+    reply: type | None = None
+    status: int = 200
+    problems: tuple[int, ...] = ()
+    params: tuple[Param, ...] = field(default_factory=tuple)
+    content_type: str = "application/json"
+
+
+def _int(lo: int, hi: int, default: int) -> dict[str, Any]:
+    return {"type": "integer", "minimum": lo, "maximum": hi, "default": default}
+
+
+BOARD_Q = Param("board", "query", {"type": "string", "default": "global", "pattern": BOARD_ID_PATTERN}, "board id")
+
+ROUTES: tuple[Route, ...] = (
+    Route("POST", "/api/leaderboard/submit", "submit", "Submit a score (acknowledged after the Postgres commit)",
+          BEARER, Submission, Ack, problems=(400, 401, 403, 404, 409, 413, 415, 422, 503)),
+    Route("GET", "/api/leaderboard/top", "top", "A page of the board, best first", reply=TopPage,
+          problems=(401, 404, 422, 503),
+          params=(BOARD_Q, Param("limit", "query", _int(1, 100, 10), "entries"),
+                  Param("offset", "query", _int(0, MAX_OFFSET, 0), "entries to skip"))),
+    Route("GET", "/api/leaderboard/rank/{user_id}", "rank", "A player's rank, score, percentile and neighbours",
+          reply=PlayerRank, problems=(401, 404, 422, 503),
+          params=(Param("user_id", "path", {"type": "string", "pattern": USER_ID_PATTERN}), BOARD_Q,
+                  Param("around", "query", _int(0, 25, 0), "entries above and below to include"))),
+    Route("GET", "/api/leaderboards", "list_boards", "List boards", reply=dict, problems=(401, 503)),
+    Route("POST", "/api/leaderboards", "create_board", "Create a board (admin)", BEARER, BoardCreate, Board, 201,
+          (400, 401, 403, 409, 413, 415, 422, 503)),
+    Route("GET", "/api/leaderboards/{board_id}", "get_board", "One board, with its entry count",
+          reply=BoardDetail, problems=(401, 404, 503),
+          params=(Param("board_id", "path", {"type": "string"}),)),
+    Route("GET", "/healthz", "healthz", "Liveness", NONE),
+    Route("GET", "/readyz", "readyz", "Readiness: Postgres, Redis and migrations", NONE, problems=(503,)),
+    Route("GET", "/metrics", "metrics", "Prometheus metrics", NONE, content_type="text/plain"),
+    Route("GET", "/api/openapi.json", "openapi", "This document", NONE),
+)  # fmt: skip
 
 
 def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
+def _operation(route: Route, schemas: dict[str, Any]) -> dict[str, Any]:
+    def schema_of(model: type) -> dict[str, Any]:
+        if model is dict:
+            return {"type": "object", "properties": {"boards": {"type": "array", "items": _ref("Board")}}}
+        found = TypeAdapter(model).json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(found.pop("$defs", {}))
+        schemas[model.__name__] = found
+        return _ref(model.__name__)
 
-
-def _problems(*statuses: int) -> dict[str, Any]:
-    return {
-        str(s): {"description": "Problem details (RFC 9457)",
-                 "content": {"application/problem+json": {"schema": _ref("Problem")}}}
-        for s in statuses
-    }  # fmt: skip
-
-
-def _q(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
-
-
-BOARD_Q = _q("board", {"type": "string", "default": "global", "pattern": "^[a-z0-9][a-z0-9_-]{0,63}$"}, "board id")
-BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
+    op: dict[str, Any] = {"summary": route.summary, "operationId": route.name}
+    if route.security == BEARER:
+        op["security"] = [{"bearer": []}]
+    elif route.security == PUBLIC:
+        op["security"] = [{}, {"bearer": []}]
+    if route.params:
+        op["parameters"] = [
+            {"name": p.name, "in": p.where, "required": p.where == "path", "schema": p.schema,
+             **({"description": p.description} if p.description else {})}
+            for p in route.params
+        ]  # fmt: skip
+    if route.body is not None:
+        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": schema_of(route.body)}}}
+    ok: dict[str, Any] = {"description": "OK"}
+    if route.reply is not None:
+        ok["content"] = {route.content_type: {"schema": schema_of(route.reply)}}
+    problem = {"description": "Problem details (RFC 9457)",
+               "content": {"application/problem+json": {"schema": _ref("Problem")}}}  # fmt: skip
+    op["responses"] = {str(route.status): ok, **{str(s): problem for s in route.problems}}
+    return op
 
 
 def document() -> dict[str, Any]:
     schemas: dict[str, Any] = {}
-    for model in _MODELS:
-        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
-        schemas.update(schema.pop("$defs", {}))
-        schemas[model.__name__] = schema
-    paths = {
-        "/api/leaderboard/submit": {"post": {
-            "summary": "Submit a score (acknowledged after the Postgres commit)", "security": BEARER,
-            "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("Submission")}}},
-            "responses": {"200": _json(_ref("Ack"), "Committed (or a duplicate of a committed submission)"),
-                          **_problems(400, 401, 403, 404, 409, 413, 415, 422, 503)},
-        }},
-        "/api/leaderboard/top": {"get": {
-            "summary": "A page of the board, best first", "security": [{}, *BEARER],
-            "parameters": [BOARD_Q, _q("limit", {"type": "integer", "minimum": 1, "maximum": 100, "default": 10},
-                                       "entries"),
-                           _q("offset", {"type": "integer", "minimum": 0, "default": 0}, "entries to skip")],
-            "responses": {"200": _json(_ref("TopPage"), "The page"), **_problems(401, 404, 422, 503)},
-        }},
-        "/api/leaderboard/rank/{user_id}": {"get": {
-            "summary": "A player's rank, score, percentile and neighbours", "security": [{}, *BEARER],
-            "parameters": [
-                {"name": "user_id", "in": "path", "required": True,
-                 "schema": {"type": "string", "pattern": "^[A-Za-z0-9_.:@-]{1,64}$"}},
-                BOARD_Q, _q("around", {"type": "integer", "minimum": 0, "maximum": 25, "default": 0},
-                            "entries above and below to include")],
-            "responses": {"200": _json(_ref("PlayerRank"), "The player's standing"),
-                          **_problems(401, 404, 422, 503)},
-        }},
-        "/api/leaderboards": {
-            "get": {"summary": "List boards", "security": [{}, *BEARER],
-                    "responses": {"200": _json({"type": "object", "properties": {
-                        "boards": {"type": "array", "items": _ref("Board")}}}, "Boards"), **_problems(401, 503)}},
-            "post": {"summary": "Create a board (admin)", "security": BEARER,
-                     "requestBody": {"required": True,
-                                     "content": {"application/json": {"schema": _ref("BoardCreate")}}},
-                     "responses": {"201": _json(_ref("Board"), "Created"),
-                                   **_problems(400, 401, 403, 409, 413, 415, 422, 503)}},
-        },
-        "/api/leaderboards/{board_id}": {"get": {
-            "summary": "One board, with its entry count", "security": [{}, *BEARER],
-            "parameters": [{"name": "board_id", "in": "path", "required": True, "schema": {"type": "string"}}],
-            "responses": {"200": _json(_ref("Board"), "The board"), **_problems(401, 404, 503)},
-        }},
-        "/healthz": {"get": {"summary": "Liveness", "responses": {"200": {"description": "Process is up"}}}},
-        "/readyz": {"get": {"summary": "Readiness: Postgres, Redis and migrations",
-                            "responses": {"200": {"description": "Ready"}, **_problems(503)}}},
-        "/metrics": {"get": {"summary": "Prometheus metrics",
-                             "responses": {"200": {"description": "text/plain; version=0.0.4"}}}},
-        "/api/openapi.json": {"get": {"summary": "This document",
-                                      "responses": {"200": {"description": "OpenAPI 3.1"}}}},
-    }  # fmt: skip
+    paths: dict[str, dict[str, Any]] = {}
+    for route in ROUTES:
+        paths.setdefault(route.path, {})[route.method.lower()] = _operation(route, schemas)
+    schemas["Problem"] = TypeAdapter(Problem).json_schema()
     return {
         "openapi": "3.1.0",
         "info": {"title": "Leaderboard", "version": __version__,

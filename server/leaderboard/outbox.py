@@ -20,7 +20,7 @@ from typing import Any
 from websockets.protocol import State
 
 from . import observability as obs
-from .protocol import CLOSE_BEHIND
+from .errors import CLOSE_BEHIND
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +118,8 @@ class Outbox:
                 self.blocked_since = asyncio.get_running_loop().time() if (self.replies or self.pending) else None
         except Exception:  # the peer went away; the receive loop sees the disconnect
             self.closed = True
+            self.replies.clear()
+            self._room()  # a receive loop held back by wait_room() must go on to see it
         finally:
             self._sender = None
             self.blocked_since = None
@@ -164,7 +166,7 @@ async def watchdog(outboxes: Callable[[], Iterable[Outbox]], limit: float) -> No
         for box in list(outboxes()):
             if not box.closed and box.behind(now, limit):
                 log.warning("closing a socket that stopped reading its pushes (1013)")
-                obs.slow_socket_closed()
+                obs.count(obs.SLOW_SOCKETS)
                 task = asyncio.create_task(box.close_behind())
                 closing.add(task)
                 task.add_done_callback(closing.discard)

@@ -1,4 +1,4 @@
-"""Wire protocol: request bodies, WebSocket frames, error codes and close codes. No I/O.
+"""Wire protocol: request bodies, replies, WebSocket frames and their validation. No I/O.
 
 Client -> server frames (JSON objects with a `type`; an optional `ref` is echoed in the reply):
     auth        {token}                                   -> auth {ok, role, user_id}
@@ -8,36 +8,58 @@ Client -> server frames (JSON objects with a `type`; an optional `ref` is echoed
     unsubscribe {board?, topics, user_id?}                             -> unsubscribed
     ping        {}                                                     -> pong
 Server -> client pushes:
-    top   {board, seq, total, entries: [{rank, user_id, display_name, score}]}   latest wins, debounced
-    rank  {board, user_id, rank, previous_rank, score, seq}                       debounced
-    error {ref, code, detail}                                                     the socket stays open
-Close codes: 1000 normal, 1008 auth failed / submit without rights, 1009 frame too big, 1011 server error,
-1012 server restarting (drain), 1013 socket fell behind (did not read its pushes in time).
+    top    {board, seq, total, entries: [{rank, user_id, display_name, score}]}   latest wins, debounced
+    rank   {board, user_id, rank, previous_rank, score, seq}                       debounced
+    status {state: ok|degraded, checks: {postgres, redis}, detail}                 on connect and on change
+    error  {ref, code, detail}                                                     the socket stays open
+Close codes (errors.py): 1000 normal, 1008 auth failed / submit without rights / key revoked, 1009 frame too
+big, 1011 server error, 1012 server restarting (drain), 1013 socket fell behind (did not read its pushes).
 See docs/protocol.md for the full contract.
 """
 
 from __future__ import annotations
 
+import unicodedata
 import uuid
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StringConstraints, ValidationError
 
-from .ranking import MAX_VALUE
+from .errors import Invalid
+from .ranking import MAX_VALUE, Sort, TopSlice, value_of
 
-CLOSE_NORMAL = 1000
-CLOSE_POLICY = 1008
-CLOSE_TOO_BIG = 1009
-CLOSE_ERROR = 1011
-CLOSE_RESTART = 1012
-CLOSE_BEHIND = 1013
+USER_ID_PATTERN = r"^[A-Za-z0-9_.:@-]{1,64}$"
+BOARD_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+USER_ID_RULE = "1-64 characters of A-Z a-z 0-9 _ . : @ -"
+BOARD_ID_RULE = "1-64 characters of a-z 0-9 _ -, starting with a letter or digit"
 
-UserId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:@-]{1,64}$")]
-BoardId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
-DisplayName = Annotated[str, StringConstraints(min_length=1, max_length=64, strip_whitespace=True)]
+# Names are shown to other players: no control characters (Postgres cannot even store NUL), no lone
+# surrogates, and no bidirectional controls, which can make "\u202eevil Admin" render as "nimdA live".
+# Zero-width joiners stay allowed (emoji sequences need them).
+_BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+NAME_RULE = "must not contain control characters or bidirectional controls (U+202A-U+202E, U+2066-U+2069)"
+
+
+def _printable(text: str) -> str:
+    for ch in text:
+        if ch in _BIDI or unicodedata.category(ch) in ("Cc", "Cs"):
+            raise ValueError(f"{NAME_RULE}; found U+{ord(ch):04X}")
+    return text
+
+
+UserId = Annotated[str, StringConstraints(pattern=USER_ID_PATTERN)]
+BoardId = Annotated[str, StringConstraints(pattern=BOARD_ID_PATTERN)]
+DisplayName = Annotated[
+    str, StringConstraints(min_length=1, max_length=64, strip_whitespace=True), AfterValidator(_printable)
+]
+Title = Annotated[
+    str, StringConstraints(min_length=1, max_length=128, strip_whitespace=True), AfterValidator(_printable)
+]
 Score = Annotated[StrictInt, Field(ge=-MAX_VALUE, le=MAX_VALUE)]
-Ref = str | StrictInt | None
+Ref = str | int | None
+Format = Literal["number", "time_ms", "time_s"]
 
 
 class Strict(BaseModel):
@@ -58,36 +80,46 @@ class BoardCreate(Strict):
     """POST /api/leaderboards body."""
 
     id: BoardId
-    title: Annotated[str, StringConstraints(min_length=1, max_length=128, strip_whitespace=True)] | None = None
+    title: Title | None = None
     sort: Literal["desc", "asc"] = "desc"
     operator: Literal["incr", "best", "set"] = "incr"
+    format: Format = "number"
 
 
-class Entry(BaseModel):
-    rank: int
-    user_id: str
-    display_name: str | None
-    score: int
+# ---- replies (plain dataclasses: orjson encodes them directly; the OpenAPI schema is derived from them) ----
 
 
-class Ack(BaseModel):
-    accepted: bool = True
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """The reply to a committed submission (or a duplicate of one)."""
+
     duplicate: bool
     board: str
     user_id: str
     score: int
     rank: int | None
     session_id: uuid.UUID
+    accepted: bool = True
 
 
-class TopPage(BaseModel):
+@dataclass(frozen=True, slots=True)
+class Entry:
+    rank: int
+    user_id: str
+    display_name: str | None
+    score: int
+
+
+@dataclass(frozen=True, slots=True)
+class TopPage:
     board: str
     total: int
     seq: int
     entries: list[Entry]
 
 
-class PlayerRank(BaseModel):
+@dataclass(frozen=True, slots=True)
+class PlayerRank:
     board: str
     user_id: str
     display_name: str | None
@@ -98,16 +130,25 @@ class PlayerRank(BaseModel):
     around: list[Entry]
 
 
-class Board(BaseModel):
+@dataclass(frozen=True, slots=True)
+class Board:
     id: str
     title: str
     sort: Literal["desc", "asc"]
     operator: Literal["incr", "best", "set"]
+    format: Format
     created_at: str
-    total: int | None = None
 
 
-class Problem(BaseModel):
+@dataclass(frozen=True, slots=True)
+class BoardDetail(Board):
+    """One board with its entry count (GET /api/leaderboards/{id})."""
+
+    total: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
     """RFC 9457 problem details (application/problem+json)."""
 
     type: str
@@ -118,11 +159,21 @@ class Problem(BaseModel):
     errors: list[dict[str, Any]] | None = None
 
 
+def entries(page: TopSlice, sort: Sort) -> list[Entry]:
+    """A slice as wire entries: competition ranks and scores (the one place sort keys become scores)."""
+    return [
+        Entry(r, m.user_id, m.display_name, value_of(m.key, sort))
+        for r, m in zip(page.ranks(), page.members, strict=True)
+    ]
+
+
 # ---- WebSocket frames -------------------------------------------------------------------------------------
+
+RefField = Annotated[str, StringConstraints(max_length=64)] | StrictInt | None
 
 
 class Frame(Strict):
-    ref: Annotated[str, StringConstraints(max_length=64)] | StrictInt | None = None
+    ref: RefField = None
 
 
 class AuthFrame(Frame):
@@ -134,7 +185,7 @@ class SubmitFrame(Submission):
     """A `submit` frame is a Submission with a type and a ref: it goes to the writer as it is."""
 
     type: Literal["submit"]
-    ref: Annotated[str, StringConstraints(max_length=64)] | StrictInt | None = None
+    ref: RefField = None
 
 
 Topic = Literal["top", "rank"]
@@ -152,7 +203,7 @@ class PingFrame(Frame):
     type: Literal["ping"]
 
 
-ClientFrame = Frame | SubmitFrame
+ClientFrame = AuthFrame | SubmitFrame | SubscribeFrame | PingFrame
 
 FRAMES: dict[str, type[ClientFrame]] = {
     "auth": AuthFrame,
@@ -163,12 +214,12 @@ FRAMES: dict[str, type[ClientFrame]] = {
 }
 
 
-class FrameError(Exception):
+class FrameError(Invalid):
     """A bad client frame: answered with an `error` frame, the socket stays open."""
 
     def __init__(self, code: str, detail: str, ref: Ref = None) -> None:
         super().__init__(detail)
-        self.code, self.detail, self.ref = code, detail, ref
+        self.code, self.ref = code, ref
 
 
 def _ref_of(obj: dict[str, Any]) -> Ref:
@@ -178,11 +229,33 @@ def _ref_of(obj: dict[str, Any]) -> Ref:
     return ref
 
 
-def describe(exc: ValidationError) -> tuple[str, list[dict[str, Any]]]:
-    """One readable line plus the structured list, for problem bodies and error frames."""
-    errors = [{"loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors(include_url=False)]
+# What a field must be, in words, where pydantic would show a regex or a union's internals.
+RULES = {
+    "user_id": USER_ID_RULE, "board": BOARD_ID_RULE, "id": BOARD_ID_RULE,
+    "ref": "a string of at most 64 characters, or an integer", "session_id": "a UUID",
+    "score": f"a JSON integer (no fraction or exponent) within ±{MAX_VALUE}",
+}  # fmt: skip
+_PLAIN = {"extra_forbidden": "unknown field", "missing": "required"}
+
+
+def describe(exc: ValidationError) -> Invalid:
+    """A pydantic error as an Invalid: one readable line plus the structured list, said in words."""
+    errors: list[dict[str, Any]] = []
+    for e in exc.errors(include_url=False):
+        loc = [p for p in e["loc"] if isinstance(p, int) or ("-" not in p and p not in ("int", "str"))]
+        field = next((p for p in reversed(loc) if isinstance(p, str)), "")
+        if e["type"] in _PLAIN:
+            msg = _PLAIN[e["type"]]
+        elif e["type"] == "value_error":
+            msg = str(e["ctx"]["error"])
+        elif field in RULES and e["type"] not in ("missing",):
+            msg = "must be " + RULES[field]
+        else:
+            msg = e["msg"]
+        if not errors or errors[-1] != {"loc": loc, "msg": msg}:  # a union reports each member: say it once
+            errors.append({"loc": loc, "msg": msg})
     detail = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in errors)
-    return detail, errors
+    return Invalid(detail, errors)
 
 
 def parse_frame(data: str | bytes) -> ClientFrame:
@@ -203,24 +276,24 @@ def parse_frame(data: str | bytes) -> ClientFrame:
     try:
         frame = model.model_validate(obj)
     except ValidationError as exc:
-        raise FrameError("validation_error", describe(exc)[0], ref) from None
+        raise FrameError("validation_error", describe(exc).detail, ref) from None
     if isinstance(frame, SubscribeFrame) and "rank" in frame.topics and frame.user_id is None:
         raise FrameError("validation_error", "user_id: required for the rank topic", ref)
     return frame
 
 
-def encode(message: dict[str, Any]) -> bytes:
-    """The JSON of a text frame (UTF-8). Pushes are encoded once for every subscriber."""
+def encode(message: Any) -> bytes:
+    """The JSON of a text frame or a body (UTF-8): dicts, dataclasses, UUIDs. Pushes are encoded once."""
     return orjson.dumps(message)
+
+
+def reply(kind: str, ref: Ref, body: Any) -> bytes:
+    """A reply frame `{"type": kind, "ref": ref, ...the fields of body}`; body is a dict or a dataclass
+    (encoded once, then spliced after the two leading fields)."""
+    fields = orjson.dumps(body)
+    head = b'{"type":"%s","ref":%s' % (kind.encode(), orjson.dumps(ref))
+    return head + (b"}" if fields == b"{}" else b"," + fields[1:])
 
 
 def error_frame(code: str, detail: str, ref: Ref = None) -> bytes:
     return encode({"type": "error", "ref": ref, "code": code, "detail": detail})
-
-
-class Refused(Exception):
-    """A request the service refuses: an HTTP problem (status, code) or a WebSocket error frame."""
-
-    def __init__(self, status: int, code: str, detail: str) -> None:
-        super().__init__(detail)
-        self.status, self.code, self.detail = status, code, detail

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 Sort = Literal["desc", "asc"]
@@ -101,3 +102,48 @@ def affected(followed: dict[str, float | None], changes: Iterable[tuple[str, flo
         if running > 0:
             hit.add(user)
     return hit
+
+
+# ---- what a read returns (both stores answer with these) ---------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """One entry of a listing: sort key, not value (the board's sort turns it into a score)."""
+
+    user_id: str
+    display_name: str | None
+    key: int
+
+
+@dataclass(frozen=True, slots=True)
+class TopSlice:
+    """A page of a board in listing order. `first_rank` is the rank of members[0] (0 when empty)."""
+
+    seq: int
+    total: int
+    offset: int
+    first_rank: int
+    members: list[Member]
+
+    def ranks(self) -> list[int]:
+        return page_ranks(self.first_rank, self.offset, [m.key for m in self.members])
+
+
+@dataclass(frozen=True, slots=True)
+class Standing:
+    """A player's place: their rank and the window of members around them."""
+
+    seq: int
+    total: int
+    rank: int
+    user_id: str
+    page: TopSlice  # the window around the player (offset = its start)
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """Where a followed player stands: sort key and rank."""
+
+    key: int
+    rank: int

@@ -65,6 +65,13 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_format: Literal["auto", "json", "human"] = "auto"
 
+    # integrity and auth hardening (issue #9)
+    verify_interval_s: float = Field(default=30.0, gt=0)  # each board checked against Postgres this often
+    ws_frame_rate: float = Field(default=50.0, gt=0)  # frames/s a socket without an API key may send (burst 2x)
+    player_token_max_lifetime_s: float = Field(default=86_400.0, gt=0)  # longest exp - iat a token may have
+    player_token_audience: str | None = None  # when set, player tokens need this `aud`
+    player_token_issuer: str | None = None  # when set, player tokens need this `iss`
+
     @property
     def push_interval(self) -> float:
         return self.push_interval_ms / 1000.0

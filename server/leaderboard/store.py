@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 import asyncpg
 
 from . import ranking
-from .protocol import BoardCreate, Submission
-from .ranking import Operator, Sort
+from .errors import Conflict, OutOfRange, Refused
+from .protocol import Board, BoardCreate, BoardDetail, Format, Submission
+from .ranking import Member, Operator, Position, Sort, Standing, TopSlice
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,23 +22,34 @@ class BoardInfo:
     title: str
     sort: Sort
     operator: Operator
+    format: Format
     created_at: datetime
 
-    def public(self) -> dict[str, Any]:
-        return {
-            "id": self.id, "title": self.title, "sort": self.sort, "operator": self.operator,
-            "created_at": self.created_at.isoformat(),
-        }  # fmt: skip
+    def public(self) -> Board:
+        return Board(self.id, self.title, self.sort, self.operator, self.format, self.created_at.isoformat())
+
+    def detail(self, total: int) -> BoardDetail:
+        return BoardDetail(
+            self.id, self.title, self.sort, self.operator, self.format, self.created_at.isoformat(), total
+        )
+
+
+@dataclass(slots=True)
+class Write:
+    """One submission on its way to Postgres."""
+
+    sub: Submission
+    session_id: uuid.UUID
+    board: BoardInfo
 
 
 @dataclass(slots=True)
 class Outcome:
     """What the batch did with one submission. `error` set means it was refused and wrote nothing."""
 
-    session_id: uuid.UUID
     duplicate: bool = False
     value: int = 0
-    error: tuple[int, str, str] | None = None  # (http status, code, detail)
+    error: Refused | None = None
 
 
 @dataclass(slots=True)
@@ -50,24 +62,32 @@ class Written:
     sort_key: int
     version: int
     display_name: str | None
+    fresh: bool = True  # written by this batch (False: a duplicate's current row, written to Redis again)
 
 
 @dataclass(slots=True)
 class BatchResult:
     outcomes: list[Outcome]
-    written: list[Written] = field(default_factory=list)
+    written: list[Written] = field(default_factory=list)  # rows changed, and the current rows of duplicates
+    intents: dict[str, int] = field(default_factory=dict)  # board -> its cache_intents row (sql/003)
 
 
-Row = tuple[str, str | None, int, int]  # user_id, display_name, value, sort_key
 Con = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
-DB_DOWN = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)  # what "Postgres did not answer" looks like
+# What "Postgres did not answer" looks like: the connection, the server going away, a standby after a failover.
+# Any other Postgres error is about the statement, and so about the data of some submission (writer.py).
+DB_DOWN = (
+    OSError, TimeoutError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError, asyncpg.exceptions.InsufficientResourcesError,
+    asyncpg.exceptions.ReadOnlySQLTransactionError,
+)  # fmt: skip
 
-SQL_BOARDS = "SELECT id, title, sort_order, operator, created_at FROM leaderboards ORDER BY created_at, id"
-SQL_BOARD = "SELECT id, title, sort_order, operator, created_at FROM leaderboards WHERE id = $1"
-SQL_CREATE_BOARD = """
-INSERT INTO leaderboards (id, title, sort_order, operator) VALUES ($1, $2, $3, $4)
+BOARD_COLUMNS = "id, title, sort_order, operator, format, created_at"
+SQL_BOARDS = f"SELECT {BOARD_COLUMNS} FROM leaderboards ORDER BY created_at, id"
+SQL_BOARD = f"SELECT {BOARD_COLUMNS} FROM leaderboards WHERE id = $1"
+SQL_CREATE_BOARD = f"""
+INSERT INTO leaderboards (id, title, sort_order, operator, format) VALUES ($1, $2, $3, $4, $5)
 ON CONFLICT (id) DO NOTHING
-RETURNING id, title, sort_order, operator, created_at
+RETURNING {BOARD_COLUMNS}
 """
 SQL_LOCK_ROWS = """
 SELECT l.board_id, l.user_id, l.value
@@ -105,9 +125,24 @@ FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[]) AS t(b, u, v, k)
 ON CONFLICT (board_id, user_id) DO NOTHING
 RETURNING board_id, user_id, version
 """
-SQL_VALUES = """
-SELECT l.board_id, l.user_id, l.value
+SQL_CURRENT = """
+SELECT l.board_id, l.user_id, l.value, l.sort_key, l.version, u.display_name
 FROM leaderboard l JOIN unnest($1::text[], $2::text[]) AS t(b, u) ON l.board_id = t.b AND l.user_id = t.u
+JOIN users u ON u.user_id = l.user_id
+"""
+SQL_INTENTS = """
+INSERT INTO cache_intents (board_id, users)
+SELECT b, array_agg(u) FROM unnest($1::text[], $2::text[]) AS t(b, u) GROUP BY b
+RETURNING board_id, id
+"""
+SQL_DELETE_INTENTS = "DELETE FROM cache_intents WHERE id = ANY($1::bigint[])"
+SQL_OLD_INTENTS = """
+SELECT id, board_id, users FROM cache_intents WHERE at < now() - make_interval(secs => $1) ORDER BY id LIMIT $2
+"""
+SQL_INVARIANTS = """
+SELECT count(*) AS members, coalesce(max(version), 0) AS version,
+       (SELECT count(*) FROM cache_intents WHERE board_id = $1) AS owed
+FROM leaderboard WHERE board_id = $1
 """
 SQL_NAMES = "SELECT user_id, display_name FROM users WHERE user_id = ANY($1::text[])"
 
@@ -178,11 +213,16 @@ FROM (
 ) page
 """
 SQL_LAST_VERSION = "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM leaderboard_version_seq"
+MISSING_TTL_S, MISSING_MAX = 5.0, 10_000
 SEQ_SCALE = 1024  # push seq = version * SEQ_SCALE + changes applied out of version order (cache.py _WRITE)
 
 
 def _board(row: asyncpg.Record) -> BoardInfo:
-    return BoardInfo(row["id"], row["title"], row["sort_order"], row["operator"], row["created_at"])
+    return BoardInfo(row["id"], row["title"], row["sort_order"], row["operator"], row["format"], row["created_at"])
+
+
+def _member(row: asyncpg.Record) -> Member:
+    return Member(row["user_id"], row["display_name"], row["sort_key"])
 
 
 class Store:
@@ -191,17 +231,33 @@ class Store:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
         self._boards: dict[str, BoardInfo] = {}
+        self._missing: dict[str, float] = {}  # board id -> until when "no such board" is believed
 
     # ---- boards -------------------------------------------------------------------------------------------
 
     async def board(self, board_id: str) -> BoardInfo | None:
-        """Boards never change once created, so a hit in the process cache is final."""
+        """Boards never change once created, so a hit in the process cache is final. A miss is remembered
+        for a few seconds (a client asking for junk boards costs no query each), and forgotten at once when
+        a board is created anywhere (`forget_missing`, via Redis pub/sub)."""
         found = self._boards.get(board_id)
         if found is None:
+            now = time.monotonic()
+            if self._missing.get(board_id, 0.0) > now:
+                return None
             row = await self.pool.fetchrow(SQL_BOARD, board_id)
             if row is not None:
                 found = self._boards[board_id] = _board(row)
+            else:
+                if len(self._missing) >= MISSING_MAX:
+                    self._missing.clear()
+                self._missing[board_id] = now + MISSING_TTL_S
         return found
+
+    def forget_missing(self, board_id: str | None = None) -> None:
+        if board_id is None:
+            self._missing.clear()
+        else:
+            self._missing.pop(board_id, None)
 
     async def boards(self) -> list[BoardInfo]:
         rows = await self.pool.fetch(SQL_BOARDS)
@@ -211,48 +267,44 @@ class Store:
     async def create_board(self, spec: BoardCreate) -> BoardInfo | None:
         """The new board, or None if the id exists."""
         title = spec.title or spec.id
-        row = await self.pool.fetchrow(SQL_CREATE_BOARD, spec.id, title, spec.sort, spec.operator)
+        row = await self.pool.fetchrow(SQL_CREATE_BOARD, spec.id, title, spec.sort, spec.operator, spec.format)
         return None if row is None else _board(row)
 
     # ---- the write path -----------------------------------------------------------------------------------
 
-    async def commit_batch(self, batch: Sequence[tuple[Submission, uuid.UUID, BoardInfo]]) -> BatchResult:
+    async def commit_batch(self, batch: Sequence[Write]) -> BatchResult:
         """Apply a batch of submissions in one transaction; a refused row never fails the others."""
         async with self.pool.acquire() as con, con.transaction():
             return await _apply(con, batch)
 
     # ---- reads (the fallback when the cache is not ready) -------------------------------------------------
 
-    async def top(self, board: BoardInfo, limit: int, offset: int) -> tuple[int, int, list[Row]]:
-        """(total, rank of the first row, rows) for one page of the board."""
+    async def top(self, board: BoardInfo, offset: int, limit: int, seq: int) -> TopSlice:
+        """One page of the board, from one snapshot."""
         async with self.pool.acquire() as con, con.transaction(readonly=True, isolation="repeatable_read"):
             total = await con.fetchval(SQL_TOTAL, board.id)
-            rows = [tuple(r) for r in await con.fetch(SQL_PAGE, board.id, limit, offset)]
-            first = 1 + await con.fetchval(SQL_BETTER, board.id, rows[0][3]) if rows else 0
-        return total, first, rows
+            members = [_member(r) for r in await con.fetch(SQL_PAGE, board.id, limit, offset)]
+            first = 1 + await con.fetchval(SQL_BETTER, board.id, members[0].key) if members else 0
+        return TopSlice(seq, total, offset, first, members)
 
-    async def rank(self, board: BoardInfo, user_id: str, around: int) -> tuple[int, int, Row, int, list[Row]] | None:
-        """(total, rank, the player's row, rank of the first around-row, around rows) or None."""
+    async def standing(self, board: BoardInfo, user_id: str, around: int, seq: int) -> Standing | None:
+        """The player's rank and the `around` members above and below, from one snapshot; None if absent."""
         async with self.pool.acquire() as con, con.transaction(readonly=True, isolation="repeatable_read"):
-            me = await con.fetchrow(SQL_ENTRY, board.id, user_id)
-            if me is None:
+            row = await con.fetchrow(SQL_ENTRY, board.id, user_id)
+            if row is None:
                 return None
-            key = me["sort_key"]
+            me = _member(row)
             total = await con.fetchval(SQL_TOTAL, board.id)
-            rank = 1 + await con.fetchval(SQL_BETTER, board.id, key)
-            rows: list[Row] = [tuple(me)]
-            first = rank
+            rank = 1 + await con.fetchval(SQL_BETTER, board.id, me.key)
+            members, start, first = [me], rank - 1, rank  # (a one-member page needs no exact start)
             if around:
-                above = [tuple(r) for r in await con.fetch(SQL_ABOVE, board.id, key, user_id, around)]
-                below = [tuple(r) for r in await con.fetch(SQL_BELOW, board.id, key, user_id, around)]
-                rows = [*reversed(above), *rows, *below]
-                first = 1 + await con.fetchval(SQL_BETTER, board.id, rows[0][3])
-        return total, rank, tuple(me), first, rows
-
-    async def position(self, board: BoardInfo, key: int, user_id: str) -> int:
-        """0-based index of (key, user_id) in listing order."""
-        n: int = await self.pool.fetchval(SQL_POSITION, board.id, key, user_id)
-        return n
+                above = [_member(r) for r in await con.fetch(SQL_ABOVE, board.id, me.key, user_id, around)]
+                below = [_member(r) for r in await con.fetch(SQL_BELOW, board.id, me.key, user_id, around)]
+                members = [*reversed(above), me, *below]
+                head = members[0]
+                first = 1 + await con.fetchval(SQL_BETTER, board.id, head.key)
+                start = await con.fetchval(SQL_POSITION, board.id, head.key, head.user_id)
+        return Standing(seq, total, rank, user_id, TopSlice(seq, total, start, first, members))
 
     async def ranks(self, keys: Sequence[tuple[str, str, int]]) -> dict[tuple[str, str], int]:
         """Ranks for (board, user_id, sort_key) triples, answered by Postgres."""
@@ -262,9 +314,9 @@ class Store:
         rows = await self.pool.fetch(SQL_RANKS, list(boards), list(users), list(sks))
         return {(b, r[0]): r[1] for b, r in zip(boards, rows, strict=True)}
 
-    async def follow(self, board_id: str, users: Sequence[str]) -> dict[str, tuple[int, int] | None]:
-        """{user: (sort key, rank) or None}, answered by Postgres."""
-        found = {r[0]: (r[1], r[2]) for r in await self.pool.fetch(SQL_FOLLOW, board_id, list(users))}
+    async def follow(self, board_id: str, users: Sequence[str]) -> dict[str, Position | None]:
+        """{user: position or None}, answered by Postgres."""
+        found = {r[0]: Position(r[1], r[2]) for r in await self.pool.fetch(SQL_FOLLOW, board_id, list(users))}
         return {u: found.get(u) for u in users}
 
     async def scan(self, board_id: str, batch: int) -> AsyncGenerator[tuple[bytes, int, bytes], None]:
@@ -290,15 +342,38 @@ class Store:
                     yield b"HSET-N", page["named"], page["names"]
                 user = page["last_user"]
 
+    # ---- what Redis is owed (cache_intents) and what it should hold --------------------------------------
+
+    async def old_intents(self, age_s: float, limit: int = 100) -> list[tuple[int, str, list[str]]]:
+        """(id, board, users) of cache debts older than `age_s` seconds."""
+        return [(r[0], r[1], list(r[2])) for r in await self.pool.fetch(SQL_OLD_INTENTS, age_s, limit)]
+
+    async def delete_intents(self, ids: Sequence[int]) -> None:
+        await self.pool.execute(SQL_DELETE_INTENTS, list(ids))
+
+    async def current(self, board_id: str, users: Sequence[str]) -> list[Written]:
+        """The committed rows of these players on the board (players without a row are left out)."""
+        rows = await self.pool.fetch(SQL_CURRENT, [board_id] * len(users), list(users))
+        return [_written(r) for r in rows]
+
+    async def invariants(self, board_id: str) -> tuple[int, int, int]:
+        """(members, highest version, cache debts not yet paid) of a board, from one snapshot."""
+        r = await self.pool.fetchrow(SQL_INVARIANTS, board_id)
+        assert r is not None
+        return r["members"], r["version"], r["owed"]
+
     async def seq_floor(self) -> int:
         """A push `seq` at least as high as any the cache has issued: see the seq notes in cache.py."""
         last: int = await self.pool.fetchval(SQL_LAST_VERSION)
         return (last + 1) * SEQ_SCALE - 1
 
 
-async def _apply(con: Con, batch: Sequence[tuple[Submission, uuid.UUID, BoardInfo]]) -> BatchResult:
-    outcomes = [Outcome(session_id=sid) for _, sid, _ in batch]
-    keys = sorted({(b.id, s.user_id) for s, _, b in batch})
+IDEMPOTENCY_CONFLICT = "session_id was already used for another submission"
+
+
+async def _apply(con: Con, batch: Sequence[Write]) -> BatchResult:
+    outcomes = [Outcome() for _ in batch]
+    keys = sorted({(w.board.id, w.sub.user_id) for w in batch})
 
     # 1. Lock the rows this batch touches and read their committed values (a consistent order avoids deadlocks).
     old: dict[tuple[str, str], int | None] = dict.fromkeys(keys)
@@ -307,38 +382,34 @@ async def _apply(con: Con, batch: Sequence[tuple[Submission, uuid.UUID, BoardInf
 
     # 2. Log the sessions; a session_id already there (a retry), or twice in this batch, is a duplicate.
     first_of: dict[uuid.UUID, int] = {}
-    for i, (_, sid, _) in enumerate(batch):
-        first_of.setdefault(sid, i)
-    unique = sorted(first_of.values(), key=lambda i: batch[i][1])
+    for i, w in enumerate(batch):
+        first_of.setdefault(w.session_id, i)
+    unique = sorted((batch[i] for i in first_of.values()), key=lambda w: w.session_id)
     inserted = {
         r[0]
         for r in await con.fetch(
             SQL_INSERT_SESSIONS,
-            [batch[i][1] for i in unique], [batch[i][2].id for i in unique],
-            [batch[i][0].user_id for i in unique], [batch[i][0].score for i in unique],
+            [w.session_id for w in unique], [w.board.id for w in unique],
+            [w.sub.user_id for w in unique], [w.sub.score for w in unique],
         )
     }  # fmt: skip
-    earlier = [batch[i][1] for i in unique if batch[i][1] not in inserted]
+    earlier = [w.session_id for w in unique if w.session_id not in inserted]
     logged = {r["session_id"]: r for r in await con.fetch(SQL_EXISTING_SESSIONS, earlier)} if earlier else {}
     fresh: list[int] = []
-    for i, (sub, sid, board) in enumerate(batch):
-        if first_of[sid] == i and sid in inserted:
+    for i, w in enumerate(batch):
+        if first_of[w.session_id] == i and w.session_id in inserted:
             fresh.append(i)
             continue
-        orig = logged.get(sid)
+        orig = logged.get(w.session_id)
         if orig is not None:
             seen = (orig["board_id"], orig["user_id"], orig["score"])
         else:
-            first_sub, _, first_board = batch[first_of[sid]]
-            seen = (first_board.id, first_sub.user_id, first_sub.score)
-        if seen == (board.id, sub.user_id, sub.score):
+            first = batch[first_of[w.session_id]]
+            seen = (first.board.id, first.sub.user_id, first.sub.score)
+        if seen == (w.board.id, w.sub.user_id, w.sub.score):
             outcomes[i].duplicate = True
         else:
-            outcomes[i].error = (
-                409,
-                "idempotency_conflict",
-                "session_id was already used for another submission",
-            )
+            outcomes[i].error = Conflict(IDEMPOTENCY_CONFLICT, code="idempotency_conflict")
 
     # 3. Apply each board's operator in arrival order, refusing a row that would overflow.
     final = _compute(batch, fresh, old, outcomes)
@@ -346,10 +417,10 @@ async def _apply(con: Con, batch: Sequence[tuple[Submission, uuid.UUID, BoardInf
     # 4. Users (display names) of the accepted rows, then the board rows that changed.
     names: dict[str, str | None] = {}  # users to upsert: new on a board (the row needs them) or renamed
     for i in fresh:
-        sub, _, board = batch[i]
-        if outcomes[i].error is None and (sub.display_name is not None or old[(board.id, sub.user_id)] is None):
-            if sub.display_name is not None or sub.user_id not in names:
-                names[sub.user_id] = sub.display_name
+        w = batch[i]
+        if outcomes[i].error is None and (w.sub.display_name is not None or old[(w.board.id, w.sub.user_id)] is None):
+            if w.sub.display_name is not None or w.sub.user_id not in names:
+                names[w.sub.user_id] = w.sub.display_name
     if names:
         await con.execute(SQL_UPSERT_USERS, list(names), list(names.values()))
     # A player's first row on a board carries their display name into the cache, even when this submission
@@ -358,48 +429,60 @@ async def _apply(con: Con, batch: Sequence[tuple[Submission, uuid.UUID, BoardInf
     known = {r[0]: r[1] for r in await con.fetch(SQL_NAMES, unnamed)} if unnamed else {}
     cache_names = {**known, **{u: n for u, n in names.items() if n}}
     written = await _write_rows(con, batch, fresh, old, outcomes, final, cache_names)
-    refused = [batch[i][1] for i in fresh if outcomes[i].error]
+    refused = [batch[i].session_id for i in fresh if outcomes[i].error]
     if refused:
         await con.execute(SQL_DELETE_SESSIONS, refused)
 
     # 5. Duplicates answer with the board's current value (after this batch).
     for i, o in enumerate(outcomes):  # a repeat, in this batch, of a new submission this batch refused
-        sid = batch[i][1]
-        first = outcomes[first_of[sid]]
-        if o.duplicate and sid not in logged and first.error is not None:
-            o.duplicate, o.error = False, first.error
-    dups = sorted({(batch[i][2].id, batch[i][0].user_id) for i, o in enumerate(outcomes) if o.duplicate})
+        sid = batch[i].session_id
+        first_outcome = outcomes[first_of[sid]]
+        if o.duplicate and sid not in logged and first_outcome.error is not None:
+            o.duplicate, o.error = False, first_outcome.error
+    dups = sorted({(batch[i].board.id, batch[i].sub.user_id) for i, o in enumerate(outcomes) if o.duplicate})
     if dups:
-        now = {(r[0], r[1]): r[2] for r in await con.fetch(SQL_VALUES, [d[0] for d in dups], [d[1] for d in dups])}
+        rows = {(r[0], r[1]): r for r in await con.fetch(SQL_CURRENT, [d[0] for d in dups], [d[1] for d in dups])}
         for i, o in enumerate(outcomes):
             if o.duplicate:
-                o.value = now[(batch[i][2].id, batch[i][0].user_id)]
-    return BatchResult(outcomes, written)
+                o.value = rows[(batch[i].board.id, batch[i].sub.user_id)]["value"]
+        # A retry may follow a crash between an earlier COMMIT and its cache write: write the committed row
+        # again (the cache's version check makes this a no-op when Redis already has it).
+        have = {(w.board, w.user_id) for w in written}
+        written += [_written(r) for k, r in rows.items() if k not in have]
+
+    # 6. What this batch owes Redis, committed with it: the cache write deletes it, a sweeper repairs it.
+    owed = [w for w in written if w.fresh]
+    intents = {}
+    if owed:
+        found = await con.fetch(SQL_INTENTS, [w.board for w in owed], [w.user_id for w in owed])
+        intents = {r[0]: r[1] for r in found}
+    return BatchResult(outcomes, written, intents)
+
+
+def _written(r: asyncpg.Record) -> Written:
+    return Written(r["board_id"], r["user_id"], r["value"], r["sort_key"], r["version"], r["display_name"], False)
 
 
 def _compute(
-    batch: Sequence[tuple[Submission, uuid.UUID, BoardInfo]],
-    fresh: Sequence[int],
-    old: dict[tuple[str, str], int | None],
-    outcomes: list[Outcome],
+    batch: Sequence[Write], fresh: Sequence[int], old: dict[tuple[str, str], int | None], outcomes: list[Outcome]
 ) -> dict[tuple[str, str], int]:
     """New value per row key; each outcome gets the value after its own submission."""
     final: dict[tuple[str, str], int] = {}
     for i in fresh:
-        sub, _, board = batch[i]
-        key = (board.id, sub.user_id)
+        w = batch[i]
+        key = (w.board.id, w.sub.user_id)
         current = final.get(key, old[key])
         try:
-            final[key] = outcomes[i].value = ranking.apply(board.operator, board.sort, current, sub.score)
+            final[key] = outcomes[i].value = ranking.apply(w.board.operator, w.board.sort, current, w.sub.score)
             outcomes[i].error = None
         except ranking.OutOfRange as exc:
-            outcomes[i].error = (422, "out_of_range", str(exc))
+            outcomes[i].error = OutOfRange(str(exc))
     return final
 
 
 async def _write_rows(
     con: Con,
-    batch: Sequence[tuple[Submission, uuid.UUID, BoardInfo]],
+    batch: Sequence[Write],
     fresh: Sequence[int],
     old: dict[tuple[str, str], int | None],
     outcomes: list[Outcome],
@@ -408,7 +491,7 @@ async def _write_rows(
 ) -> list[Written]:
     """Write the rows whose value changed. A row that another transaction created after step 1 is locked,
     and its submissions are recomputed from the value that transaction committed."""
-    sorts = {b.id: b.sort for _, _, b in batch}
+    sorts = {w.board.id: w.board.sort for w in batch}
     written: list[Written] = []
 
     async def write(sql: str, items: list[tuple[tuple[str, str], int]]) -> set[tuple[str, str]]:
@@ -434,6 +517,6 @@ async def _write_rows(
             return written
         for r in await con.fetch(SQL_LOCK_ROWS, [k[0] for k in lost], [k[1] for k in lost]):
             old[(r["board_id"], r["user_id"])] = r["value"]
-        redo = [i for i in fresh if (batch[i][2].id, batch[i][0].user_id) in set(lost)]
+        redo = [i for i in fresh if (batch[i].board.id, batch[i].sub.user_id) in set(lost)]
         final = _compute(batch, redo, old, outcomes)
     raise RuntimeError("could not settle concurrent inserts of new leaderboard rows")

@@ -1,56 +1,121 @@
-"""WebSocket transport: one receive loop and one sender task per socket; frames are parsed by protocol.py."""
+"""WebSocket transport: one receive loop per socket, frames parsed by protocol.py, errors mapped here.
+
+`Sockets` is the registry of this process's open sockets: it drains them on shutdown (1012), closes the ones
+whose API key was revoked (1008), and broadcasts `status` frames when Postgres or Redis comes or goes.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Protocol
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from . import observability as obs
-from .auth import Principal
+from .auth import Authenticator, Principal
+from .errors import CLOSE_ERROR, CLOSE_POLICY, CLOSE_RESTART, CLOSE_TOO_BIG, Close, Refused, Unauthorized, Unavailable
+from .fanout import Hub
+from .health import Health
+from .http import problem
 from .outbox import Encoded, Outbox, raw_protocol
 from .protocol import (
-    CLOSE_ERROR,
-    CLOSE_POLICY,
-    CLOSE_RESTART,
-    CLOSE_TOO_BIG,
     AuthFrame,
     ClientFrame,
     FrameError,
     PingFrame,
-    Refused,
     SubmitFrame,
     SubscribeFrame,
-    encode,
     error_frame,
     parse_frame,
+    reply,
 )
-
-if TYPE_CHECKING:
-    from .app import Services
+from .service import Service
+from .settings import Settings
 
 log = logging.getLogger(__name__)
 
 MAX_INFLIGHT = 64  # submissions one socket may have waiting for their ack; more and we stop reading frames
+STRIKES = 100  # frames refused in a row for the rate limit before the socket is closed (1008)
 
 
-class _Close(Exception):
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(reason)
-        self.code, self.reason = code, reason
+class Bucket:
+    """A token bucket: `rate` per second, bursts of twice that."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate, self.tokens, self.at = rate, 2 * rate, time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(2 * self.rate, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
+@dataclass
+class Sockets:
+    """The open sockets of this process."""
+
+    open: set[Connection] = field(default_factory=set)
+    draining: bool = False
+
+    def outboxes(self) -> Iterator[Outbox]:
+        return (c.outbox for c in self.open)
+
+    def broadcast(self, frame: bytes) -> None:
+        encoded = Encoded(frame)
+        for c in list(self.open):
+            c.outbox.reply(encoded)
+
+    def revoked(self, key_ids: set[int]) -> None:
+        """Close (1008) every socket authenticated with one of these API keys."""
+        for c in list(self.open):
+            if c.principal.key_id in key_ids:
+                c.end(Close(CLOSE_POLICY, "API key revoked"))
+
+    async def drain(self, timeout: float) -> None:
+        """Stop taking work, let received submissions commit and be acked, close sockets with 1012."""
+        self.draining = True
+        log.info("draining: %d sockets", len(self.open))
+        conns = list(self.open)
+        if conns:
+            await asyncio.wait([asyncio.create_task(c.shutdown(timeout)) for c in conns], timeout=timeout)
+
+
+class Context(Protocol):
+    """What a socket needs from the app's lifespan."""
+
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def service(self) -> Service: ...
+    @property
+    def hub(self) -> Hub: ...
+    @property
+    def auth(self) -> Authenticator: ...
+    @property
+    def health(self) -> Health: ...
+    @property
+    def sockets(self) -> Sockets: ...
 
 
 class Connection:
     """One client socket: authenticate, dispatch frames, keep its subscriptions in the hub."""
 
-    def __init__(self, ws: WebSocket, svc: Services) -> None:
-        self.ws, self.svc = ws, svc
+    def __init__(self, ws: WebSocket, ctx: Context) -> None:
+        self.ws, self.ctx = ws, ctx
         self.principal: Principal = Principal("anonymous")
         self.outbox = Outbox(self._send, self._close, raw_protocol(ws._send))
         self.inflight: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(MAX_INFLIGHT)
+        self._task: asyncio.Task[None] | None = None
+        self._ended: Close | None = None
 
     async def _send(self, text: str) -> None:
         await self.ws.send_text(text)
@@ -62,47 +127,78 @@ class Connection:
             except (RuntimeError, OSError):
                 pass  # the peer is gone already
 
+    def end(self, why: Close) -> None:
+        """Close this socket from outside its receive loop (revoked key)."""
+        self._ended = why
+        if self._task is not None:
+            self._task.cancel()
+
     async def serve(self) -> None:
-        settings = self.svc.settings
+        ctx = self.ctx
         try:
-            self.principal = await self.svc.auth.from_header(self.ws.headers.get("authorization"))
-        except Refused as exc:
+            self.principal = await ctx.auth.from_header(
+                self.ws.headers.get("authorization"), self.ws.headers.get("x-api-key")
+            )
+        except Unauthorized as exc:
             await self.ws.accept()
             await self._close(CLOSE_POLICY, exc.detail[:120])
             return
+        except Refused as exc:  # Postgres away and the key not known yet: 503, try again
+            await self.ws.send_denial_response(problem(exc))
+            return
         await self.ws.accept()
-        if self.svc.draining:
+        if ctx.sockets.draining:
             await self._close(CLOSE_RESTART, "server restarting")
             return
-        obs.ws_connected(1)
-        self.svc.connections.add(self)
+        obs.count(obs.WS_CONNECTIONS, 1)
+        ctx.sockets.open.add(self)
+        self._task = asyncio.current_task()
+        if not ctx.health.ok:
+            self.outbox.reply(Encoded(ctx.health.status()))
         try:
-            while not self.outbox.closed:
-                await self.outbox.wait_room()
-                msg = await self.ws.receive()
-                if msg["type"] == "websocket.disconnect":
-                    break
-                data = msg.get("text")
-                if data is None:
-                    data = (msg.get("bytes") or b"").decode("utf-8", "replace")
-                if len(data) > settings.max_frame_bytes:
-                    raise _Close(CLOSE_TOO_BIG, "frame too large")
-                await self._dispatch(data)
-        except _Close as exc:
+            await self._receive_loop()
+        except Close as exc:
             await self._drain_replies()
             await self._close(exc.code, exc.reason)
+        except asyncio.CancelledError:
+            if self._ended is None:
+                raise
+            await self._close(self._ended.code, self._ended.reason)
         except WebSocketDisconnect:
             pass
         except Exception:
             log.exception("websocket handler failed")
             await self._close(CLOSE_ERROR, "internal error")
         finally:
-            self.svc.connections.discard(self)
-            self.svc.hub.detach(self.outbox)
+            ctx.sockets.open.discard(self)
+            ctx.hub.detach(self.outbox)
             for task in self.inflight:
                 task.cancel()
             self.outbox.cancel()
-            obs.ws_connected(-1)
+            obs.count(obs.WS_CONNECTIONS, -1)
+
+    async def _receive_loop(self) -> None:
+        limit, rate = self.ctx.settings.max_frame_bytes, self.ctx.settings.ws_frame_rate
+        bucket, strikes = Bucket(rate), 0
+        while not self.outbox.closed:
+            await self.outbox.wait_room()
+            msg = await self.ws.receive()
+            if msg["type"] == "websocket.disconnect":
+                return
+            data = msg.get("text")
+            if data is None:
+                data = (msg.get("bytes") or b"").decode("utf-8", "replace")
+            if len(data) > limit:
+                raise Close(CLOSE_TOO_BIG, "frame too large")
+            if self.principal.key_id is None and not bucket.take():  # API keys (game servers) are not limited
+                strikes += 1
+                if strikes > STRIKES:
+                    raise Close(CLOSE_POLICY, "rate limit exceeded")
+                detail = f"at most {rate:g} frames per second (bursts of {2 * rate:g}); this frame was dropped"
+                self.outbox.reply(Encoded(error_frame("rate_limited", detail)))
+                continue
+            strikes = 0
+            await self._dispatch(data)
 
     async def _drain_replies(self, timeout: float = 2.0) -> None:
         """Give the sender a moment to deliver queued replies (acks) before a close."""
@@ -114,70 +210,68 @@ class Connection:
         try:
             frame = parse_frame(data)
         except FrameError as exc:
-            obs.ws_message_in("invalid")
+            obs.count(obs.WS_IN, 1, "invalid")
             self.outbox.reply(Encoded(error_frame(exc.code, exc.detail, exc.ref)))
             return
-        kind = getattr(frame, "type", "?")
-        obs.ws_message_in(kind)
+        obs.count(obs.WS_IN, 1, frame.type)
         try:
-            with obs.background_task(f"ws.{kind}"):
+            with obs.background_task(f"ws.{frame.type}"):
                 await self._handle(frame)
         except Refused as exc:
             self.outbox.reply(Encoded(error_frame(exc.code, exc.detail, frame.ref)))
 
     async def _handle(self, frame: ClientFrame) -> None:
-        svc = self.svc
-        if isinstance(frame, AuthFrame):
-            try:
-                self.principal = await svc.auth.principal(frame.token)
-            except Refused as exc:
-                raise _Close(CLOSE_POLICY, exc.detail[:120]) from None
-            self._reply(frame, "auth", ok=True, role=self.principal.role, user_id=self.principal.user_id)
-        elif isinstance(frame, SubmitFrame):
+        ctx = self.ctx
+        if isinstance(frame, SubmitFrame):
             if not self.principal.can_submit:
-                raise _Close(CLOSE_POLICY, "submitting needs an API key or a player token")
-            if svc.draining:
-                raise Refused(503, "unavailable", "server restarting; submit again after reconnecting")
+                raise Close(CLOSE_POLICY, "submitting needs an API key or a player token")
+            if ctx.sockets.draining:
+                raise Unavailable("server restarting; submit again after reconnecting")
             await self._slots.acquire()
             task = asyncio.create_task(self._submit(frame))
             self.inflight.add(task)
             task.add_done_callback(self.inflight.discard)
         elif isinstance(frame, SubscribeFrame):
-            if not self.principal.can_read(svc.settings.public_read):
-                raise Refused(401, "unauthorized", "reads need an API key or a player token on this server")
+            if not self.principal.can_read(ctx.settings.public_read):
+                raise Unauthorized("reads need an API key or a player token on this server")
             await self._subscribe(frame)
+        elif isinstance(frame, AuthFrame):
+            try:
+                self.principal = await ctx.auth.principal(frame.token)
+            except Unauthorized as exc:
+                raise Close(CLOSE_POLICY, exc.detail) from None
+            p = self.principal
+            self.outbox.reply(Encoded(reply("auth", frame.ref, {"ok": True, "role": p.role, "user_id": p.user_id})))
         elif isinstance(frame, PingFrame):
-            self._reply(frame, "pong")
+            self.outbox.reply(Encoded(reply("pong", frame.ref, {})))
 
     async def _submit(self, frame: SubmitFrame) -> None:
         try:
-            ack = await self.svc.lb.submit(self.principal, frame)
-            self._reply(frame, "ack", **ack)
-            obs.ws_message_out("ack")
+            ack = await self.ctx.service.submit(self.principal, frame)
+            self.outbox.reply(Encoded(reply("ack", frame.ref, ack)))
+            obs.count(obs.WS_OUT, 1, "ack")
         except Refused as exc:
             self.outbox.reply(Encoded(error_frame(exc.code, exc.detail, frame.ref)))
         finally:
             self._slots.release()
 
     async def _subscribe(self, frame: SubscribeFrame) -> None:
-        hub, mb = self.svc.hub, self.outbox
-        board = await self.svc.lb.board(frame.board)
+        hub, mb = self.ctx.hub, self.outbox
+        board = await self.ctx.service.board(frame.board)
+        fields = {"board": board.id, "topics": frame.topics, "user_id": frame.user_id}
         if frame.type == "unsubscribe":
             for topic in frame.topics:
                 hub.unsubscribe(mb, topic, board.id, (frame.user_id or "") if topic == "rank" else "")
-            self._reply(frame, "unsubscribed", board=board.id, topics=frame.topics, user_id=frame.user_id)
+            mb.reply(Encoded(reply("unsubscribed", frame.ref, fields)))
             return
         wanted = {(t, board.id, (frame.user_id or "") if t == "rank" else "") for t in frame.topics}
-        if len(mb.subs | wanted) > self.svc.settings.max_subscriptions:
-            raise Refused(429, "too_many_subscriptions", "this socket has too many subscriptions")
-        self._reply(frame, "subscribed", board=board.id, topics=frame.topics, user_id=frame.user_id)
+        if len(mb.subs | wanted) > self.ctx.settings.max_subscriptions:
+            raise Refused("this socket has too many subscriptions", status=429, code="too_many_subscriptions")
+        mb.reply(Encoded(reply("subscribed", frame.ref, fields)))
         if "top" in frame.topics:
             await hub.subscribe_top(mb, board, frame.limit)
         if "rank" in frame.topics and frame.user_id is not None:
             await hub.subscribe_rank(mb, board, frame.user_id)
-
-    def _reply(self, frame: ClientFrame, kind: str, **fields: Any) -> None:
-        self.outbox.reply(Encoded(encode({"type": kind, "ref": frame.ref, **fields})))
 
     async def shutdown(self, timeout: float) -> None:
         """Graceful drain: let in-flight submissions commit and be acked, then close with 1012."""
@@ -187,5 +281,10 @@ class Connection:
         await self._close(CLOSE_RESTART, "server restarting")
 
 
-async def websocket_endpoint(ws: WebSocket) -> None:
-    await Connection(ws, ws.app.state.services).serve()
+def endpoint(context: Callable[[], Context]) -> Callable[[WebSocket], Awaitable[None]]:
+    """The endpoint of /ws; `context()` gives what the lifespan started."""
+
+    async def serve(ws: WebSocket) -> None:
+        await Connection(ws, context()).serve()
+
+    return serve

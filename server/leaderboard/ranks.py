@@ -1,0 +1,263 @@
+"""The read model: one policy for every rank read and every cache write after a commit, and the loops that
+make Redis converge to Postgres by itself.
+
+    Redis when the board is ready; otherwise Postgres (same semantics), and the board is rebuilt.
+    A cache write that fails marks the board stale; stale boards are rebuilt once Redis answers again.
+
+Convergence after any crash (the bound is in docs/operations.md):
+    - a process that dies between COMMIT and its cache write leaves the batch's cache_intents rows behind
+      (committed with the batch): `settle()` re-applies those players' committed rows after REPAIR_AFTER_S;
+    - a retried submission writes its committed row to Redis again (store.py: duplicates);
+    - Redis restarted or failed over (its run_id changed; its data may be older): every board is rebuilt;
+    - every board is checked against Postgres every verify interval (members and highest version, when no
+      write is in flight) and rebuilt when they disagree.
+
+`service.py` (REST and WebSocket reads, acks) and `fanout.py` (pushes) call only this for ranks; the writer
+calls `record()` after each COMMIT. Nothing else touches the stale set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+
+from redis.exceptions import RedisError
+
+from . import observability as obs
+from . import ranking
+from .cache import Cache, NotReady
+from .errors import Unavailable
+from .ranking import Position, Standing, TopSlice
+from .store import DB_DOWN, BoardInfo, Store, Written
+
+log = logging.getLogger(__name__)
+
+NEITHER = "neither Redis nor Postgres can answer; retry"
+REPAIR_AFTER_S = 5.0  # a cache debt older than this was not paid by its writer (it died or failed)
+REBUILDS_AT_ONCE = 2  # concurrent rebuilds per process (after a Redis restart every board is rebuilt)
+
+
+class Ranks:
+    """Reads from Redis or Postgres; owns the stale set and the rebuilds of this process."""
+
+    def __init__(self, cache: Cache, store: Store, rebuild_batch: int = 10_000) -> None:
+        self.cache, self.store, self.rebuild_batch = cache, store, rebuild_batch
+        self.stale: set[str] = set()  # boards that missed a write (Redis was away): rebuild when it is back
+        self._rebuilds: dict[str, asyncio.Task[None]] = {}
+        self._rebuilding = asyncio.Semaphore(REBUILDS_AT_ONCE)
+        self._paid: list[int] = []  # cache_intents rows whose cache write is done, to delete
+
+    # ---- reads --------------------------------------------------------------------------------------------
+
+    async def top(self, board: BoardInfo, offset: int, limit: int) -> TopSlice:
+        seq = 0
+        try:
+            return await self.cache.top(board.id, offset, limit)
+        except NotReady as exc:
+            seq = exc.seq
+            self.ensure_rebuild(board.id)
+        except RedisError:
+            obs.count(obs.REDIS_FALLBACK, 1, "top")
+        try:
+            return await self.store.top(board, offset, limit, seq or await self.store.seq_floor())
+        except DB_DOWN:
+            raise Unavailable(NEITHER) from None
+
+    async def standing(self, board: BoardInfo, user_id: str, around: int) -> Standing | None:
+        """The player's rank and neighbours, or None when they have no entry."""
+        try:
+            return await self.cache.standing(board.id, user_id, around)
+        except NotReady:
+            self.ensure_rebuild(board.id)
+        except RedisError:
+            obs.count(obs.REDIS_FALLBACK, 1, "rank")
+        try:
+            return await self.store.standing(board, user_id, around, 0)
+        except DB_DOWN:
+            raise Unavailable(NEITHER) from None
+
+    async def follow(self, board: BoardInfo, users: Sequence[str]) -> tuple[int, dict[str, Position | None]]:
+        """(seq, {user: position or None}) for followed players."""
+        seq = 0
+        try:
+            return await self.cache.follow(board.id, users)
+        except NotReady as exc:
+            seq = exc.seq
+            self.ensure_rebuild(board.id)
+        except RedisError:
+            obs.count(obs.REDIS_FALLBACK, 1, "follow")
+        try:
+            return seq or await self.store.seq_floor(), await self.store.follow(board.id, users)
+        except DB_DOWN:
+            raise Unavailable(NEITHER) from None
+
+    async def seq(self, board: BoardInfo) -> int:
+        try:
+            return await self.cache.seq(board.id)
+        except RedisError:
+            try:
+                return await self.store.seq_floor()
+            except DB_DOWN:
+                raise Unavailable(NEITHER) from None
+
+    async def announce(self, board_id: str) -> None:
+        """Tell every process that this board now exists (or changed)."""
+        try:
+            await self.cache.announce(board_id)
+        except RedisError as exc:  # the others find it when their 5-second negative cache expires
+            log.warning("could not announce board %s (%s)", board_id, exc)
+
+    # ---- after a commit -----------------------------------------------------------------------------------
+
+    async def record(
+        self, board: BoardInfo, rows: Sequence[Written], users: dict[str, int], committed_at: float, intent: int | None
+    ) -> dict[str, int | None]:
+        """Store a batch's committed rows of one board in Redis and return the ranks of `users` (user ->
+        committed value); the batch's cache debt `intent` is then paid. When the board is not ready or Redis
+        fails, the ranks come from Postgres."""
+        try:
+            res = await self.cache.write(board.id, rows, list(users), committed_at)
+            if intent is not None:
+                self._paid.append(intent)
+            if res.ready:
+                return {u: r or None for u, r in res.ranks.items()}
+            self.ensure_rebuild(board.id)
+        except RedisError as exc:
+            log.warning("cache write for %s failed (%s); board marked stale", board.id, exc)
+            self.stale.add(board.id)
+            obs.count(obs.REDIS_FALLBACK, 1, "write")
+        keys = [(board.id, u, ranking.sort_key(v, board.sort)) for u, v in users.items()]
+        try:
+            found = await self.store.ranks(keys)
+        except DB_DOWN as exc:
+            log.warning("rank lookup in Postgres failed: %s", exc)
+            return dict.fromkeys(users)
+        return {u: found.get((board.id, u)) for u in users}
+
+    # ---- rebuilds -----------------------------------------------------------------------------------------
+
+    def ensure_rebuild(self, board_id: str) -> None:
+        """Start a background rebuild of the board in this process unless one is running."""
+        task = self._rebuilds.get(board_id)
+        if task is None or task.done():
+            self._rebuilds[board_id] = asyncio.create_task(self.rebuild_quietly(board_id), name=f"rebuild:{board_id}")
+
+    def _floors(self, board_id: str) -> Callable[[], Awaitable[tuple[int, int]]]:
+        async def floors() -> tuple[int, int]:
+            return await self.store.seq_floor(), (await self.store.invariants(board_id))[1]
+
+        return floors
+
+    async def rebuild_quietly(self, board_id: str) -> None:
+        try:
+            async with self._rebuilding:
+                await self.rebuild(board_id)
+        except Exception as exc:  # Redis or Postgres away: the board stays stale and is retried
+            log.warning("rebuild of %s failed: %s", board_id, exc)
+
+    async def rebuild(self, board_id: str) -> int | None:
+        """Reload a board in full from Postgres: its member count, or None if another process is at it."""
+        if await self.store.board(board_id) is None:
+            return 0
+        try:
+            return await self.cache.rebuild(
+                board_id,
+                lambda: self.store.scan(board_id, self.rebuild_batch),
+                self._floors(board_id),
+                # From here on the scan covers every earlier miss; a write that fails during the scan marks
+                # the board stale again, and so does a failure of this rebuild (below).
+                emptied=lambda: self.stale.discard(board_id),
+            )
+        except BaseException:
+            self.stale.add(board_id)
+            raise
+
+    async def warm(self, boards: Sequence[BoardInfo]) -> None:
+        """At start-up: rebuild every board that is not marked ready (a cold or lost Redis)."""
+        try:
+            for b in boards:
+                ready = await self.cache.is_ready(b.id)
+                obs.gauge(obs.CACHE_READY, int(ready), b.id)
+                if not ready:
+                    self.ensure_rebuild(b.id)
+        except (RedisError, OSError) as exc:
+            log.warning("Redis unreachable at start-up (%s): reads use Postgres until it is back", exc)
+            self.stale.update(b.id for b in boards)
+
+    # ---- convergence --------------------------------------------------------------------------------------
+
+    async def watch(self, interval: float = 1.0) -> None:
+        """Rebuild stale boards once Redis answers again; rebuild every board when Redis restarted."""
+        known: str | None = None
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                identity = await self.cache.identity()
+            except (RedisError, OSError):
+                continue
+            if known is not None and identity != known:
+                log.warning("Redis restarted or failed over (run_id %s -> %s): rebuilding every board", known, identity)
+                with contextlib.suppress(*DB_DOWN):
+                    self.stale.update(b.id for b in await self.store.boards())
+            known = identity
+            for board_id in list(self.stale):
+                self.ensure_rebuild(board_id)
+
+    async def settle(self, interval: float = 1.0) -> None:
+        """Delete the cache debts that were paid; repay the ones their writer left behind."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                if self._paid:
+                    paid, self._paid = self._paid, []
+                    await self.store.delete_intents(paid)
+                for intent, board_id, users in await self.store.old_intents(REPAIR_AFTER_S):
+                    await self.repair(board_id, users)
+                    await self.store.delete_intents([intent])
+            except (*DB_DOWN, RedisError) as exc:
+                log.warning("settling cache debts failed (%s); retrying", exc)
+
+    async def repair(self, board_id: str, users: Sequence[str]) -> None:
+        """Write these players' committed rows to Redis again (version-checked: never overwrites newer)."""
+        rows = await self.store.current(board_id, users)
+        log.warning("repairing %d rows of board %s left unwritten by a failed or dead writer", len(rows), board_id)
+        if rows:
+            await self.cache.write(board_id, rows, [], time.time())
+
+    async def verify(self, board: BoardInfo) -> bool:
+        """Compare the board in Redis with Postgres while no write is in flight; rebuild it if they disagree.
+        Returns False when it started a rebuild."""
+        before = await self.cache.state(board.id)
+        if not before.ready:
+            return True  # being rebuilt, or cold: reads already go to Postgres
+        members, version, owed = await self.store.invariants(board.id)
+        after = await self.cache.state(board.id)
+        if owed or after.seq != before.seq or not after.ready:
+            return True  # writes in flight or debts unpaid: settle() covers those
+        if (after.members, after.vmax) == (members, version):
+            return True
+        log.warning(
+            "board %s disagrees with Postgres (Redis: %d members, version %d; Postgres: %d, %d): rebuilding",
+            board.id, after.members, after.vmax, members, version,
+        )  # fmt: skip
+        self.ensure_rebuild(board.id)
+        return False
+
+    async def verify_all(self, interval: float) -> None:
+        """Every `interval` seconds, check each board (one process per board per interval, by lease)."""
+        while True:
+            try:
+                for board in await self.store.boards():
+                    if await self.cache.lease(board.id, interval):
+                        await self.verify(board)
+            except (*DB_DOWN, RedisError) as exc:
+                log.debug("verification round failed: %s", exc)
+            await asyncio.sleep(interval)
+
+    async def close(self) -> None:
+        for task in self._rebuilds.values():
+            task.cancel()
+        await asyncio.gather(*self._rebuilds.values(), return_exceptions=True)
