@@ -198,6 +198,8 @@ def test_per_container_env_files_hold_only_their_own_settings() -> None:
     assert not any(k.startswith("POSTGRES_") for k in app)  # the app never sees the server's password variable
     # The DSN's password placeholder is the one the postgres file sets.
     assert postgres["POSTGRES_PASSWORD"] in app["LEADERBOARD_DATABASE_URL"]
+    # .env only feeds Compose's interpolation: no container reads it, so an app setting there does nothing.
+    assert list(_env_file(ROOT / ".env.example")) == ["LEADERBOARD_HTTP_PORT"]
     gitignored = (ROOT / ".gitignore").read_text().splitlines()
     assert "deploy/env/*.env" in gitignored and ".env" in gitignored
 
