@@ -88,3 +88,15 @@ async def test_readme_usage_commands_work_verbatim(services: Services, server: s
         assert rank["user_id"] == user, rank
         replies.append(top)
     assert [e["user_id"] for e in replies[-1]["entries"]] == ["alice", "bob"]
+
+
+@pytest.mark.parametrize("doc", [ROOT / "README.md", ROOT / "docs" / "operations.md"], ids=lambda p: p.name)
+def test_settings_tables_list_every_setting(doc: Path) -> None:
+    from leaderboard.settings import Settings
+
+    rows = set(re.findall(r"^\| `(LEADERBOARD_[A-Z0-9_]+)` \|", doc.read_text(), re.M))
+    expected = {f"LEADERBOARD_{name.upper()}" for name in Settings.model_fields}
+    if doc.name == "operations.md":  # the deployment's table: host and port are the image's business
+        expected -= {"LEADERBOARD_HOST", "LEADERBOARD_PORT"}
+    assert sorted(expected - rows) == []
+    assert sorted(rows - expected) == []
