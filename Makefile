@@ -6,7 +6,15 @@ STAMP  := $(VENV)/.installed
 CLIENT := $(wildcard client/package.json)
 PORT   ?= 8000
 
-.PHONY: install ui run test test-python test-client test-e2e test-system lint format bench bench-quick demo clean
+# The built UI is a file target: rebuilt only when a source of it changed.
+UI_BUILD   := client/dist/index.html
+UI_SOURCES := $(shell find client/src -type f 2>/dev/null) \
+	$(wildcard client/index.html client/package.json client/package-lock.json client/tsconfig.json \
+		client/vite.config.ts client/public/*)
+NODE_MODULES := client/node_modules/.package-lock.json
+
+.PHONY: install system-deps ui run test test-python test-client test-e2e test-system lint format bench bench-quick \
+	demo clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,13 +24,20 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-client/node_modules/.package-lock.json: client/package-lock.json
+## what `make test` needs from the system (npm, Chromium, nginx): installed as root with apt-get, else named
+system-deps:
+	deploy/install-system-deps.sh test
+
+$(NODE_MODULES): client/package-lock.json
+	deploy/install-system-deps.sh run
 	cd client && npm ci --no-audit --no-fund
+
+$(UI_BUILD): $(NODE_MODULES) $(UI_SOURCES)
+	cd client && npm run build
 
 ui: install
 ifneq ($(CLIENT),)
-	$(MAKE) client/node_modules/.package-lock.json
-	cd client && npm run build
+ui: $(UI_BUILD)
 endif
 
 ## serve the API, WebSocket and UI on http://127.0.0.1:$(PORT) with embedded Postgres + Valkey
@@ -30,7 +45,7 @@ run: ui
 	$(BIN)/leaderboard serve --port $(PORT)
 
 ## every test: Python (real Postgres + Redis), client unit tests, browser end-to-end
-test: ui test-python
+test: system-deps ui test-python
 ifneq ($(CLIENT),)
 	cd client && npm test
 	cd client && npm run e2e:only

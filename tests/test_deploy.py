@@ -181,21 +181,50 @@ def test_no_secrets_in_compose_file(compose: dict[str, Any]) -> None:
         for key, val in pairs:
             if SECRET_NAME.search(str(key)):
                 assert val is None or str(val).startswith("${"), f"{name}: literal secret {key}"
-        needs_credentials = name in ("postgres", "app", "migrate")
-        if needs_credentials:
-            assert svc.get("env_file") in (".env", [".env"]), f"{name} must take credentials from .env"
-    assert "secrets" not in compose  # would need files outside the repo; .env is the one place
+        # Each container gets only its own settings: the database server's, or the app's; no other service
+        # sees either file.
+        own = {"postgres": "deploy/env/postgres.env", "app": "deploy/env/app.env", "migrate": "deploy/env/app.env"}
+        expected = own.get(name)
+        assert svc.get("env_file") in ((expected, [expected]) if expected else (None,)), f"{name}: env_file"
+        if expected:
+            assert (ROOT / f"{expected}.example").is_file(), f"{expected}.example missing"
+    assert "secrets" not in compose  # credentials come from the per-container env files
+
+
+def test_per_container_env_files_hold_only_their_own_settings() -> None:
+    postgres = _env_file(ROOT / "deploy" / "env" / "postgres.env.example")
+    app = _env_file(ROOT / "deploy" / "env" / "app.env.example")
+    assert set(postgres) == {"POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"}
+    assert not any(k.startswith("POSTGRES_") for k in app)  # the app never sees the server's password variable
+    # The DSN's password placeholder is the one the postgres file sets.
+    assert postgres["POSTGRES_PASSWORD"] in app["LEADERBOARD_DATABASE_URL"]
+    # .env only feeds Compose's interpolation: no container reads it, so an app setting there does nothing.
+    assert list(_env_file(ROOT / ".env.example")) == ["LEADERBOARD_HTTP_PORT"]
+    gitignored = (ROOT / ".gitignore").read_text().splitlines()
+    assert "deploy/env/*.env" in gitignored and ".env" in gitignored
 
 
 # --- .env.example ---------------------------------------------------------------------------------------
 
 
-def _env_example() -> dict[str, str]:
+# Compose interpolation (.env), then each container's own settings.
+ENV_EXAMPLES = [ROOT / ".env.example", *(ROOT / "deploy" / "env" / f"{n}.env.example" for n in ("postgres", "app"))]
+
+
+def _env_file(path: Path) -> dict[str, str]:
     out = {}
-    for line in (ROOT / ".env.example").read_text().splitlines():
+    for line in path.read_text().splitlines():
         m = re.match(r"^#?\s*([A-Z][A-Z0-9_]*)=(.*)$", line)
         if m:
             out[m.group(1)] = m.group(2)
+    return out
+
+
+def _env_example() -> dict[str, str]:
+    """Every variable of the example env files."""
+    out = {}
+    for path in ENV_EXAMPLES:
+        out.update(_env_file(path))
     return out
 
 
@@ -208,10 +237,11 @@ def test_env_example_documents_every_setting() -> None:
     for name in ("POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"):
         assert name in env
     # Each variable has a comment right above it (its documentation).
-    lines = (ROOT / ".env.example").read_text().splitlines()
-    for i, line in enumerate(lines):
-        if re.match(r"^[A-Z][A-Z0-9_]*=", line):
-            assert i > 0 and lines[i - 1].startswith("#"), f"undocumented: {line}"
+    for path in ENV_EXAMPLES:
+        lines = path.read_text().splitlines()
+        for i, line in enumerate(lines):
+            if re.match(r"^[A-Z][A-Z0-9_]*=", line):
+                assert i > 0 and lines[i - 1].startswith("#"), f"undocumented in {path.name}: {line}"
 
 
 def test_env_example_matches_the_settings_class() -> None:

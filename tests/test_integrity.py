@@ -201,7 +201,7 @@ async def test_each_board_converges_independently(
 async def test_postgres_away_keys_known_before_keep_working_unknown_ones_get_503(
     services: Any, make_server: Any, keys: ApiKeys, make_client: Any, pool: asyncpg.Pool
 ) -> None:
-    from netcut import Proxy
+    from support.netcut import Proxy
 
     proxy = Proxy(services.dsn)
     await proxy.start()

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +39,7 @@ from .outbox import watchdog
 from .protocol import encode
 from .ranks import Ranks
 from .service import Service
-from .settings import Settings
+from .settings import ConfigError, Settings, load_settings
 from .store import DB_DOWN, Store
 from .writer import Writer
 
@@ -280,8 +281,13 @@ def _spa(root: Path) -> ASGIApp:
 
 
 def factory() -> ASGIApp:
-    """uvicorn --factory entry point for `leaderboard serve`: settings from the environment."""
-    settings = Settings()
+    """uvicorn --factory entry point for `leaderboard serve`: settings from the environment (a bad one is one
+    line and exit 2, not a traceback: `serve` checks them before uvicorn starts, this covers uvicorn run by hand)."""
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        raise SystemExit(2) from None
     configure_logging(settings.log_level, settings.log_format)
     if obs.init_newrelic():
         return obs.wrap_asgi(create_app(settings, drain_on_signal=True))

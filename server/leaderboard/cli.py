@@ -1,79 +1,178 @@
-"""`leaderboard serve | migrate | keys | rebuild | demo`."""
+"""`leaderboard serve | migrate | keys | rebuild | demo`.
+
+Every command reads its settings with `load_settings()`; a configuration problem, an unreachable
+database or Redis, or a data dir already served ends the command with one line per problem on stderr and
+exit code 2, before anything is started or stopped. Embedded servers a command starts are stopped when it
+ends; embedded servers it attached to (another process started them) are left running.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import signal
+import socket
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from .settings import Settings
+from .embedded import DataDirError, DataDirInUse, EmbeddedError, EmbeddedPostgres, EmbeddedRedis, ServeLock
+from .settings import ConfigError, Settings, load_settings, redact_url, unknown_variables
+
+EXIT_CONFIG = 2
+CONNECT_TIMEOUT_S = 5.0
+
+
+class Unusable(Exception):
+    """A configured server cannot be used (unreachable, refused the credentials...). One line per server."""
 
 
 class Backends:
-    """Resolve Postgres and Redis: the configured URLs, or embedded servers under the data dir."""
+    """Resolve Postgres and Redis: the configured URLs, or embedded servers under the data dir.
 
-    def __init__(self, settings: Settings, *, redis: bool = True, own: bool = False) -> None:
-        self.settings, self.want_redis, self.own = settings, redis, own
-        self._pg: object | None = None
-        self._redis: object | None = None
+    On exit, stops the embedded servers this process started (or took over from a process that is gone) and
+    leaves the ones another live process started alone.
+    """
+
+    def __init__(self, settings: Settings, *, redis: bool = True) -> None:
+        self.settings, self.want_redis = settings, redis
+        self._stack = contextlib.ExitStack()
 
     def __enter__(self) -> Settings:
-        from .embedded import EmbeddedPostgres, EmbeddedRedis
-
         s = self.settings
         updates: dict[str, str] = {}
-        if not s.database_url:
-            pg = EmbeddedPostgres(s.data_dir)
-            updates["database_url"] = pg.start()
-            self._pg = pg
-            _say(f"postgres: embedded, data in {pg.pgdata} ({updates['database_url']})")
-        else:
-            _say(f"postgres: {_redact(s.database_url)}")
-        if self.want_redis:
-            if not s.redis_url:
-                r = EmbeddedRedis(s.data_dir)
-                updates["redis_url"] = r.start()
-                self._redis = r
-                _say(f"redis: embedded valkey, data in {r.dir} ({updates['redis_url']})")
+        with contextlib.ExitStack() as stack:
+            if not s.database_url:
+                pg = EmbeddedPostgres(s.data_dir)
+                stack.callback(pg.stop)
+                updates["database_url"] = pg.start()
+                # loadtest/bench.py reads the URL from the end of this line ("postgres: embedded, data in ... (URL)").
+                _say(f"postgres: embedded, data in {pg.pgdata}, {_ownership(pg)} ({updates['database_url']})")
             else:
-                _say(f"redis: {_redact(s.redis_url)}")
+                _say(f"postgres: {redact_url(s.database_url)}")
+            if self.want_redis:
+                if not s.redis_url:
+                    r = EmbeddedRedis(s.data_dir)
+                    stack.callback(r.stop)
+                    updates["redis_url"] = r.start()
+                    _say(f"redis: embedded valkey, data in {r.dir}, {_ownership(r)} ({updates['redis_url']})")
+                else:
+                    _say(f"redis: {redact_url(s.redis_url)}")
+            self._stack = stack.pop_all()  # started without a hitch: stop them in __exit__, not now
         return s.model_copy(update=updates)
 
     def __exit__(self, *exc: object) -> None:
-        if not self.own:
-            return
-        for server in (self._redis, self._pg):
-            if server is not None:
-                server.stop()  # type: ignore[attr-defined]
+        self._stack.close()
+
+
+def _ownership(server: EmbeddedPostgres | EmbeddedRedis) -> str:
+    if server.adopted:
+        return "taken over (the process that started it is gone)"
+    if server.owned:
+        return "started by this process"
+    return f"attached to the one pid {server.owner.pid} runs" if server.owner is not None else "attached"
 
 
 def _say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def _redact(url: str) -> str:
-    """Hide a password in a URL before printing it."""
-    if "@" not in url or "://" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    creds, host = rest.rsplit("@", 1)
-    user = creds.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}" if ":" in creds else url
-
-
 def _settings(args: argparse.Namespace) -> Settings:
-    overrides = {k: v for k, v in {"data_dir": args.data_dir}.items() if v is not None}
-    for name in ("host", "port", "workers"):
+    overrides: dict[str, Any] = {}
+    for name in ("data_dir", "host", "port", "workers"):
         value = getattr(args, name, None)
         if value is not None:
             overrides[name] = value
-    return Settings(**overrides)
+    try:
+        return load_settings(**overrides)
+    except ConfigError as exc:
+        raise exc.naming({name: "--" + name.replace("_", "-") for name in overrides}) from None
+
+
+# --- checks before anything starts -------------------------------------------------------------------------
+
+
+def check_servers(settings: Settings, *, redis: bool = True) -> None:
+    """Connect to the configured (not embedded) Postgres and Redis once; raise Unusable saying why not."""
+
+    async def run() -> list[str]:
+        checks = []
+        if settings.database_url:
+            checks.append(_check_postgres(settings.database_url))
+        if redis and settings.redis_url:
+            checks.append(_check_redis(settings.redis_url))
+        return [p for p in await asyncio.gather(*checks) if p]
+
+    found = asyncio.run(run())
+    if found:
+        raise Unusable("\n".join(found))
+
+
+async def _check_postgres(dsn: str) -> str | None:
+    import asyncpg
+
+    try:
+        con = await asyncpg.connect(dsn, timeout=CONNECT_TIMEOUT_S)
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as exc:
+        return f"LEADERBOARD_DATABASE_URL: cannot reach PostgreSQL at {redact_url(dsn)}: {_why(exc)}"
+    await con.close()
+    return None
+
+
+async def _check_redis(url: str) -> str | None:
+    import redis.asyncio as aioredis
+    from redis.exceptions import RedisError
+
+    client = aioredis.from_url(url, socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=CONNECT_TIMEOUT_S)
+    try:
+        await client.ping()
+    except (OSError, RedisError, ValueError) as exc:
+        return f"LEADERBOARD_REDIS_URL: cannot reach Redis at {redact_url(url)}: {_why(exc)}"
+    finally:
+        await client.aclose()
+    return None
+
+
+def _why(exc: BaseException) -> str:
+    """The reason in a few words: the OS error underneath a driver error if there is one."""
+    cause = exc.__cause__ or exc.__context__
+    if not isinstance(exc, OSError) and isinstance(cause, OSError) and not isinstance(cause, TimeoutError):
+        exc = cause
+    if isinstance(exc, TimeoutError) or exc.__class__.__name__ == "TimeoutError":
+        return f"no answer within {CONNECT_TIMEOUT_S:g} s"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused (is it running, on this host and port?)"
+    if isinstance(exc, socket.gaierror):
+        return f"unknown host ({exc.strerror})"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror[0].lower() + exc.strerror[1:]
+    text = " ".join(str(exc).split())
+    return text or exc.__class__.__name__
+
+
+def check_port(host: str, port: int) -> None:
+    """Raise Unusable if `serve` could not listen on host:port (bound the way uvicorn binds)."""
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except socket.gaierror as exc:
+            raise Unusable(f"LEADERBOARD_HOST: cannot listen on {host!r}: unknown host ({exc.strerror})") from None
+        except OSError as exc:
+            raise Unusable(
+                f"cannot listen on {host}:{port}: {_why(exc)} (another server? choose another --port)"
+            ) from None
+
+
+# --- commands ----------------------------------------------------------------------------------------------
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -82,19 +181,26 @@ def serve(args: argparse.Namespace) -> int:
     from . import migrations
     from . import observability as obs
 
-    with Backends(_settings(args), own=True) as s:
-        assert s.database_url and s.redis_url
-        asyncio.run(migrations.apply_migrations(s.database_url))
-        os.environ["LEADERBOARD_DATABASE_URL"] = s.database_url
-        os.environ["LEADERBOARD_REDIS_URL"] = s.redis_url
-        if s.workers > 1 and obs.multiprocess_dir() is None:
-            obs.setup_multiprocess(tempfile.mkdtemp(prefix="leaderboard-metrics-"))
-        _say(f"serving on http://{s.host}:{s.port} with {s.workers} worker(s)")
-        # uvicorn re-raises the signal that stopped it once it has shut down; turn that into a normal exit
-        # so the embedded servers are stopped cleanly on the way out.
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, _stop)
-        try:
+    # uvicorn re-raises the signal that stopped it once it has shut down; turn that (or a signal before it
+    # runs) into a normal exit, so the embedded servers this process started are stopped on the way out.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _stop)
+    settings = _settings(args)
+    embedded = not settings.database_url or not settings.redis_url
+    lock = ServeLock(settings.data_dir)
+    if embedded:
+        lock.acquire(f"http://{settings.host}:{settings.port}")
+    try:
+        check_port(settings.host, settings.port)
+        check_servers(settings)
+        with Backends(settings) as s:
+            assert s.database_url and s.redis_url
+            asyncio.run(migrations.apply_migrations(s.database_url))
+            os.environ["LEADERBOARD_DATABASE_URL"] = s.database_url
+            os.environ["LEADERBOARD_REDIS_URL"] = s.redis_url
+            if s.workers > 1 and obs.multiprocess_dir() is None:
+                obs.setup_multiprocess(tempfile.mkdtemp(prefix="leaderboard-metrics-"))
+            _say(f"serving on http://{s.host}:{s.port} with {s.workers} worker(s)")
             uvicorn.run(
                 "leaderboard.app:factory", factory=True, host=s.host, port=s.port, workers=s.workers,
                 log_config=None, ws_max_size=s.max_frame_bytes, lifespan="on", proxy_headers=True,
@@ -103,8 +209,10 @@ def serve(args: argparse.Namespace) -> int:
                 ws="websockets-sansio", ws_per_message_deflate=False,
                 timeout_graceful_shutdown=int(s.drain_timeout_s) + 5,
             )  # fmt: skip
-        except _Stopped:
-            pass
+    except _Stopped:
+        pass  # Backends has stopped what this process started on the way out
+    finally:
+        lock.release()
     return 0
 
 
@@ -119,11 +227,16 @@ def _stop(signum: int, frame: object) -> None:
 def migrate(args: argparse.Namespace) -> int:
     from . import migrations
 
-    with Backends(_settings(args), redis=False) as s:
+    settings = _settings(args)
+    check_servers(settings, redis=False)
+    with Backends(settings, redis=False) as s:
         assert s.database_url
         applied = asyncio.run(migrations.apply_migrations(s.database_url))
     print("applied: " + ", ".join(applied) if applied else "schema is up to date")
     return 0
+
+
+KEYS_HEADER = f"{'id':>5}  {'role':<7} {'name':<24} {'created':<10}  state"
 
 
 def keys(args: argparse.Namespace) -> int:
@@ -136,22 +249,36 @@ def keys(args: argparse.Namespace) -> int:
         con = await asyncpg.connect(dsn)
         try:
             if args.action == "create":
-                print(await auth.create_api_key(con, args.role, args.name))
+                async with con.transaction():
+                    key = await auth.create_api_key(con, args.role, args.name)
+                    # currval: the id this session's INSERT just drew, whatever other sessions do.
+                    key_id = await con.fetchval("SELECT currval(pg_get_serial_sequence('api_keys', 'id'))")
+                _say(f"created {args.role} key {key_id} {args.name!r}; it is shown once, store it now:")
+                print(key, flush=True)
             elif args.action == "list":
+                print(KEYS_HEADER)
                 for r in await auth.list_api_keys(con):
                     state = f"revoked {r['revoked_at']:%Y-%m-%d}" if r["revoked_at"] else "active"
                     print(f"{r['id']:>5}  {r['role']:<7} {r['name']:<24} {r['created_at']:%Y-%m-%d}  {state}")
-            elif not await auth.revoke_api_key(con, args.id):
-                print(f"no active key with id {args.id}", file=sys.stderr)
-                return 1
+            else:
+                row = await con.fetchrow("SELECT role, name FROM api_keys WHERE id = $1", args.id)
+                if row is None or not await auth.revoke_api_key(con, args.id):
+                    _say(f"no active key with id {args.id} (`leaderboard keys list` shows them)")
+                    return 1
+                print(
+                    f"revoked {row['role']} key {args.id} {row['name']!r}: within a few seconds every server "
+                    f"refuses it and closes the WebSockets that authenticated with it (1008)"
+                )
             return 0
         finally:
             await con.close()
 
     if args.action == "create" and not args.name:
-        print("--name is required", file=sys.stderr)
+        _say("keys create needs --name (what the key is for, e.g. --name game-server-eu)")
         return 2
-    with Backends(_settings(args), redis=False) as s:
+    settings = _settings(args)
+    check_servers(settings, redis=False)
+    with Backends(settings, redis=False) as s:
         assert s.database_url
         return asyncio.run(run(s.database_url))
 
@@ -187,7 +314,9 @@ def rebuild(args: argparse.Namespace) -> int:
             await client.aclose()
             await pool.close()
 
-    with Backends(_settings(args)) as s:
+    settings = _settings(args)
+    check_servers(settings)
+    with Backends(settings) as s:
         assert s.database_url and s.redis_url
         return asyncio.run(run(s.database_url, s.redis_url))
 
@@ -198,19 +327,33 @@ def demo(args: argparse.Namespace) -> int:
     from . import auth, migrations
     from .demo import AuthFailed, DemoError, run_demo
 
-    async def make_key(dsn: str) -> str:
+    async def make_key(dsn: str) -> tuple[int, str]:
         await migrations.apply_migrations(dsn)
         con = await asyncpg.connect(dsn)
         try:
-            return await auth.create_api_key(con, "submit", "demo")
+            async with con.transaction():
+                key = await auth.create_api_key(con, "submit", "demo")
+                key_id = await con.fetchval("SELECT currval(pg_get_serial_sequence('api_keys', 'id'))")
+            return int(key_id), key
         finally:
             await con.close()
 
-    key = args.key
+    async def revoke(dsn: str, key_id: int) -> None:
+        con = await asyncpg.connect(dsn)
+        try:
+            await auth.revoke_api_key(con, key_id)
+        finally:
+            await con.close()
+
+    key, key_id = args.key, None
+    settings: Settings | None = None
     if key is None:
-        with Backends(_settings(args), redis=False) as s:
+        settings = _settings(args)
+        check_servers(settings, redis=False)
+        with Backends(settings, redis=False) as s:
             assert s.database_url
-            key = asyncio.run(make_key(s.database_url))
+            key_id, key = asyncio.run(make_key(s.database_url))
+        _say(f"demo: created submit key {key_id} 'demo' for this run; it is revoked when the demo ends")
     try:
         asyncio.run(
             run_demo(
@@ -218,36 +361,49 @@ def demo(args: argparse.Namespace) -> int:
                 connections=args.connections,
             )
         )  # fmt: skip
-    except KeyboardInterrupt:
-        pass
+    except (KeyboardInterrupt, _Stopped):
+        pass  # Ctrl-C or SIGTERM: the normal way to end a demo without --duration
     except (AuthFailed, DemoError) as exc:
         print(f"demo: {exc}", file=sys.stderr)
         return 1
+    finally:
+        if key_id is not None and settings is not None:
+            with Backends(settings, redis=False) as s:
+                assert s.database_url
+                asyncio.run(revoke(s.database_url, key_id))
+            _say(f"demo: revoked key {key_id}")
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+# --- entry point -------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="leaderboard", description="Real-time leaderboard service")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def with_data_dir(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         p.add_argument("--data-dir", type=Path, default=None,
-                       help="where embedded Postgres/Valkey keep their data (default ./.leaderboard)")  # fmt: skip
+                       help="where embedded Postgres/Valkey keep their data (default ./.leaderboard, "
+                            "or LEADERBOARD_DATA_DIR)")  # fmt: skip
         return p
 
     p = with_data_dir(sub.add_parser("serve", help="run the API, WebSocket and UI server"))
-    p.add_argument("--host", default=None, help="bind address (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=None, help="port (default 8000)")
-    p.add_argument("--workers", type=int, default=None, help="worker processes (default 1)")
+    p.add_argument("--host", default=None, help="bind address (default 127.0.0.1, or LEADERBOARD_HOST)")
+    p.add_argument("--port", type=int, default=None, help="port (default 8000, or LEADERBOARD_PORT)")
+    p.add_argument("--workers", type=int, default=None, help="worker processes (default 1, or LEADERBOARD_WORKERS)")
     p.set_defaults(fn=serve)
 
     with_data_dir(sub.add_parser("migrate", help="apply pending SQL migrations")).set_defaults(fn=migrate)
 
     p = with_data_dir(sub.add_parser("keys", help="manage API keys"))
-    p.add_argument("action", choices=["create", "list", "revoke"])
-    p.add_argument("--role", choices=["admin", "submit", "read"], default="submit")
-    p.add_argument("--name", default=None, help="what the key is for (create)")
-    p.add_argument("--id", type=int, default=None, help="key id (revoke)")
+    p.add_argument("action", choices=["create", "list", "revoke"],
+                   help="create a key (printed once), list keys, or revoke one")  # fmt: skip
+    p.add_argument("--role", choices=["admin", "submit", "read"], default="submit",
+                   help="create: what the key may do: admin (also create boards), submit (scores), read "
+                        "(default submit)")  # fmt: skip
+    p.add_argument("--name", default=None, help="create: what the key is for, e.g. game-server-eu")
+    p.add_argument("--id", type=int, default=None, help="revoke: the key's id (see keys list)")
     p.set_defaults(fn=keys)
 
     p = with_data_dir(sub.add_parser("rebuild", help="reload boards from Postgres into Redis"))
@@ -255,19 +411,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.set_defaults(fn=rebuild)
 
     p = with_data_dir(sub.add_parser("demo", help="submit realistic demo traffic to a running server"))
-    p.add_argument("--url", default="http://127.0.0.1:8000")
-    p.add_argument("--key", default=None, help="a submit key (default: create one)")
-    p.add_argument("--players", type=int, default=1000)
-    p.add_argument("--rate", type=float, default=50.0, help="submissions per second")
-    p.add_argument("--board", default="global")
+    p.add_argument("--url", default="http://127.0.0.1:8000", help="the server (default http://127.0.0.1:8000)")
+    p.add_argument("--key", default=None,
+                   help="a submit key (default: create one for this run and revoke it at the end)")  # fmt: skip
+    p.add_argument("--players", type=int, default=1000, help="simulated players (default 1000)")
+    p.add_argument("--rate", type=float, default=50.0, help="submissions per second (default 50)")
+    p.add_argument("--board", default="global", help="board to play on (default global)")
     p.add_argument("--duration", type=float, default=None, help="seconds (default: until Ctrl-C)")
-    p.add_argument("--connections", type=int, default=4, help="WebSocket connections")
+    p.add_argument("--connections", type=int, default=4, help="WebSocket connections (default 4)")
     p.set_defaults(fn=demo)
+    return parser
 
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "keys" and args.action == "revoke" and args.id is None:
         parser.error("keys revoke needs --id")
-    code: int = args.fn(args)
+    for warning in unknown_variables():
+        _say(warning)
+    if args.command != "serve":  # serve installs its own handlers (it also catches SIGINT)
+        signal.signal(signal.SIGTERM, _stop)
+    try:
+        code: int = args.fn(args)
+    except (ConfigError, Unusable, DataDirInUse, DataDirError) as exc:
+        _say(str(exc))
+        return EXIT_CONFIG
+    except EmbeddedError as exc:
+        _say(str(exc))
+        return 1
+    except _Stopped:
+        return 128 + signal.SIGTERM
+    except KeyboardInterrupt:
+        return 128 + signal.SIGINT
     return code
 
 

@@ -1,0 +1,53 @@
+#!/usr/bin/env sh
+# System packages the Makefile needs beyond Python: `run` needs npm (to build the UI); `test` also needs
+# Chromium (browser end-to-end tests) and, optionally, nginx (`nginx -t` of deploy/nginx.conf).
+# As root with apt-get, missing packages are installed; otherwise the first missing one is named in one
+# line, with the command that installs it, and the script fails. --check never installs anything.
+#
+#   deploy/install-system-deps.sh [--check] [run|test]      (default: test)
+set -eu
+
+check_only=0
+if [ "${1:-}" = "--check" ]; then check_only=1; shift; fi
+what="${1:-test}"
+chromium="${CHROMIUM_PATH:-/usr/bin/chromium}"
+
+can_install() {
+  [ "$check_only" = 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1
+}
+
+updated=0
+apt_install() {
+  if [ "$updated" = 0 ]; then apt-get update -qq; updated=1; fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+missing() {  # what, how to get it
+  echo "missing $1: $2" >&2
+  exit 1
+}
+
+python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null ||
+  missing "Python 3.11 or newer as python3" "install it (apt-get install python3), or run make PYTHON=python3.11 ..."
+command -v npm >/dev/null 2>&1 ||
+  missing "npm (Node 20) to build the UI" "install Node.js 20 from https://nodejs.org/ (or apt-get install nodejs npm)"
+
+[ "$what" = run ] && exit 0
+
+if [ ! -x "$chromium" ]; then
+  if can_install; then
+    echo "installing chromium (browser end-to-end tests)..." >&2
+    apt_install chromium
+  fi
+  [ -x "$chromium" ] ||
+    missing "$chromium (browser end-to-end tests)" "sudo apt-get install -y chromium, or set CHROMIUM_PATH to a Chromium binary"
+fi
+
+if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
+  if can_install; then
+    echo "installing nginx-light (nginx -t of deploy/nginx.conf)..." >&2
+    apt_install nginx-light || echo "note: nginx-light did not install; the nginx tests will be skipped" >&2
+  else
+    echo "note: nginx is not installed, so the nginx tests are skipped (sudo apt-get install -y nginx-light)" >&2
+  fi
+fi

@@ -1,0 +1,103 @@
+"""The documentation a newcomer follows: links stay inside the repository, and the README's commands work."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from support.processes import cli_command, cli_env
+from support.services import Services
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def _code_blocks(text: str, lang: str = "sh") -> list[str]:
+    return re.findall(rf"```{lang}\n(.*?)```", text, re.S)
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
+def test_links_stay_in_the_repository_and_resolve(doc: Path) -> None:
+    text = doc.read_text()
+    assert "../shared" not in text
+    for target in LINK.findall(text):
+        if re.match(r"^[a-z]+:", target) or target.startswith("#"):
+            continue
+        path = (doc.parent / target.split("#", 1)[0]).resolve()
+        assert path.is_relative_to(ROOT), f"{doc.name}: {target} points outside the repository"
+        assert path.exists(), f"{doc.name}: {target} does not exist"
+
+
+def test_design_doc_holds_the_original_design_and_the_departures() -> None:
+    text = (ROOT / "docs" / "design.md").read_text()
+    for original in (
+        "## The original design documents",
+        "### Design card",
+        "#### High-Level Design (HLD)",
+        "`ZINCRBY` score in Redis `leaderboard_scores` sorted set.",
+        "Populate Redis with results.",
+    ):
+        assert original in text
+    departures = text.split("## Where we depart from it and why", 1)[1]
+    for topic in (
+        "Postgres commits first",
+        "A cold board is rebuilt in full",
+        "Starlette, not FastAPI",
+        "WebSocket push, not polling",
+        "Group commit",
+        "Idempotency keys",
+        "Operators and sort orders",
+        "Embedded default servers",
+    ):
+        assert f"### {topic}" in departures, topic
+    assert "(docs/design.md)" in (ROOT / "README.md").read_text()
+
+
+def test_readme_examples_make_a_fresh_session_id_each_time() -> None:
+    blocks = "\n".join(_code_blocks((ROOT / "README.md").read_text()))
+    assert not re.search(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", blocks)
+    assert "KEY=$(.venv/bin/leaderboard keys create" in blocks
+
+
+@pytest.mark.skipif(shutil.which("curl") is None or shutil.which("bash") is None, reason="needs curl and bash")
+async def test_readme_usage_commands_work_verbatim(services: Services, server: str) -> None:
+    """The README's 'Using it' block, run twice (the second time for another player), against a server."""
+    (block,) = [b for b in _code_blocks((ROOT / "README.md").read_text()) if "keys create" in b]
+    script = block.replace("http://127.0.0.1:8000", server).replace(".venv/bin/leaderboard", " ".join(cli_command()))
+    replies = []
+    for user in ("alice", "bob"):
+        proc = await asyncio.create_subprocess_exec(
+            "bash",
+            "-euo",
+            "pipefail",
+            "-c",
+            script.replace("alice", user),
+            env=cli_env(services.dsn, services.redis_url),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 120)
+        assert proc.returncode == 0, err.decode()
+        submitted, top, rank = (json.loads(line) for line in out.decode().replace("}{", "}\n{").splitlines())
+        assert submitted.get("user_id") == user and submitted.get("duplicate") is False, submitted
+        assert rank["user_id"] == user, rank
+        replies.append(top)
+    assert [e["user_id"] for e in replies[-1]["entries"]] == ["alice", "bob"]
+
+
+@pytest.mark.parametrize("doc", [ROOT / "README.md", ROOT / "docs" / "operations.md"], ids=lambda p: p.name)
+def test_settings_tables_list_every_setting(doc: Path) -> None:
+    from leaderboard.settings import Settings
+
+    rows = set(re.findall(r"^\| `(LEADERBOARD_[A-Z0-9_]+)` \|", doc.read_text(), re.M))
+    expected = {f"LEADERBOARD_{name.upper()}" for name in Settings.model_fields}
+    if doc.name == "operations.md":  # the deployment's table: host and port are the image's business
+        expected -= {"LEADERBOARD_HOST", "LEADERBOARD_PORT"}
+    assert sorted(expected - rows) == []
+    assert sorted(rows - expected) == []
