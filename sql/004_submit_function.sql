@@ -120,7 +120,7 @@ BEGIN
             INSERT INTO leaderboard AS l (board_id, user_id, value, sort_key, version)
             SELECT k.b, k.u, coalesce(g.v, 0),
                    CASE WHEN lb.sort_order = 'desc' THEN -coalesce(g.v, 0) ELSE coalesce(g.v, 0) END,
-                   nextval('leaderboard_version_seq')
+                   CASE WHEN k.old IS NULL THEN nextval('leaderboard_version_seq') ELSE 0 END  -- 0: see the UPDATE
             FROM unnest(kb, ku, kold) AS k(b, u, old)
             JOIN leaderboards lb ON lb.id = k.b
             LEFT JOIN guess g ON (g.b, g.u) = (k.b, k.u) AND k.old IS NULL
@@ -149,35 +149,40 @@ BEGIN
             WHERE t.code = 0 ORDER BY t.b, t.u, t.i DESC
         ) f
         JOIN leaderboards lb ON lb.id = f.b
-        WHERE (l.board_id, l.user_id) = (f.b, f.u) AND l.value <> f.v;
+        WHERE (l.board_id, l.user_id) = (f.b, f.u) AND (l.value <> f.v OR l.version = 0);
 
-        -- A row just inserted for a player whose every submission turned out out of range goes again.
-        DELETE FROM leaderboard l USING unnest(fb, fu) AS f(b, u)
-        WHERE (l.board_id, l.user_id) = (f.b, f.u)
-          AND NOT EXISTS (SELECT 1 FROM unnest(p_board, p_user, st) AS t(b, u, code)
-                          WHERE (t.b, t.u) = (f.b, f.u) AND t.code = 0);
+        IF 3 = ANY (st) THEN  -- a row just inserted for a player whose every submission was out of range goes
+            DELETE FROM leaderboard l USING unnest(fb, fu) AS f(b, u)
+            WHERE (l.board_id, l.user_id) = (f.b, f.u)
+              AND NOT EXISTS (SELECT 1 FROM unnest(p_board, p_user, st) AS t(b, u, code)
+                              WHERE (t.b, t.u) = (f.b, f.u) AND t.code = 0);
+        END IF;
     END IF;
     val := coalesce(val, array_fill(NULL::bigint, ARRAY[cardinality(st)]));
 
     -- 3. A refused submission is not logged; a repeat in this batch of a refused one is refused alike.
-    SELECT array_agg(CASE WHEN t.code = 1 AND st[f.i::int] = 3 AND n.sid IS NOT NULL THEN 3::smallint ELSE t.code END
-                     ORDER BY t.i) INTO st
-    FROM unnest(p_sid, st) WITH ORDINALITY AS t(sid, code, i)
-    JOIN (SELECT DISTINCT ON (x.sid) x.sid, x.i FROM unnest(p_sid) WITH ORDINALITY AS x(sid, i) ORDER BY x.sid, x.i) f
-      ON f.sid = t.sid
-    LEFT JOIN unnest(inserted) AS n(sid) ON n.sid = t.sid;
-    DELETE FROM game_sessions g USING unnest(p_sid, st) AS t(sid, code)
-    WHERE t.code = 3 AND g.session_id = t.sid AND t.sid = ANY (inserted);
+    IF 3 = ANY (st) THEN
+        SELECT array_agg(CASE WHEN t.code = 1 AND st[f.i::int] = 3 AND n.sid IS NOT NULL THEN 3::smallint
+                              ELSE t.code END ORDER BY t.i) INTO st
+        FROM unnest(p_sid, st) WITH ORDINALITY AS t(sid, code, i)
+        JOIN (SELECT DISTINCT ON (x.sid) x.sid, x.i FROM unnest(p_sid) WITH ORDINALITY AS x(sid, i)
+              ORDER BY x.sid, x.i) f ON f.sid = t.sid
+        LEFT JOIN unnest(inserted) AS n(sid) ON n.sid = t.sid;
+        DELETE FROM game_sessions g USING unnest(p_sid, st) AS t(sid, code)
+        WHERE t.code = 3 AND g.session_id = t.sid AND t.sid = ANY (inserted);
+    END IF;
 
     -- 4. Names: a player new on a board needs a users row; a submission with a name renames (the latest wins).
-    INSERT INTO users (user_id, display_name)
-    SELECT DISTINCT ON (t.u) t.u, t.nm
-    FROM unnest(p_board, p_user, p_name, st) WITH ORDINALITY AS t(b, u, nm, code, i)
-    LEFT JOIN unnest(fb, fu) AS f(b, u) ON (f.b, f.u) = (t.b, t.u)
-    WHERE t.code = 0 AND (t.nm IS NOT NULL OR f.b IS NOT NULL)
-    ORDER BY t.u, (t.nm IS NOT NULL) DESC, t.i DESC
-    ON CONFLICT (user_id) DO UPDATE SET display_name = EXCLUDED.display_name
-    WHERE EXCLUDED.display_name IS NOT NULL AND users.display_name IS DISTINCT FROM EXCLUDED.display_name;
+    IF cardinality(fb) > 0 OR cardinality(array_remove(p_name, NULL)) > 0 THEN
+        INSERT INTO users (user_id, display_name)
+        SELECT DISTINCT ON (t.u) t.u, t.nm
+        FROM unnest(p_board, p_user, p_name, st) WITH ORDINALITY AS t(b, u, nm, code, i)
+        LEFT JOIN unnest(fb, fu) AS f(b, u) ON (f.b, f.u) = (t.b, t.u)
+        WHERE t.code = 0 AND (t.nm IS NOT NULL OR f.b IS NOT NULL)
+        ORDER BY t.u, (t.nm IS NOT NULL) DESC, t.i DESC
+        ON CONFLICT (user_id) DO UPDATE SET display_name = EXCLUDED.display_name
+        WHERE EXCLUDED.display_name IS NOT NULL AND users.display_name IS DISTINCT FROM EXCLUDED.display_name;
+    END IF;
 
     -- 5. One row per submission with the player's committed row after the batch; a cache debt per board.
     RETURN QUERY

@@ -341,3 +341,25 @@ def private_redis(tmp_path: Path) -> Iterator[Any]:
     rd.start()
     yield rd
     rd.stop()
+
+
+@pytest.fixture(autouse=True)
+async def _dump_tasks_before_timeout(request: pytest.FixtureRequest) -> AsyncIterator[None]:
+    """pytest-timeout shows the threads, which for an asyncio test is only an idle event loop: a few seconds
+    before the timeout, print what every task is waiting on, so a hang says where it hangs."""
+    marker = request.node.get_closest_marker("timeout")
+    limit = float(marker.args[0]) if marker and marker.args else float(request.config.getini("timeout") or 0)
+    if not limit:
+        yield
+        return
+
+    def dump() -> None:
+        import sys
+
+        print(f"\n--- asyncio tasks {limit - 5:.0f}s into {request.node.nodeid} ---", file=sys.stderr)
+        for task in asyncio.all_tasks():
+            task.print_stack(limit=12, file=sys.stderr)
+
+    handle = asyncio.get_running_loop().call_later(max(limit - 5, 1), dump)
+    yield
+    handle.cancel()

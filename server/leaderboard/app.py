@@ -71,7 +71,9 @@ class Runtime:
         applied = await migrations.apply_migrations(dsn)
         if applied:
             log.info("applied migrations: %s", ", ".join(applied))
-        pool = await asyncpg.create_pool(dsn, min_size=2, max_size=settings.db_pool_size)
+        # reset=_keep: we never change session state (no SET, LISTEN or session advisory locks), so a connection
+        # goes back to the pool without asyncpg's default reset query, a round trip per use.
+        pool = await asyncpg.create_pool(dsn, min_size=2, max_size=settings.db_pool_size, reset=_keep)
         # Commands time out (a hung Redis must not hang a request: we fall back to Postgres);
         # the pub/sub connection idles by design, so it gets its own client without a read timeout.
         client = aioredis.from_url(redis_url, decode_responses=True, socket_timeout=2.0, socket_connect_timeout=1.0)
@@ -129,6 +131,10 @@ class Runtime:
         await self.listener.aclose()
         await self.pool.close()
         obs.process_exit()
+
+
+async def _keep(con: asyncpg.Connection) -> None:
+    """A pool connection needs no reset: see Runtime.start."""
 
 
 def _install_drain_handler(rt: Runtime) -> None:
