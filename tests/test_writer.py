@@ -1,4 +1,4 @@
-"""Layer: writer.py (group commit lanes) over a real Store and Ranks: batching, order, refusals, close."""
+"""Layer: writer.py (group commit) over a real Store and Ranks: batching, order, refusals, close."""
 
 from __future__ import annotations
 
@@ -175,3 +175,25 @@ async def test_a_batch_postgres_cannot_take_is_unavailable_and_the_writer_goes_o
     ack = await writer.submit(sub("a", 2), board)
     assert (ack.score, ack.duplicate) == (2, False)
     assert await pg_values(pool) == {"a": 2}
+
+
+async def test_one_transaction_at_a_time_until_a_full_batch_waits(
+    make_writer: Callable[..., Writer], make_ranks: Callable[..., Ranks], recording: RecordingStore, board: BoardInfo
+) -> None:
+    """Small batches cost Postgres a fixed price each: a second transaction starts only when a full batch
+    waits, and it never takes a player whose earlier submission is still in flight."""
+    writer = make_writer(recording, make_ranks(store_=recording), batch_max=10, concurrency=3)
+    recording.hold()
+    first = asyncio.ensure_future(writer.submit(sub("a0", 1), board))
+    await recording.in_flight.wait()
+    recording.in_flight.clear()
+    queued = [asyncio.ensure_future(writer.submit(sub(f"b{i}", 1), board)) for i in range(9)]
+    await asyncio.sleep(0.05)
+    assert recording.batches == [[("a0", 1)]]  # 9 waiting, less than a batch: no second transaction
+    queued.append(asyncio.ensure_future(writer.submit(sub("a0", 5), board)))  # 10 waiting now
+    await recording.in_flight.wait()
+    assert recording.batches[1] == [(f"b{i}", 1) for i in range(9)]  # a0 is in flight: its second one waits
+    recording.gate.set()
+    acks = await asyncio.gather(first, *queued)
+    assert recording.batches[2] == [("a0", 5)]
+    assert (acks[-1].user_id, acks[-1].score) == ("a0", 6)  # committed after the first
