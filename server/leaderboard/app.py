@@ -21,7 +21,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -189,7 +189,12 @@ def create_app(settings: Settings, *, drain_on_signal: bool = False) -> Starlett
         routes=routes,
         lifespan=lifespan,
         middleware=[Middleware(obs.HttpMiddleware), *_cors(settings)],
-        exception_handlers={Refused: http.refused, HTTPException: http.http_error, Exception: _crash},
+        exception_handlers={
+            Refused: http.refused,
+            HTTPException: http.http_error,
+            ClientDisconnect: _gone,
+            Exception: _crash,
+        },
     )
     static = settings.static_dir or (REPO_DIST if REPO_DIST.is_dir() else None)
     if static is not None:
@@ -209,6 +214,12 @@ def _cors(settings: Settings) -> list[Middleware]:
             max_age=600,
         )
     ]  # fmt: skip
+
+
+def _gone(request: Request, exc: Exception) -> Response:
+    """The client went away (or was cut off by guard.py) while we read its body: nothing to answer, no error."""
+    log.debug("client disconnected while sending %s", request.url.path)
+    return Response(status_code=400)
 
 
 def _crash(request: Request, exc: Exception) -> Response:
