@@ -181,8 +181,13 @@ def create_app(settings: Settings, *, drain_on_signal: bool = False) -> Starlett
         "metrics": _metrics,
         "openapi": _openapi,
     }
+    # One Starlette route per path, so a 405 lists in `Allow` every method the path has (GET and POST
+    # /api/leaderboards), not only those of the first route that matched the path.
+    by_path: dict[str, dict[str, Callable[[Request], Awaitable[Response]]]] = {}
+    for r in openapi.ROUTES:
+        by_path.setdefault(r.path, {})[r.method] = endpoints[r.name]
     routes: list[Route | WebSocketRoute] = [
-        Route(r.path, endpoints[r.name], methods=[r.method]) for r in openapi.ROUTES
+        Route(path, _by_method(handlers), methods=list(handlers)) for path, handlers in by_path.items()
     ]
     routes.append(WebSocketRoute("/ws", ws.endpoint(runtime)))
     app = Starlette(
@@ -201,6 +206,18 @@ def create_app(settings: Settings, *, drain_on_signal: bool = False) -> Starlett
         # The router's fallback, so a wrong method on an API route still answers 405, not the UI.
         app.router.default = _spa(Path(static))
     return app
+
+
+def _by_method(
+    handlers: dict[str, Callable[[Request], Awaitable[Response]]],
+) -> Callable[[Request], Awaitable[Response]]:
+    if len(handlers) == 1:
+        return next(iter(handlers.values()))
+
+    async def endpoint(request: Request) -> Response:  # the route has checked the method (HEAD = GET)
+        return await handlers["GET" if request.method == "HEAD" else request.method](request)
+
+    return endpoint
 
 
 def _cors(settings: Settings) -> list[Middleware]:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, StringConstraints, ValidationError
 
 from .errors import Invalid
 from .ranking import MAX_VALUE, Sort, TopSlice, value_of
@@ -36,8 +36,23 @@ BOARD_ID_RULE = "1-64 characters of a-z 0-9 _ -, starting with a letter or digit
 
 UserId = Annotated[str, StringConstraints(pattern=USER_ID_PATTERN)]
 BoardId = Annotated[str, StringConstraints(pattern=BOARD_ID_PATTERN)]
-DisplayName = Annotated[str, StringConstraints(min_length=1, max_length=64, strip_whitespace=True)]
-Score = Annotated[StrictInt, Field(ge=-MAX_VALUE, le=MAX_VALUE)]
+# Free text (display names, titles): not blank once stripped (as pydantic strips: Unicode White_Space), and no
+# NUL, which Postgres text cannot hold. Written as a pattern so the OpenAPI schema says the same.
+_SPACE = r"\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+TEXT_PATTERN = rf"^[^\x00]*[^\x00{_SPACE}][^\x00]*$"
+DisplayName = Annotated[
+    str, StringConstraints(min_length=1, max_length=64, strip_whitespace=True, pattern=TEXT_PATTERN)
+]
+
+
+def _integral(value: Any) -> Any:
+    """JSON has one number type, and JSON Schema's "integer" includes 120.0: take it as 120."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+# The validator after Field: before it, pydantic would write the bounds as "ge"/"le", not JSON Schema's
+# minimum/maximum, into the OpenAPI document.
+Score = Annotated[StrictInt, Field(ge=-MAX_VALUE, le=MAX_VALUE), BeforeValidator(_integral)]
 Ref = str | int | None
 Format = Literal["number", "time_ms", "time_s"]
 
@@ -60,7 +75,10 @@ class BoardCreate(Strict):
     """POST /api/leaderboards body."""
 
     id: BoardId
-    title: Annotated[str, StringConstraints(min_length=1, max_length=128, strip_whitespace=True)] | None = None
+    title: (
+        Annotated[str, StringConstraints(min_length=1, max_length=128, strip_whitespace=True, pattern=TEXT_PATTERN)]
+        | None
+    ) = None
     sort: Literal["desc", "asc"] = "desc"
     operator: Literal["incr", "best", "set"] = "incr"
     format: Format = "number"
