@@ -54,6 +54,11 @@ endif
 test-python: install
 	$(BIN)/pytest -q
 
+## the long crash test: 5 minutes of load while servers, Redis and Postgres are killed (`make test` runs 30 s)
+.PHONY: test-crash
+test-crash: install
+	LEADERBOARD_TEST_CRASH=long $(BIN)/pytest -q -s -m crash -rxX
+
 ## the Python suite against the machine's PostgreSQL and Redis instead of embedded ones
 test-system: install
 	LEADERBOARD_TEST_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres \

@@ -216,6 +216,7 @@ async def make_server(
     import uvicorn
 
     from leaderboard.app import create_app
+    from leaderboard.guard import server_options
     from leaderboard.settings import Settings
 
     running: list[tuple[uvicorn.Server, asyncio.Task[None]]] = []
@@ -247,10 +248,10 @@ async def make_server(
             host="127.0.0.1",
             port=0,
             lifespan="on",
-            ws="websockets-sansio",
             log_config=None,
             access_log=False,
             timeout_graceful_shutdown=3,
+            **server_options(settings),  # the same protocol and limits as `leaderboard serve`
         )
         server = uvicorn.Server(config)
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

@@ -79,3 +79,40 @@ def test_error_frame_is_json_text() -> None:
         "code": "unknown_type",
         "detail": "no",
     }
+
+
+@pytest.mark.parametrize(("score", "taken"), [(120.0, 120), (-287.0, -287), (0.0, 0), (2.0**52, 2**52)])
+def test_an_integral_number_is_an_integer_score(score: float, taken: int) -> None:
+    """JSON Schema's "integer" (our OpenAPI) includes 120.0; so does the server."""
+    from leaderboard.protocol import Submission
+
+    sub = Submission.model_validate({"user_id": "u", "score": score})
+    assert sub.score == taken and type(sub.score) is int
+
+
+@pytest.mark.parametrize("score", [120.5, "120", True, 2.0**53, float("inf")])
+def test_other_numbers_are_not_scores(score: object) -> None:
+    from pydantic import ValidationError
+
+    from leaderboard.protocol import Submission
+
+    with pytest.raises(ValidationError):
+        Submission.model_validate({"user_id": "u", "score": score})
+
+
+@pytest.mark.parametrize("text", ["a\x00b", " ", "\u3000\t", "Al\x1c", "\u202eevil Admin", "x\u2066y"])
+def test_free_text_is_not_blank_and_has_no_control_or_bidi_characters(text: str) -> None:
+    """Postgres text cannot hold NUL (it answered 503 'database unavailable' before); blank is not a name; a
+    bidirectional override makes a name render as another."""
+    from pydantic import ValidationError
+
+    from leaderboard.protocol import BoardCreate, Submission
+
+    with pytest.raises(ValidationError):
+        Submission.model_validate({"user_id": "u", "score": 1, "display_name": text})
+    with pytest.raises(ValidationError):
+        BoardCreate.model_validate({"id": "b", "title": text})
+    family = "\U0001f468\u200d\U0001f469\u200d\U0001f467"  # zero-width joiners: one emoji, allowed
+    assert Submission.model_validate({"user_id": "u", "score": 1, "display_name": f" Al {family} "}).display_name == (
+        f"Al {family}"
+    )

@@ -22,7 +22,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -194,21 +194,43 @@ def create_app(settings: Settings, *, drain_on_signal: bool = False) -> Starlett
         "metrics": _metrics,
         "openapi": _openapi,
     }
+    # One Starlette route per path, so a 405 lists in `Allow` every method the path has (GET and POST
+    # /api/leaderboards), not only those of the first route that matched the path.
+    by_path: dict[str, dict[str, Callable[[Request], Awaitable[Response]]]] = {}
+    for r in openapi.ROUTES:
+        by_path.setdefault(r.path, {})[r.method] = endpoints[r.name]
     routes: list[Route | WebSocketRoute] = [
-        Route(r.path, endpoints[r.name], methods=[r.method]) for r in openapi.ROUTES
+        Route(path, _by_method(handlers), methods=list(handlers)) for path, handlers in by_path.items()
     ]
     routes.append(WebSocketRoute("/ws", ws.endpoint(runtime)))
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
         middleware=[Middleware(obs.HttpMiddleware), *_cors(settings)],
-        exception_handlers={Refused: http.refused, HTTPException: http.http_error, Exception: _crash},
+        exception_handlers={
+            Refused: http.refused,
+            HTTPException: http.http_error,
+            ClientDisconnect: _gone,
+            Exception: _crash,
+        },
     )
     static = settings.static_dir or (REPO_DIST if REPO_DIST.is_dir() else None)
     if static is not None:
         # The router's fallback, so a wrong method on an API route still answers 405, not the UI.
         app.router.default = _spa(Path(static))
     return app
+
+
+def _by_method(
+    handlers: dict[str, Callable[[Request], Awaitable[Response]]],
+) -> Callable[[Request], Awaitable[Response]]:
+    if len(handlers) == 1:
+        return next(iter(handlers.values()))
+
+    async def endpoint(request: Request) -> Response:  # the route has checked the method (HEAD = GET)
+        return await handlers["GET" if request.method == "HEAD" else request.method](request)
+
+    return endpoint
 
 
 def _cors(settings: Settings) -> list[Middleware]:
@@ -222,6 +244,12 @@ def _cors(settings: Settings) -> list[Middleware]:
             max_age=600,
         )
     ]  # fmt: skip
+
+
+def _gone(request: Request, exc: Exception) -> Response:
+    """The client went away (or was cut off by guard.py) while we read its body: nothing to answer, no error."""
+    log.debug("client disconnected while sending %s", request.url.path)
+    return Response(status_code=400)
 
 
 def _crash(request: Request, exc: Exception) -> Response:

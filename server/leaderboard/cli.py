@@ -178,7 +178,7 @@ def check_port(host: str, port: int) -> None:
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from . import migrations
+    from . import guard, migrations
     from . import observability as obs
 
     # uvicorn re-raises the signal that stopped it once it has shut down; turn that (or a signal before it
@@ -194,6 +194,7 @@ def serve(args: argparse.Namespace) -> int:
         check_port(settings.host, settings.port)
         check_servers(settings)
         with Backends(settings) as s:
+            guard.raise_nofile(s)
             assert s.database_url and s.redis_url
             asyncio.run(migrations.apply_migrations(s.database_url))
             os.environ["LEADERBOARD_DATABASE_URL"] = s.database_url
@@ -203,11 +204,9 @@ def serve(args: argparse.Namespace) -> int:
             _say(f"serving on http://{s.host}:{s.port} with {s.workers} worker(s)")
             uvicorn.run(
                 "leaderboard.app:factory", factory=True, host=s.host, port=s.port, workers=s.workers,
-                log_config=None, ws_max_size=s.max_frame_bytes, lifespan="on", proxy_headers=True,
-                # Small JSON frames gain little from compression, and per-socket deflate contexts would
-                # defeat "encode a snapshot once for every subscriber" and cost memory per connection.
-                ws="websockets-sansio", ws_per_message_deflate=False,
+                log_config=None, lifespan="on", proxy_headers=True,
                 timeout_graceful_shutdown=int(s.drain_timeout_s) + 5,
+                **guard.server_options(s),  # the guarded HTTP protocol, WebSocket options, limits
             )  # fmt: skip
     except _Stopped:
         pass  # Backends has stopped what this process started on the way out

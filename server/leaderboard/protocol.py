@@ -19,13 +19,12 @@ See docs/protocol.md for the full contract.
 
 from __future__ import annotations
 
-import unicodedata
 import uuid
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StringConstraints, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, StringConstraints, ValidationError
 
 from .errors import Invalid
 from .ranking import MAX_VALUE, Sort, TopSlice, value_of
@@ -35,29 +34,30 @@ BOARD_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 USER_ID_RULE = "1-64 characters of A-Z a-z 0-9 _ . : @ -"
 BOARD_ID_RULE = "1-64 characters of a-z 0-9 _ -, starting with a letter or digit"
 
-# Names are shown to other players: no control characters (Postgres cannot even store NUL), no lone
-# surrogates, and no bidirectional controls, which can make "\u202eevil Admin" render as "nimdA live".
-# Zero-width joiners stay allowed (emoji sequences need them).
-_BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
-NAME_RULE = "must not contain control characters or bidirectional controls (U+202A-U+202E, U+2066-U+2069)"
-
-
-def _printable(text: str) -> str:
-    for ch in text:
-        if ch in _BIDI or unicodedata.category(ch) in ("Cc", "Cs"):
-            raise ValueError(f"{NAME_RULE}; found U+{ord(ch):04X}")
-    return text
-
-
 UserId = Annotated[str, StringConstraints(pattern=USER_ID_PATTERN)]
 BoardId = Annotated[str, StringConstraints(pattern=BOARD_ID_PATTERN)]
+# Free text shown to other players (display names, titles): not blank once stripped (as pydantic strips:
+# Unicode White_Space); no control characters (Postgres text cannot even hold NUL); no bidirectional controls,
+# which can make "\u202eevil Admin" render as "nimdA live". Zero-width joiners stay (emoji need them). Written
+# as a pattern so the OpenAPI schema says the same.
+_SPACE = r"\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+_BANNED = r"\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
+TEXT_PATTERN = rf"^[^{_BANNED}]*[^{_BANNED}{_SPACE}][^{_BANNED}]*$"
+TEXT_RULE = "must not be blank, nor contain control characters or bidirectional controls (U+202A-U+202E, U+2066-U+2069)"
 DisplayName = Annotated[
-    str, StringConstraints(min_length=1, max_length=64, strip_whitespace=True), AfterValidator(_printable)
+    str, StringConstraints(min_length=1, max_length=64, strip_whitespace=True, pattern=TEXT_PATTERN)
 ]
-Title = Annotated[
-    str, StringConstraints(min_length=1, max_length=128, strip_whitespace=True), AfterValidator(_printable)
-]
-Score = Annotated[StrictInt, Field(ge=-MAX_VALUE, le=MAX_VALUE)]
+Title = Annotated[str, StringConstraints(min_length=1, max_length=128, strip_whitespace=True, pattern=TEXT_PATTERN)]
+
+
+def _integral(value: Any) -> Any:
+    """JSON has one number type, and JSON Schema's "integer" includes 120.0: take it as 120."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+# The validator after Field: before it, pydantic would write the bounds as "ge"/"le", not JSON Schema's
+# minimum/maximum, into the OpenAPI document.
+Score = Annotated[StrictInt, Field(ge=-MAX_VALUE, le=MAX_VALUE), BeforeValidator(_integral)]
 Ref = str | int | None
 Format = Literal["number", "time_ms", "time_s"]
 
@@ -231,11 +231,12 @@ def _ref_of(obj: dict[str, Any]) -> Ref:
 
 # What a field must be, in words, where pydantic would show a regex or a union's internals.
 RULES = {
-    "user_id": USER_ID_RULE, "board": BOARD_ID_RULE, "id": BOARD_ID_RULE,
-    "ref": "a string of at most 64 characters, or an integer", "session_id": "a UUID",
-    "score": f"a JSON integer (no fraction or exponent) within ±{MAX_VALUE}",
+    "user_id": "must be " + USER_ID_RULE, "board": "must be " + BOARD_ID_RULE, "id": "must be " + BOARD_ID_RULE,
+    "ref": "must be a string of at most 64 characters, or an integer", "session_id": "must be a UUID",
+    "score": f"must be an integer within ±{MAX_VALUE}", "display_name": TEXT_RULE, "title": TEXT_RULE,
 }  # fmt: skip
 _PLAIN = {"extra_forbidden": "unknown field", "missing": "required"}
+_RULED = {"string_pattern_mismatch", "int_type", "int_from_float", "int_parsing", "uuid_parsing", "uuid_type"}
 
 
 def describe(exc: ValidationError) -> Invalid:
@@ -248,8 +249,8 @@ def describe(exc: ValidationError) -> Invalid:
             msg = _PLAIN[e["type"]]
         elif e["type"] == "value_error":
             msg = str(e["ctx"]["error"])
-        elif field in RULES and e["type"] not in ("missing",):
-            msg = "must be " + RULES[field]
+        elif field in RULES and (field == "ref" or e["type"] in _RULED):
+            msg = RULES[field]
         else:
             msg = e["msg"]
         if not errors or errors[-1] != {"loc": loc, "msg": msg}:  # a union reports each member: say it once

@@ -72,6 +72,12 @@ class Settings(BaseSettings):
     player_token_audience: str | None = None  # when set, player tokens need this `aud`
     player_token_issuer: str | None = None  # when set, player tokens need this `iss`
 
+    # Limits on what clients can make one process hold (guard.py; docs/operations.md, "Limits")
+    max_header_bytes: int = Field(default=32_768, ge=8_192, le=1_048_576)  # a request head in all; a line: 8 KiB
+    request_read_timeout_s: float = Field(default=5.0, gt=0, le=300)  # a complete request (head and body)
+    keepalive_timeout_s: float = Field(default=5.0, gt=0, le=3600)  # an idle keep-alive connection
+    max_connections: int = Field(default=10_000, ge=1)  # per process, HTTP and WebSocket
+
     @property
     def push_interval(self) -> float:
         return self.push_interval_ms / 1000.0

@@ -1,0 +1,331 @@
+"""Connection guard: what one client can make a server process hold is bounded before the app sees a byte.
+
+uvicorn's httptools protocol, subclassed (every place that serves the app uses `server_options()`):
+
+    request head     a line over 8 KiB (MAX_LINE), more than MAX_FIELDS header fields, or a head over
+                     `max_header_bytes` in all: 431 (414 for the request line). Counted on the raw bytes before
+                     httptools buffers them, so an endless header costs at most the limit plus one socket read
+                     (256 KiB). The WebSocket upgrade goes through the same parser first, so /ws is covered too.
+    request read     a request (head and body) must have arrived `request_read_timeout_s` after its first byte
+                     (or after the connection opened): 408 if a head was under way and nothing is being
+                     answered; otherwise the connection is just closed.
+    keep-alive idle  uvicorn's own timer (`keepalive_timeout_s`) after each response.
+    connections      at most `max_connections` per server (= per process). Past it, OPS_RESERVE more are let in
+                     for /healthz, /readyz and /metrics only (one request each, then closed), so a load
+                     balancer's check still answers when legitimate clients fill the process. Past that a new
+                     connection is answered 503 at once and closed.
+
+Every refusal is an RFC 9457 problem (application/problem+json, with `code`) and a lingering close: we stop
+writing, read and discard what the client still sends for at most LINGER_S, then close, so the client reads
+the answer instead of a connection reset. See docs/operations.md, "Limits".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import resource
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import httptools
+import orjson
+from uvicorn.config import Config
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.server import ServerState
+
+from .errors import TITLES
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+MAX_LINE = 8192  # = websockets' MAX_LINE_LENGTH (CRLF included): an upgrade request is parsed by it again
+MAX_FIELDS = 100  # below websockets' MAX_NUM_HEADERS (128), for the same reason
+OPS_RESERVE = 16  # connections past max_connections that may reach only OPS_PATHS
+OPS_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+LINGER_S = 1.0  # how long a refused connection is read (and discarded) before it is closed
+MAX_LINGERING = 256  # refused connections lingering at once; past it a refusal closes at once
+FD_OVERHEAD = 128  # listening socket, Redis clients, logs, the interpreter's own
+
+_TITLES = {408: "Request timeout", 414: "URI too long", **TITLES}
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The per-connection and per-process bounds (from Settings)."""
+
+    max_header_bytes: int = 32_768
+    request_read_timeout_s: float = 5.0
+    max_connections: int = 10_000
+
+    @classmethod
+    def of(cls, settings: Settings) -> Limits:
+        return cls(settings.max_header_bytes, settings.request_read_timeout_s, settings.max_connections)
+
+
+def server_options(settings: Settings) -> dict[str, Any]:
+    """The uvicorn options of every server of the app: `uvicorn.run(app, **server_options(s), ...)`."""
+    return {
+        "http": functools.partial(GuardedHttp, limits=Limits.of(settings)),  # a partial pickles (--workers)
+        "ws": "websockets-sansio",
+        # Small JSON frames gain little from compression, and per-socket deflate contexts would defeat
+        # "encode a snapshot once for every subscriber" and cost memory per connection.
+        "ws_per_message_deflate": False,
+        "ws_max_size": settings.max_frame_bytes,
+        "timeout_keep_alive": settings.keepalive_timeout_s,
+    }
+
+
+def nofile_needed(settings: Settings) -> int:
+    """File descriptors one process needs at its connection limit."""
+    return settings.max_connections + OPS_RESERVE + MAX_LINGERING + settings.db_pool_size + FD_OVERHEAD
+
+
+def raise_nofile(settings: Settings) -> int:
+    """Raise RLIMIT_NOFILE's soft limit to the hard limit; warn when that is below what the limits need.
+    Returns the soft limit now in force (worker processes inherit it)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError) as exc:  # an infinite hard limit above the kernel's nr_open
+            log.warning("could not raise the open-file limit from %d to %d: %s", soft, hard, exc)
+    needed = nofile_needed(settings)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        log.warning(
+            "open-file limit %d is below the %d that LEADERBOARD_MAX_CONNECTIONS=%d needs per process: past %d "
+            "connections accept() fails and the process stops answering, health checks included. Raise nofile "
+            "(ulimit -n, LimitNOFILE=, docker --ulimit nofile=) or lower LEADERBOARD_MAX_CONNECTIONS",
+            soft, needed, settings.max_connections, soft - (needed - settings.max_connections),
+        )  # fmt: skip
+    return soft
+
+
+class _Refusals:
+    """Counts refusals and logs them at most once per interval (a flood of bad clients is no flood of logs)."""
+
+    def __init__(self, interval: float = 10.0) -> None:
+        self.interval, self.counts, self.next_log = interval, Counter[str](), 0.0
+
+    def add(self, what: str) -> None:
+        self.counts[what] += 1
+        now = time.monotonic()
+        if now >= self.next_log:
+            log.warning("refused: %s", ", ".join(f"{n} x {w}" for w, n in sorted(self.counts.items())))
+            self.counts.clear()
+            self.next_log = now + self.interval
+
+
+REFUSALS = _Refusals()
+
+
+class _Stop(Exception):
+    """Raised from a parser callback to stop parsing a request that was refused."""
+
+
+class GuardedHttp(HttpToolsProtocol):
+    """HttpToolsProtocol with bounded request heads, a request read timer and a connection cap."""
+
+    lingering = 0  # refused connections of this process still being read before the close
+
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+        *,
+        limits: Limits,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self.limits = limits
+        self.state: Literal["idle", "head", "body"] = "idle"
+        self.reserve = False  # admitted past max_connections: operational paths only
+        self.refused = False  # answered by the guard: discard input until the close
+        self._head = 0  # bytes of the current request head so far
+        self._line = 0  # bytes of its current line so far
+        self._lines = 0  # its complete lines
+        self._start = b""  # the first two bytes of the current line (to tell an empty line)
+        self._timer: asyncio.TimerHandle | None = None
+        self._linger = False
+
+    # ---- connection -----------------------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        open_ = len(self.connections)
+        if open_ >= self.limits.max_connections + OPS_RESERVE:
+            self.transport = transport
+            self._refuse(503, "too_many_connections", "this server is at its connection limit; retry", retry=True)
+            return
+        super().connection_made(transport)
+        self.reserve = open_ >= self.limits.max_connections
+        self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        if self._linger:
+            self._linger = False
+            GuardedHttp.lingering -= 1
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self.refused:
+            return
+        if self.state != "body" and (refusal := self._count(data)) is not None:
+            self._refuse(*refusal)
+            return
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            if self.refused:
+                return
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+        except httptools.HttpParserError:
+            if self.refused:
+                return
+            self.logger.warning("Invalid HTTP request received.")
+            self.send_400_response("Invalid HTTP request received.")
+
+    # ---- parser callbacks -------------------------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self.state = "head"
+        self._arm()
+
+    def on_headers_complete(self) -> None:
+        self.state = "body"
+        upgrade = bool(self.parser.should_upgrade()) and self._should_upgrade()
+        if upgrade:
+            self._disarm()  # the socket belongs to the WebSocket protocol from here on
+        if self.reserve and (upgrade or httptools.parse_url(self.url).path.decode("ascii", "replace") not in OPS_PATHS):
+            self._refuse(
+                503, "too_many_connections",
+                "this server is at its connection limit; only /healthz, /readyz and /metrics answer; retry",
+                retry=True,
+            )  # fmt: skip
+            raise _Stop
+        super().on_headers_complete()
+        if self.reserve and self.cycle is not None:
+            self.cycle.keep_alive = False
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self.state = "idle"
+        self._disarm()
+        self._head = self._line = self._lines = 0
+        self._start = b""
+
+    # ---- request head ---------------------------------------------------------------------------------------
+
+    def _count(self, data: bytes) -> tuple[int, str, str] | None:
+        """Count the head bytes in `data` (up to the empty line that ends the head); a refusal or None."""
+        pos, end = 0, len(data)
+        while pos < end:
+            nl = data.find(b"\n", pos)
+            stop = end if nl < 0 else nl + 1
+            if self._line < 2:
+                self._start += data[pos : min(stop, pos + 2 - self._line)]
+            self._line += stop - pos
+            self._head += stop - pos
+            if self._line > MAX_LINE:
+                if self._lines == 0:
+                    return 414, "uri_too_long", f"the request line is longer than {MAX_LINE} bytes"
+                return 431, "header_too_large", f"a header line is longer than {MAX_LINE} bytes"
+            if self._head > self.limits.max_header_bytes:
+                return 431, "header_too_large", f"the request head is larger than {self.limits.max_header_bytes} bytes"
+            if nl < 0:
+                return None
+            empty = self._start in (b"\r\n", b"\n")
+            self._line, self._start = 0, b""
+            pos = stop
+            if not empty:
+                self._lines += 1
+                if self._lines > MAX_FIELDS + 1:
+                    return 431, "header_too_large", f"more than {MAX_FIELDS} header fields"
+            elif self._lines or self.state == "head":  # the end of the head; the body follows
+                self._head = self._lines = 0
+                return None
+        return None
+
+    # ---- timer ------------------------------------------------------------------------------------------------
+
+    def _arm(self) -> None:
+        if self._timer is None:
+            self._timer = self.loop.call_later(self.limits.request_read_timeout_s, self._expired)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _answering(self) -> bool:
+        return self.cycle is not None and not self.cycle.response_complete
+
+    def _expired(self) -> None:
+        self._timer = None
+        if self.refused or self.transport.is_closing():
+            return
+        if self.flow.read_paused or (self.cycle is not None and self.cycle.waiting_for_100_continue):
+            self._arm()  # we are the ones not reading (pipelining, 100-continue): not the client's delay
+            return
+        if self.state == "idle":  # connected and sent nothing
+            REFUSALS.add("idle connection closed")
+            self.transport.close()
+        elif self.state == "head" and not self._answering():
+            self._refuse(408, "request_timeout", f"no complete request within {self.limits.request_read_timeout_s:g} s")
+        elif self.state == "head" or (self.cycle is not None and self.cycle.response_started and self._answering()):
+            # the app is answering (an earlier request, or this one already): let it finish, then close
+            REFUSALS.add("slow request: closed after the response")
+            assert self.cycle is not None
+            self.cycle.keep_alive = False
+            self.flow.pause_reading()
+        else:  # a slow body: the app waits for it (or has answered already)
+            REFUSALS.add("slow request body: closed")
+            self.transport.close()
+
+    # ---- refusals ---------------------------------------------------------------------------------------------
+
+    def _refuse(self, status: int, code: str, detail: str, *, retry: bool = False) -> None:
+        """Answer a problem and close (lingering), unless a response is under way: then close after it."""
+        self.refused = True
+        self._disarm()
+        self._unset_keepalive_if_required()
+        REFUSALS.add(f"{status} {code}")
+        if self._answering():
+            assert self.cycle is not None
+            self.cycle.keep_alive = False
+            self.flow.pause_reading()
+            return
+        body = orjson.dumps({
+            "type": f"/problems/{code.replace('_', '-')}", "title": _TITLES.get(status, "Error"), "status": status,
+            "detail": detail, "code": code,
+        })  # fmt: skip
+        head = [STATUS_LINE[status]]
+        for name, value in self.server_state.default_headers:
+            head += [name, b": ", value, b"\r\n"]
+        head += [
+            b"content-type: application/problem+json\r\ncontent-length: ", str(len(body)).encode(), b"\r\n",
+            b"retry-after: 1\r\n" if retry else b"", b"connection: close\r\n\r\n", body,
+        ]  # fmt: skip
+        transport = self.transport
+        transport.write(b"".join(head))
+        if GuardedHttp.lingering >= MAX_LINGERING or not transport.can_write_eof():
+            transport.close()
+            return
+        transport.write_eof()  # FIN after the answer; keep reading so the close is not a reset
+        if self.flow is not None:
+            self.flow.resume_reading()
+        else:
+            transport.resume_reading()
+        self._linger = True
+        GuardedHttp.lingering += 1
+        self._timer = self.loop.call_later(LINGER_S, transport.close)
