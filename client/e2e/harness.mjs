@@ -186,6 +186,31 @@ export class LeaderboardServer {
     return json;
   }
 
+  /**
+   * Create a board (admin key). A `format` the server does not know yet (it refuses unknown fields with 422)
+   * is retried without it; `format` in the result is what the server's board list reports (null: none).
+   */
+  async createBoard(adminKey, spec) {
+    const post = (body) =>
+      fetch(`${this.url}/api/leaderboards`, {
+        method: "POST",
+        headers: { "Content-Type": "application/json", Authorization: `Bearer ${adminKey}` },
+        body: JSON.stringify(body),
+        signal: AbortSignal.timeout(10_000),
+      });
+    let res = await post(spec);
+    if (res.status === 422 && spec.format !== undefined) {
+      const problem = await res.json();
+      if (!JSON.stringify(problem).includes("format")) throw new Error(`create board -> 422 ${JSON.stringify(problem)}`);
+      const { format: _unknown, ...rest } = spec;
+      res = await post(rest);
+    }
+    if (res.status !== 201) throw new Error(`create board ${spec.id} -> ${res.status} ${await res.text()}`);
+    const list = await (await fetch(`${this.url}/api/leaderboards`, { signal: AbortSignal.timeout(10_000) })).json();
+    const board = list.boards.find((b) => b.id === spec.id);
+    return { ...board, format: board?.format ?? null };
+  }
+
   async top(board = "global", limit = 10) {
     const res = await fetch(`${this.url}/api/leaderboard/top?board=${board}&limit=${limit}`, {
       signal: AbortSignal.timeout(10_000),

@@ -1,5 +1,6 @@
 import { useCallback, useEffect, useId, useState } from "react";
 import { listBoards } from "./api";
+import { formatOf } from "./format";
 import { Board } from "./components/Board";
 import { PlayerPanel } from "./components/PlayerPanel";
 import { Status } from "./components/Status";
@@ -70,6 +71,7 @@ export function App() {
 
   const info = boards.find((b) => b.id === board);
   const title = info?.title || board;
+  const format = formatOf(info);
 
   if (initial.screen) {
     return (
@@ -79,7 +81,7 @@ export function App() {
           <Status compact />
         </header>
         <main>
-          <Board board={board} title={`Top 10 · ${title}`} />
+          <Board board={board} title={`Top 10 · ${title}`} format={format} />
         </main>
         <LiveRegion />
       </div>
@@ -117,13 +119,14 @@ export function App() {
             board={board}
             title={`Top 10 · ${title}${info?.sort === "asc" ? " (lower is better)" : ""}`}
             highlight={player}
+            format={format}
           />
           <p className="hint">
             Live over WebSocket. TV view: <a href={`?screen=1${board !== "global" ? `&board=${board}` : ""}`}>?screen=1</a>
           </p>
         </div>
         <div className="col-side">
-          <PlayerPanel board={board} boardTitle={title} userId={player} onFollow={setPlayer} />
+          <PlayerPanel board={board} boardTitle={title} format={format} userId={player} onFollow={setPlayer} />
           <SubmitPanel boards={boards} board={board} onKeyForLive={onKeyForLive} />
         </div>
       </main>

@@ -48,11 +48,16 @@ export type ServerFrame =
   | { type: "pong"; ref?: string | number | null }
   | { type: "ack"; ref?: string | number | null };
 
+/** How a board's scores read. Servers that predate the field send none: that means "number". */
+export type ScoreFormat = "number" | "time_ms" | "time_s";
+
 export interface BoardInfo {
   id: string;
   title: string;
   sort: "desc" | "asc";
   operator: "incr" | "best" | "set";
+  /** Read it through formatOf(): absent or unknown values are "number". */
+  format?: ScoreFormat;
   created_at: string;
   total?: number | null;
 }

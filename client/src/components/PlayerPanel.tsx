@@ -1,8 +1,8 @@
 import { useEffect, useId, useRef, useState } from "react";
 import { ProblemError, getRank } from "../api";
-import { formatScore, nameOf, percentileOf } from "../format";
+import { formatScore, nameOf, percentileOf, scoreHeading } from "../format";
 import { useRank } from "../hooks";
-import type { PlayerRank } from "../types";
+import type { PlayerRank, ScoreFormat } from "../types";
 
 type Lookup =
   | { kind: "idle" }
@@ -14,6 +14,8 @@ type Lookup =
 interface Props {
   board: string;
   boardTitle: string;
+  /** The board's score format (see format.ts). */
+  format: ScoreFormat;
   userId: string | null;
   onFollow(userId: string | null): void;
 }
@@ -25,7 +27,7 @@ const USER_ID = /^[A-Za-z0-9_.:@-]{1,64}$/;
  * over the socket. A live rank push updates rank/score at once; the neighbours and percentile are
  * re-read over REST shortly after (one request per burst of changes, not polling).
  */
-export function PlayerPanel({ board, boardTitle, userId, onFollow }: Props) {
+export function PlayerPanel({ board, boardTitle, format, userId, onFollow }: Props) {
   const inputId = useId();
   const [query, setQuery] = useState(userId ?? "");
   const [invalid, setInvalid] = useState<string | null>(null);
@@ -153,8 +155,8 @@ export function PlayerPanel({ board, boardTitle, userId, onFollow }: Props) {
                 <dd data-testid="player-rank">{rank.toLocaleString()}</dd>
               </div>
               <div>
-                <dt>Score</dt>
-                <dd data-testid="player-score">{formatScore(score)}</dd>
+                <dt>{scoreHeading(format)}</dt>
+                <dd data-testid="player-score">{formatScore(score, format)}</dd>
               </div>
               <div>
                 <dt>Percentile</dt>
@@ -173,7 +175,7 @@ export function PlayerPanel({ board, boardTitle, userId, onFollow }: Props) {
                     <th scope="col">Rank</th>
                     <th scope="col">Player</th>
                     <th scope="col" className="col-score">
-                      Score
+                      {scoreHeading(format)}
                     </th>
                   </tr>
                 </thead>
@@ -186,7 +188,7 @@ export function PlayerPanel({ board, boardTitle, userId, onFollow }: Props) {
                     >
                       <td>{e.rank}</td>
                       <th scope="row">{nameOf(e)}</th>
-                      <td className="col-score">{formatScore(e.score)}</td>
+                      <td className="col-score">{formatScore(e.score, format)}</td>
                     </tr>
                   ))}
                 </tbody>
