@@ -291,6 +291,27 @@ describe("leaderboard UI against the real server", { timeout: 600_000 }, () => {
     }
   });
 
+  test("TV mode on an asc board says 'lower is better' and shows times", async () => {
+    const ctx = await browser.newContext({ viewport: { width: 1920, height: 1080 }, colorScheme: "dark" });
+    await addFormatIfMissing(ctx, "laps", "time_ms");
+    const tv = await ctx.newPage();
+    try {
+      await tv.goto(`${server.url}/?screen=1&board=laps`);
+      await waitFor("tv times", async () => (await boardRows(tv)).map((r) => r.score).join() === "0:59.999,1:23.456,1:02:03.004");
+      const note = tv.locator("[data-testid=sort-note]");
+      await note.waitFor({ state: "visible", timeout: 5000 });
+      assert.equal((await note.textContent()).trim(), "(lower is better)");
+      const box = await note.boundingBox();
+      assert.ok(box && box.height >= 10 && box.x >= 0 && box.x + box.width <= 1920 && box.y >= 0, `note at ${JSON.stringify(box)}`);
+      // On a desc board there is nothing to say.
+      await tv.goto(`${server.url}/?screen=1`);
+      await waitFor("a global snapshot", async () => Boolean(await tv.getAttribute("table.board", "data-seq")));
+      assert.equal(await tv.locator("[data-testid=sort-note]").count(), 0);
+    } finally {
+      await ctx.close();
+    }
+  });
+
   test("screenshots of the live board and of ?screen=1", async () => {
     mkdirSync(IMG_DIR, { recursive: true });
     // A realistic board: ~24 named players with spread-out totals (several submissions each).

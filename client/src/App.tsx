@@ -72,16 +72,25 @@ export function App() {
   const info = boards.find((b) => b.id === board);
   const title = info?.title || board;
   const format = formatOf(info);
+  // Said wherever the board is shown: on an asc board a smaller number wins, which nobody guesses.
+  const sortNote = info?.sort === "asc" ? " (lower is better)" : "";
 
   if (initial.screen) {
     return (
       <div className="tv">
         <header className="tv-header">
-          <h1>{title}</h1>
+          <h1>
+            {title}
+            {sortNote && (
+              <span className="tv-sort" data-testid="sort-note">
+                {sortNote.trim()}
+              </span>
+            )}
+          </h1>
           <Status compact />
         </header>
         <main>
-          <Board board={board} title={`Top 10 · ${title}`} format={format} />
+          <Board board={board} title={`Top 10 · ${title}${sortNote}`} format={format} />
         </main>
         <LiveRegion />
       </div>
@@ -117,7 +126,7 @@ export function App() {
         <div className="col-board">
           <Board
             board={board}
-            title={`Top 10 · ${title}${info?.sort === "asc" ? " (lower is better)" : ""}`}
+            title={`Top 10 · ${title}${sortNote}`}
             highlight={player}
             format={format}
           />
