@@ -33,6 +33,53 @@ async function addFormatIfMissing(ctx, boardId, format) {
   });
 }
 
+/**
+ * Where the scores and names are on screen: each score cell's box against the viewport and whether its text
+ * is cut; each name's line count, whether it is cut (ellipsis) and its title.
+ */
+function layoutOf(page) {
+  return page.evaluate(() => {
+    const vw = document.documentElement.clientWidth;
+    const box = (el) => {
+      const r = el.getBoundingClientRect();
+      return { left: Math.round(r.left), right: Math.round(r.right) };
+    };
+    const scores = [
+      ...document.querySelectorAll("table.board tbody tr[data-user] .col-score, table.around tbody .col-score, [data-testid=player-score]"),
+    ].map((el) => ({ where: el.closest("table")?.className || "card", text: el.textContent, cut: el.scrollWidth > el.clientWidth, ...box(el) }));
+    const shown = (el) => el.getClientRects().length > 0; // TV mode hides the user_id line
+    const names = [...document.querySelectorAll("table.board tbody .name, table.board tbody .uid, table.around tbody .name")].filter(shown).map((el) => {
+      const cs = getComputedStyle(el);
+      const line = Number.parseFloat(cs.lineHeight) || Number.parseFloat(cs.fontSize) * 1.4;
+      return {
+        text: el.textContent, title: el.getAttribute("title"), lines: Math.round(el.getBoundingClientRect().height / line),
+        ellipsis: cs.textOverflow === "ellipsis" && el.scrollWidth > el.clientWidth,
+      };
+    });
+    return { vw, overflow: document.documentElement.scrollWidth - window.innerWidth, scores, names };
+  });
+}
+
+/** `cut`: texts that must be shown cut with an ellipsis, the whole text in the title. */
+function assertLayout(layout, { cut, topScore, where }) {
+  assert.ok(layout.overflow <= 0, `${where}: horizontal overflow ${layout.overflow}px`);
+  const top = layout.scores.filter((s) => s.text === topScore);
+  assert.ok(top.length >= 1, `${where}: ${topScore} shown in full (${JSON.stringify(layout.scores.map((s) => s.text))})`);
+  for (const s of layout.scores) {
+    assert.ok(s.left >= 0 && s.right <= layout.vw, `${where}: score ${s.text} (${s.where}) at ${s.left}..${s.right}, viewport ${layout.vw}`);
+    assert.ok(!s.cut, `${where}: score ${s.text} (${s.where}) is cut`);
+  }
+  for (const n of layout.names) assert.equal(n.lines, 1, `${where}: "${n.text}" takes ${n.lines} lines`);
+  for (const full of cut) {
+    const shown = layout.names.filter((n) => n.text === full);
+    assert.ok(shown.length >= 1, `${where}: ${full} shown`);
+    for (const n of shown) {
+      assert.equal(n.title, full, `${where}: the full text is in the title`);
+      assert.ok(n.ellipsis, `${where}: "${full}" is cut with an ellipsis`);
+    }
+  }
+}
+
 const scoresOf = (page, selector) => page.$$eval(selector, (els) => els.map((e) => e.textContent));
 
 describe("leaderboard UI against the real server", { timeout: 600_000 }, () => {
@@ -309,6 +356,44 @@ describe("leaderboard UI against the real server", { timeout: 600_000 }, () => {
       assert.equal(await tv.locator("[data-testid=sort-note]").count(), 0);
     } finally {
       await ctx.close();
+    }
+  });
+
+  test("long names: one line with an ellipsis, 16-digit scores never cut (phone width and TV mode)", async () => {
+    const longName = "Maximilian Alexander Fitzgerald-Worthington, the Magnificent III"; // 64 characters
+    const longId = "speedrunner.maximilian-alexander-fitzgerald-worthington-the-3rd4"; // 64 characters
+    const unbroken = "Wolfeschlegelsteinhausenbergerdorffwelchevoralternwarengewissenh"; // 64, no space
+    assert.equal(longName.length, 64);
+    assert.equal(longId.length, 64);
+    await server.createBoard(await admin(), { id: "wide", title: "Wide", sort: "desc", operator: "set" });
+    const topScore = 9_007_199_254_740_991; // 2^53 - 1: 16 digits, the largest score there is
+    await server.submit(key, { board: "wide", user_id: longId, display_name: longName, score: topScore });
+    await server.submit(key, { board: "wide", user_id: "w-unbroken", display_name: unbroken, score: topScore - 1 });
+    await server.submit(key, { board: "wide", user_id: "w-short", display_name: "Al", score: 1_234_567_890_123_456 });
+    const shownScore = topScore.toLocaleString("en-US");
+
+    const phone = await browser.newContext({ viewport: { width: 375, height: 740 }, isMobile: true, hasTouch: true });
+    try {
+      const p = await phone.newPage();
+      await p.goto(`${server.url}/?board=wide&player=${longId}`);
+      await waitFor("3 rows", async () => (await boardRows(p)).length === 3);
+      await waitFor("score card", async () => (await p.textContent("[data-testid=player-score]")) === shownScore);
+      await waitFor("around table", async () => (await p.locator("table.around tbody tr").count()) === 3);
+      assertLayout(await layoutOf(p), { cut: [longName, longId, unbroken], topScore: shownScore, where: "phone" });
+    } finally {
+      await phone.close();
+    }
+    for (const [width, height] of [[1920, 1080], [1280, 720]]) {
+      const tv = await browser.newContext({ viewport: { width, height }, colorScheme: "dark" });
+      try {
+        const p = await tv.newPage();
+        await p.goto(`${server.url}/?screen=1&board=wide`);
+        await waitFor("3 rows", async () => (await boardRows(p)).length === 3);
+        const where = `TV ${width}x${height}`;
+        assertLayout(await layoutOf(p), { cut: [longName, unbroken], topScore: shownScore, where });
+      } finally {
+        await tv.close();
+      }
     }
   });
 

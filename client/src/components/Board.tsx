@@ -128,8 +128,17 @@ export const Board = memo(function Board({ board, title, highlight, limit = 10, 
                 )}
               </td>
               <th scope="row" className="col-name">
-                <span className="name">{nameOf(e)}</span>
-                {e.display_name && e.display_name !== e.user_id && <span className="uid">{e.user_id}</span>}
+                {/* One line each, cut with an ellipsis; the title holds the whole text. */}
+                <span className="name-line">
+                  <span className="name" title={nameOf(e)}>
+                    {nameOf(e)}
+                  </span>
+                </span>
+                {e.display_name && e.display_name !== e.user_id && (
+                  <span className="uid" title={e.user_id}>
+                    {e.user_id}
+                  </span>
+                )}
               </th>
               <td className={`col-score${scoreChanged ? " changed" : ""}`} key={`${e.user_id}:${e.score}`}>
                 {formatScore(e.score, format)}

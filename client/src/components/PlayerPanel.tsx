@@ -165,15 +165,26 @@ export function PlayerPanel({ board, boardTitle, format, userId, onFollow }: Pro
             </dl>
             <p className="following">
               <span className="dot live" aria-hidden="true" /> Following{" "}
-              <strong>{data ? nameOf(data) : userId}</strong> live on {boardTitle}
+              <strong className="trunc-inline" title={data ? nameOf(data) : userId}>
+                {data ? nameOf(data) : userId}
+              </strong>{" "}
+              live on {boardTitle}
             </p>
             {data && data.around.length > 0 && (
               <table className="around">
-                <caption>Around {nameOf(data)}</caption>
+                <caption>
+                  <span className="trunc" title={nameOf(data)}>
+                    Around {nameOf(data)}
+                  </span>
+                </caption>
                 <thead>
                   <tr>
-                    <th scope="col">Rank</th>
-                    <th scope="col">Player</th>
+                    <th scope="col" className="col-rank">
+                      Rank
+                    </th>
+                    <th scope="col" className="col-name">
+                      Player
+                    </th>
                     <th scope="col" className="col-score">
                       {scoreHeading(format)}
                     </th>
@@ -186,8 +197,12 @@ export function PlayerPanel({ board, boardTitle, format, userId, onFollow }: Pro
                       className={e.user_id === data.user_id ? "me" : undefined}
                       aria-current={e.user_id === data.user_id ? "true" : undefined}
                     >
-                      <td>{e.rank}</td>
-                      <th scope="row">{nameOf(e)}</th>
+                      <td className="col-rank">{e.rank}</td>
+                      <th scope="row" className="col-name">
+                        <span className="name" title={nameOf(e)}>
+                          {nameOf(e)}
+                        </span>
+                      </th>
                       <td className="col-score">{formatScore(e.score, format)}</td>
                     </tr>
                   ))}
