@@ -176,6 +176,14 @@ describe("leaderboard UI against the real server", { timeout: 600_000 }, () => {
     await waitFor("no-entry message", async () => (await page.locator("[data-testid=no-entry]").count()) === 1);
     assert.match(await page.textContent("[data-testid=no-entry]"), /No entry for nobody-here/);
 
+    // A new search clears the previous answer, also when the new one is refused by validation.
+    await page.fill("form[role=search] input", "not a user id!");
+    await page.click("form[role=search] button[type=submit]");
+    await page.locator("form[role=search] .error").waitFor({ state: "visible", timeout: 3000 });
+    assert.match(await page.textContent("form[role=search] .error"), /1–64 characters/);
+    assert.equal(await page.locator("[data-testid=no-entry]").count(), 0, "stale 'No entry' under the validation error");
+    assert.equal((await page.textContent("[data-testid=player-result]")).trim(), "");
+
     await page.fill("form[role=search] input", "alice");
     await page.click("form[role=search] button[type=submit]");
     await waitFor("alice's rank again", async () => (await page.textContent("[data-testid=player-rank]")) === "2");

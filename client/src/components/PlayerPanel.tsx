@@ -4,12 +4,15 @@ import { formatScore, nameOf, percentileOf, scoreHeading } from "../format";
 import { useRank } from "../hooks";
 import type { PlayerRank, ScoreFormat } from "../types";
 
+/** The REST lookup, tagged with the search it answers (`key`), so its result never shows under another. */
 type Lookup =
   | { kind: "idle" }
-  | { kind: "loading" }
-  | { kind: "found"; data: PlayerRank }
-  | { kind: "missing" }
-  | { kind: "error"; message: string };
+  | { kind: "loading"; key: string }
+  | { kind: "found"; key: string; data: PlayerRank }
+  | { kind: "missing"; key: string }
+  | { kind: "error"; key: string; message: string };
+
+const lookupKey = (board: string, userId: string): string => `${board}\n${userId}`;
 
 interface Props {
   board: string;
@@ -31,8 +34,16 @@ export function PlayerPanel({ board, boardTitle, format, userId, onFollow }: Pro
   const inputId = useId();
   const [query, setQuery] = useState(userId ?? "");
   const [invalid, setInvalid] = useState<string | null>(null);
-  const [lookup, setLookup] = useState<Lookup>({ kind: "idle" });
+  const [stored, setLookup] = useState<Lookup>({ kind: "idle" });
   const [refreshTick, setRefreshTick] = useState(0);
+  // Until the effect below has started the lookup for a new search, the previous one's answer is stale.
+  const currentKey = userId ? lookupKey(board, userId) : null;
+  const lookup: Lookup =
+    currentKey === null
+      ? { kind: "idle" }
+      : stored.kind !== "idle" && stored.key === currentKey
+        ? stored
+        : { kind: "loading", key: currentKey };
   const label = lookup.kind === "found" ? nameOf(lookup.data) : (userId ?? undefined);
   const live = useRank(board, userId, label);
 
@@ -42,13 +53,15 @@ export function PlayerPanel({ board, boardTitle, format, userId, onFollow }: Pro
       return;
     }
     const ctl = new AbortController();
-    setLookup((prev) => (prev.kind === "found" && prev.data.user_id === userId && prev.data.board === board ? prev : { kind: "loading" }));
+    const key = lookupKey(board, userId);
+    // A refresh of the same search keeps showing the last answer until the new one arrives.
+    setLookup((prev) => (prev.kind === "found" && prev.key === key ? prev : { kind: "loading", key }));
     getRank(userId, board, 3, ctl.signal).then(
-      (data) => setLookup({ kind: "found", data }),
+      (data) => setLookup({ kind: "found", key, data }),
       (err: unknown) => {
         if (ctl.signal.aborted) return;
-        if (err instanceof ProblemError && err.problem.status === 404) setLookup({ kind: "missing" });
-        else setLookup({ kind: "error", message: err instanceof Error ? err.message : String(err) });
+        if (err instanceof ProblemError && err.problem.status === 404) setLookup({ kind: "missing", key });
+        else setLookup({ kind: "error", key, message: err instanceof Error ? err.message : String(err) });
       },
     );
     return () => ctl.abort();
@@ -87,6 +100,9 @@ export function PlayerPanel({ board, boardTitle, format, userId, onFollow }: Pro
     const id = query.trim();
     if (!USER_ID.test(id)) {
       setInvalid("A user_id is 1–64 characters: letters, digits and _ . : @ -");
+      // A new search replaces the previous one even when it is invalid: no stale result or "No entry"
+      // message under the error, and no toasts about a player the panel no longer shows.
+      if (userId) onFollow(null);
       return;
     }
     setInvalid(null);
