@@ -385,9 +385,10 @@ describe("rank pushes and toasts", () => {
     expect(store.toasts.visible).toHaveLength(0);
     last().receive(rank(9, 12, 2));
     expect(store.toasts.visible.map((t) => t.text)).toEqual(["↑ 12 → 9"]);
-    clock.advance(1000);
+    expect(store.getAnnouncement()?.text).toBe("Alice moved up from rank 12 to 9");
+    clock.advance(3000); // past the player's toast window
     last().receive(rank(10, 9, 3));
-    expect(store.toasts.visible.map((t) => t.text)).toEqual(["↑ 12 → 9", "overtaken: 9 → 10"]);
+    expect(store.toasts.visible.map((t) => t.text)).toEqual(["overtaken: 9 → 10"]); // replaces Alice's last one
     expect(store.getAnnouncement()?.text).toBe("Alice was overtaken: rank 9 to 10");
   });
 
@@ -427,11 +428,16 @@ describe("rank pushes and toasts", () => {
     expect(store.toasts.visible).toHaveLength(0);
   });
 
-  it("throttles a burst of rank changes into at most a few toasts", () => {
+  it("coalesces a busy player's rank changes: one toast per 3 s, with the net change", () => {
     const { store, last, clock } = setup();
     store.watchRank("global", "alice");
     store.start();
     last().open();
+    const shown: string[] = [];
+    store.toasts.subscribe(() => {
+      const t = store.toasts.visible.at(-1);
+      if (t && !shown.includes(t.text)) shown.push(t.text);
+    });
     last().receive(rank(50, null, 1));
     let r = 50;
     for (let i = 0; i < 40; i++) {
@@ -439,10 +445,25 @@ describe("rank pushes and toasts", () => {
       last().receive(rank(r, r + 1, 2 + i));
       clock.advance(25); // 40 changes/s
     }
-    clock.advance(1000);
-    const texts = store.toasts.visible.map((t) => t.text);
-    expect(texts.length).toBeLessThanOrEqual(3);
-    // 1 s of changes at <= 1 toast / 400 ms, and the last toast ends where the player ended.
-    expect(texts.at(-1)).toMatch(/→ 10$/);
+    clock.advance(3000);
+    expect(shown).toEqual(["↑ 50 → 49", "↑ 49 → 10 over 3 s"]);
+    expect(store.toasts.visible.map((t) => t.text)).toEqual(["↑ 49 → 10 over 3 s"]);
+    expect(store.getAnnouncement()?.text).toBe("alice moved up from rank 49 to 10 over 3 seconds");
+  });
+
+  it("unfollowing drops a held-back toast", () => {
+    const { store, last, clock } = setup();
+    const release = store.watchRank("global", "alice");
+    store.start();
+    last().open();
+    last().receive(rank(5, null, 1));
+    last().receive(rank(4, 5, 2)); // shown at once
+    last().receive(rank(3, 4, 3)); // held back by the window
+    const shown = store.toasts.visible.map((t) => t.text);
+    release();
+    clock.advance(5000);
+    expect(shown).toEqual(["↑ 5 → 4"]);
+    expect(store.toasts.visible).toHaveLength(0); // the first one expired, the held-back one never came
+    expect(clock.scheduled()).toEqual([55_000]); // only the heartbeat is left
   });
 });

@@ -225,6 +225,7 @@ export class LiveStore {
       if (current.kind === "rank") {
         // A later follow of the same player starts fresh (no toast against a stale rank).
         this.ranks.delete(key);
+        this.toasts.forget(key);
         this.emit(key);
       }
       if (this.isOpen()) this.sendSubscribe(key, current, "unsubscribe");
@@ -484,7 +485,7 @@ export class LiveStore {
     // even if the player moved while we were away.
     const from = prev ? prev.rank : msg.previous_rank;
     if (from !== null && from !== undefined && msg.rank !== null && from !== msg.rank) {
-      this.toasts.push(from, msg.rank, this.labels.get(key) ?? msg.user_id);
+      this.toasts.push(from, msg.rank, this.labels.get(key) ?? msg.user_id, key);
     }
     this.emit(key);
     return true;
