@@ -158,6 +158,28 @@ export class LeaderboardServer {
     if (!process.env.E2E_KEEP_DATA) rmSync(this.dataDir, { recursive: true, force: true });
   }
 
+  /**
+   * Stop or start this server's embedded Postgres (an outage the server must survive), through the
+   * project's own EmbeddedPostgres: start() attaches to a running one or starts it, stop() is pg_ctl -m fast.
+   */
+  postgres(action) {
+    const python = join(REPO, ".venv", "bin", "python");
+    const code = [
+      "import sys",
+      "from pathlib import Path",
+      "from leaderboard.embedded import EmbeddedPostgres",
+      "pg = EmbeddedPostgres(Path(sys.argv[1]))",
+      "pg.start()",
+      "if sys.argv[2] == 'stop': pg.stop()",
+    ].join("\n");
+    return new Promise((resolveDone, reject) => {
+      execFile(python, ["-c", code, this.dataDir, action], { timeout: 60_000, env: process.env }, (err, _stdout, stderr) => {
+        if (err) reject(new Error(`postgres ${action} failed: ${err.message}\n${stderr}`));
+        else resolveDone();
+      });
+    });
+  }
+
   createKey(role = "submit", name = "e2e") {
     return new Promise((resolveKey, reject) => {
       execFile(

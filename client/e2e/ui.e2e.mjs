@@ -470,6 +470,7 @@ describe("leaderboard UI against the real server", { timeout: 600_000 }, () => {
     }
     assert.deepEqual(pageErrors, [], "no page errors");
   });
+
   test("under demo traffic (leaderboard.demo) the board keeps up and ends equal to the server's top 10", async (t) => {
     // A fresh board, so every demo submission moves its top 10.
     await server.createBoard(await admin(), { id: "arena", title: "Arena", sort: "desc", operator: "incr" });
@@ -514,5 +515,37 @@ describe("leaderboard UI against the real server", { timeout: 600_000 }, () => {
       );
     }, { timeoutMs: 3000 });
     assert.deepEqual(pageErrors, [], "no page errors");
+  });
+
+  test("Postgres unreachable: the status says connected but degraded, and why; it recovers", async (t) => {
+    const ctx = await browser.newContext({ viewport: { width: 1280, height: 860 }, colorScheme: "dark" });
+    const p = await ctx.newPage();
+    const readyz = [];
+    p.on("request", (req) => {
+      if (new URL(req.url()).pathname === "/readyz") readyz.push(Date.now());
+    });
+    await server.postgres("stop");
+    try {
+      const health = await fetch(`${server.url}/readyz`);
+      assert.equal(health.status, 503, "the server notices the outage");
+      await p.goto(`${server.url}/`);
+      // The socket is fine (the board is served from Redis); the page must not claim all is well.
+      await waitFor("degraded", async () => (await p.getAttribute(".status", "data-health")) === "degraded", { timeoutMs: 10_000 });
+      const status = await statusOf(p);
+      assert.equal(status.state, "connected");
+      assert.match(status.text, /^Connected — degraded: .*(database|postgres)/i);
+      assert.match(await p.getAttribute(".status", "class"), /status-degraded/);
+      t.diagnostic(`status: ${status.text}`);
+    } finally {
+      await server.postgres("start");
+    }
+    try {
+      // Back to plain "Connected": through the status frame at once, or the next /readyz poll (<= 10 s).
+      await waitFor("healthy again", async () => (await p.getAttribute(".status", "data-health")) === "ok", { timeoutMs: 15_000 });
+      assert.equal((await statusOf(p)).text, "Connected");
+      t.diagnostic(`${readyz.length} GET /readyz from the page`);
+    } finally {
+      await ctx.close();
+    }
   });
 });

@@ -32,6 +32,14 @@ export interface ErrorPush {
   detail: string;
 }
 
+/** The server's own dependencies: sent right after connect and again whenever it changes. */
+export interface StatusPush {
+  type: "status";
+  state: "ok" | "degraded";
+  checks: Record<string, "ok" | "unavailable">;
+  detail: string;
+}
+
 export interface AuthReply {
   type: "auth";
   ok: boolean;
@@ -43,6 +51,7 @@ export type ServerFrame =
   | TopPush
   | RankPush
   | ErrorPush
+  | StatusPush
   | AuthReply
   | { type: "subscribed" | "unsubscribed"; ref?: string | number | null; board: string; topics: string[] }
   | { type: "pong"; ref?: string | number | null }
