@@ -228,9 +228,14 @@ export class LeaderboardServer {
       res = await post(rest);
     }
     if (res.status !== 201) throw new Error(`create board ${spec.id} -> ${res.status} ${await res.text()}`);
-    const list = await (await fetch(`${this.url}/api/leaderboards`, { signal: AbortSignal.timeout(10_000) })).json();
-    const board = list.boards.find((b) => b.id === spec.id);
+    const board = (await this.boards()).find((b) => b.id === spec.id);
     return { ...board, format: board?.format ?? null };
+  }
+
+  async boards() {
+    const res = await fetch(`${this.url}/api/leaderboards`, { signal: AbortSignal.timeout(10_000) });
+    if (res.status !== 200) throw new Error(`boards -> ${res.status}`);
+    return (await res.json()).boards;
   }
 
   async top(board = "global", limit = 10) {

@@ -517,33 +517,59 @@ describe("leaderboard UI against the real server", { timeout: 600_000 }, () => {
     assert.deepEqual(pageErrors, [], "no page errors");
   });
 
-  test("Postgres unreachable: the status says connected but degraded, and why; it recovers", async (t) => {
+  test("Postgres unreachable: the status says connected but degraded, the picker that it has no boards; both recover", async (t) => {
     const ctx = await browser.newContext({ viewport: { width: 1280, height: 860 }, colorScheme: "dark" });
     const p = await ctx.newPage();
     const readyz = [];
     p.on("request", (req) => {
       if (new URL(req.url()).pathname === "/readyz") readyz.push(Date.now());
     });
+    // More than the one board the picker falls back to.
+    await server.createBoard(await admin(), { id: "spare", title: "Spare", sort: "desc", operator: "incr" });
+    const boardCount = (await server.boards()).length;
+    assert.ok(boardCount >= 2);
     await server.postgres("stop");
     try {
       const health = await fetch(`${server.url}/readyz`);
       assert.equal(health.status, 503, "the server notices the outage");
       await p.goto(`${server.url}/`);
       // The socket is fine (the board is served from Redis); the page must not claim all is well.
-      await waitFor("degraded", async () => (await p.getAttribute(".status", "data-health")) === "degraded", { timeoutMs: 10_000 });
+      // (the /readyz answer may come before the socket opens: wait for both)
+      const connectedWith = async (health) =>
+        (await statusOf(p)).state === "connected" && (await p.getAttribute(".status", "data-health")) === health;
+      await waitFor("connected but degraded", () => connectedWith("degraded"), { timeoutMs: 10_000 });
       const status = await statusOf(p);
-      assert.equal(status.state, "connected");
       assert.match(status.text, /^Connected — degraded: .*(database|postgres)/i);
       assert.match(await p.getAttribute(".status", "class"), /status-degraded/);
       t.diagnostic(`status: ${status.text}`);
+      // GET /api/leaderboards answers 503: the picker says so instead of silently offering only "global".
+      const failed = p.locator("[data-testid=boards-error]");
+      await failed.waitFor({ state: "visible", timeout: 5000 });
+      assert.equal((await failed.textContent()).trim(), "could not load boards — retry");
+      assert.match(await failed.getAttribute("title"), /503/);
+      await failed.locator("button").click(); // still down: still says so
+      await waitFor("retried and failed again", async () => (await failed.locator("button").isEnabled()) && (await failed.isVisible()));
     } finally {
       await server.postgres("start");
     }
     try {
       // Back to plain "Connected": through the status frame at once, or the next /readyz poll (<= 10 s).
-      await waitFor("healthy again", async () => (await p.getAttribute(".status", "data-health")) === "ok", { timeoutMs: 15_000 });
-      assert.equal((await statusOf(p)).text, "Connected");
+      await waitFor("healthy again", async () => (await statusOf(p)).text === "Connected", { timeoutMs: 15_000 });
+      assert.equal(await p.getAttribute(".status", "data-health"), "ok");
       t.diagnostic(`${readyz.length} GET /readyz from the page`);
+      // Healthy again, the picker reloads its list by itself.
+      await waitFor("all boards", async () => (await p.locator(".picker select option").count()) === boardCount, { timeoutMs: 5000 });
+      assert.equal(await p.locator("[data-testid=boards-error]").count(), 0);
+
+      // A network error on the list says so too, and "retry" loads it.
+      await p.route("**/api/leaderboards", (route) => route.abort("connectionrefused"));
+      await p.reload();
+      await p.locator("[data-testid=boards-error]").waitFor({ state: "visible", timeout: 5000 });
+      assert.equal(await p.locator(".picker select option").count(), 1, "only the fallback board");
+      await p.unroute("**/api/leaderboards");
+      await p.click("[data-testid=boards-error] button");
+      await waitFor("boards after retry", async () => (await p.locator(".picker select option").count()) === boardCount);
+      assert.equal(await p.locator("[data-testid=boards-error]").count(), 0);
     } finally {
       await ctx.close();
     }

@@ -1,12 +1,12 @@
 import { useCallback, useEffect, useId, useState } from "react";
-import { listBoards } from "./api";
+import { ProblemError, listBoards } from "./api";
 import { formatOf } from "./format";
 import { Board } from "./components/Board";
 import { PlayerPanel } from "./components/PlayerPanel";
 import { Status } from "./components/Status";
 import { KEY_FOR_SOCKET_STORAGE, KEY_STORAGE, SubmitPanel } from "./components/SubmitPanel";
 import { LiveRegion, Toasts } from "./components/Toasts";
-import { useStore } from "./hooks";
+import { useHealth, useStore } from "./hooks";
 import type { BoardInfo } from "./types";
 
 const FALLBACK_BOARDS: BoardInfo[] = [
@@ -33,27 +33,63 @@ function writeParams(board: string, player: string | null) {
   window.history.replaceState(null, "", `${window.location.pathname}${qs ? `?${qs}` : ""}`);
 }
 
-function useBoards(): BoardInfo[] {
+interface BoardList {
+  boards: BoardInfo[];
+  /** Why the last GET /api/leaderboards failed, or null. */
+  error: string | null;
+  loading: boolean;
+  retry(): void;
+}
+
+function whyFailed(err: unknown): string {
+  if (err instanceof ProblemError) {
+    const p = err.problem;
+    return p.status ? `${p.status} ${p.detail || p.title}` : p.detail || p.title;
+  }
+  return String(err);
+}
+
+/**
+ * The board picker's list. When it cannot be loaded the picker keeps what it had (at first only `global`
+ * and the board in the address bar) and says so, with a retry, instead of silently offering fewer boards.
+ * It retries by itself when the server reports itself healthy again.
+ */
+function useBoards(): BoardList {
   const [boards, setBoards] = useState<BoardInfo[]>(FALLBACK_BOARDS);
+  const [error, setError] = useState<string | null>(null);
+  const [loading, setLoading] = useState(true);
+  const [attempt, setAttempt] = useState(0);
+  const health = useHealth().state;
   useEffect(() => {
     const ctl = new AbortController();
+    setLoading(true);
     listBoards(ctl.signal).then(
       (list) => {
         if (list.length) setBoards(list);
+        setError(null);
+        setLoading(false);
       },
-      () => {
-        // Keep the fallback; the live board still works over the socket.
+      (err: unknown) => {
+        if (ctl.signal.aborted) return;
+        setError(whyFailed(err));
+        setLoading(false);
       },
     );
     return () => ctl.abort();
-  }, []);
-  return boards;
+  }, [attempt]);
+  const retry = useCallback(() => setAttempt((n) => n + 1), []);
+  const failed = error !== null;
+  useEffect(() => {
+    if (health === "ok" && failed) retry();
+  }, [health, failed, retry]);
+  return { boards, error, loading, retry };
 }
 
 export function App() {
   const initial = readParams();
   const store = useStore();
-  const boards = useBoards();
+  const boardList = useBoards();
+  const boards = boardList.boards;
   const [board, setBoard] = useState(initial.board);
   const [player, setPlayer] = useState<string | null>(initial.player);
   const pickerId = useId();
@@ -119,6 +155,14 @@ export function App() {
             ))}
             {!boards.some((b) => b.id === board) && <option value={board}>{board}</option>}
           </select>
+          {boardList.error !== null && (
+            <span className="picker-error" role="alert" data-testid="boards-error" title={boardList.error}>
+              could not load boards —{" "}
+              <button type="button" className="link" onClick={boardList.retry} disabled={boardList.loading}>
+                retry
+              </button>
+            </span>
+          )}
         </div>
         <Status />
       </header>
