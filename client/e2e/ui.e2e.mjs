@@ -26,10 +26,16 @@ const ROSTER = [
  */
 async function addFormatIfMissing(ctx, boardId, format) {
   await ctx.route("**/api/leaderboards", async (route) => {
-    const res = await route.fetch();
-    const body = await res.json();
-    for (const b of body.boards ?? []) if (b.id === boardId && b.format === undefined) b.format = format;
-    await route.fulfill({ response: res, json: body });
+    try {
+      const res = await route.fetch();
+      const body = await res.json();
+      for (const b of body.boards ?? []) if (b.id === boardId && b.format === undefined) b.format = format;
+      await route.fulfill({ response: res, json: body });
+    } catch {
+      // Typically the test closed the page while this request was in flight. Either way the page sees a
+      // failed request, and a page that needed the answer fails its own assertions.
+      await route.abort().catch(() => {});
+    }
   });
 }
 
@@ -549,6 +555,11 @@ describe("leaderboard UI against the real server", { timeout: 600_000 }, () => {
       assert.match(await failed.getAttribute("title"), /503/);
       await failed.locator("button").click(); // still down: still says so
       await waitFor("retried and failed again", async () => (await failed.locator("button").isEnabled()) && (await failed.isVisible()));
+      // A server that sends `status` frames probes its dependencies about once a second: keep the outage
+      // long enough for it to notice, so its frame (not only /readyz) drives the page, which stays degraded.
+      await sleep(3000);
+      assert.equal(await p.getAttribute(".status", "data-health"), "degraded");
+      t.diagnostic(`status after 3 s: ${(await statusOf(p)).text}`);
     } finally {
       await server.postgres("start");
     }
@@ -562,10 +573,19 @@ describe("leaderboard UI against the real server", { timeout: 600_000 }, () => {
       assert.equal(await p.locator("[data-testid=boards-error]").count(), 0);
 
       // A network error on the list says so too, and "retry" loads it.
-      await p.route("**/api/leaderboards", (route) => route.abort("connectionrefused"));
+      let listRequests = 0;
+      await p.route("**/api/leaderboards", (route) => {
+        listRequests += 1;
+        return route.abort("connectionrefused");
+      });
       await p.reload();
       await p.locator("[data-testid=boards-error]").waitFor({ state: "visible", timeout: 5000 });
       assert.equal(await p.locator(".picker select option").count(), 1, "only the fallback board");
+      // The healthy server makes the picker retry once by itself; let that fail too before the network is back.
+      await waitFor("the automatic retry", async () =>
+        listRequests >= 2 && (await p.getAttribute(".status", "data-health")) === "ok" &&
+        (await p.locator("[data-testid=boards-error] button").isEnabled()),
+      );
       await p.unroute("**/api/leaderboards");
       await p.click("[data-testid=boards-error] button");
       await waitFor("boards after retry", async () => (await p.locator(".picker select option").count()) === boardCount);
