@@ -21,10 +21,10 @@ describe("healthFromFrame", () => {
 
   it("describes the failing checks when the frame has no detail", () => {
     expect(healthFromFrame({ type: "status", state: "degraded", checks: { postgres: "unavailable", redis: "ok" } })?.detail).toBe(
-      "database unavailable; scores may not be saved",
+      "database unavailable: scores cannot be saved",
     );
     expect(healthFromFrame({ type: "status", state: "degraded", checks: { postgres: "unavailable", redis: "unavailable" }, detail: " " })?.detail).toBe(
-      "database unavailable; scores may not be saved; cache unavailable; the live board may lag",
+      "database unavailable: scores cannot be saved; rank cache unavailable: reads are slower",
     );
     expect(healthFromFrame({ type: "status", state: "degraded" })?.detail).toBe("the server reports a problem");
   });
@@ -66,11 +66,11 @@ describe("healthFromReadyz", () => {
     expect(h).toEqual({
       state: "degraded",
       checks: { postgres: "unreachable: FileNotFoundError" },
-      detail: "database unavailable; scores may not be saved",
+      detail: "database unavailable: scores cannot be saved",
       source: "readyz",
     });
     expect(healthFromReadyz(503, { detail: "postgres: unreachable: OSError; redis: unreachable: ConnectionError" })?.detail).toBe(
-      "database unavailable; scores may not be saved; cache unavailable; the live board may lag",
+      "database unavailable: scores cannot be saved; rank cache unavailable: reads are slower",
     );
   });
 
@@ -84,7 +84,7 @@ describe("healthFromReadyz", () => {
 
   it("503 with a checks object uses it", () => {
     expect(healthFromReadyz(503, { detail: "x", checks: { postgres: "ok", redis: "unreachable: TimeoutError" } })?.detail).toBe(
-      "cache unavailable; the live board may lag",
+      "rank cache unavailable: reads are slower",
     );
   });
 

@@ -8,17 +8,18 @@ export interface Health {
   state: HealthState;
   /** Check name -> "ok", or what is wrong with it ("unavailable", "unreachable: OSError"). */
   checks: Readonly<Record<string, string>>;
-  /** One line for people, e.g. "database unavailable; scores may not be saved". Empty when ok. */
+  /** One line for people, e.g. "database unavailable: scores cannot be saved". Empty when ok. */
   detail: string;
   source: "frame" | "readyz" | null;
 }
 
 export const UNKNOWN_HEALTH: Health = { state: "unknown", checks: {}, detail: "", source: null };
 
-/** What a failing check means for someone watching the board. */
+/** What a failing check means for someone watching the board: the server's own words (its health.py MEANING),
+ * so the status reads the same whether a `status` frame or /readyz said it. */
 const CONSEQUENCES: Readonly<Record<string, string>> = {
-  postgres: "database unavailable; scores may not be saved",
-  redis: "cache unavailable; the live board may lag",
+  postgres: "database unavailable: scores cannot be saved",
+  redis: "rank cache unavailable: reads are slower",
 };
 
 type Json = Record<string, unknown>;
@@ -33,7 +34,7 @@ function stringRecord(v: unknown): Record<string, string> {
 
 const oneLine = (s: string): string => s.replace(/\s+/g, " ").trim();
 
-/** The failing checks in words, e.g. "database unavailable; scores may not be saved". */
+/** The failing checks in words, e.g. "database unavailable: scores cannot be saved". */
 export function describeChecks(checks: Readonly<Record<string, string>>): string {
   return Object.entries(checks)
     .filter(([, value]) => value !== "ok")

@@ -475,7 +475,7 @@ describe("server health: status frame, /readyz fallback", () => {
     type: "status",
     state: "degraded",
     checks: { postgres: "unavailable", redis: "ok" },
-    detail: "database unavailable; scores may not be saved",
+    detail: "database unavailable: scores cannot be saved",
   };
   const okFrame = { type: "status", state: "ok", checks: { postgres: "ok", redis: "ok" }, detail: "" };
   const notReady = healthFromReadyz(503, { status: 503, detail: "postgres: unreachable: OSError" });
@@ -503,7 +503,7 @@ describe("server health: status frame, /readyz fallback", () => {
     expect(store.getHealth()).toEqual({
       state: "degraded",
       checks: { postgres: "unavailable", redis: "ok" },
-      detail: "database unavailable; scores may not be saved",
+      detail: "database unavailable: scores cannot be saved",
       source: "frame",
     });
     expect(store.getStatus().state).toBe("connected"); // the socket is fine; the server is not
@@ -521,7 +521,7 @@ describe("server health: status frame, /readyz fallback", () => {
     await probe.answer(notReady);
     expect(store.getHealth()).toMatchObject({
       state: "degraded",
-      detail: "database unavailable; scores may not be saved",
+      detail: "database unavailable: scores cannot be saved",
       source: "readyz",
     });
     clock.advance(50);
