@@ -158,6 +158,28 @@ export class LeaderboardServer {
     if (!process.env.E2E_KEEP_DATA) rmSync(this.dataDir, { recursive: true, force: true });
   }
 
+  /**
+   * Stop or start this server's embedded Postgres (an outage the server must survive), through the
+   * project's own EmbeddedPostgres: start() attaches to a running one or starts it, stop() is pg_ctl -m fast.
+   */
+  postgres(action) {
+    const python = join(REPO, ".venv", "bin", "python");
+    const code = [
+      "import sys",
+      "from pathlib import Path",
+      "from leaderboard.embedded import EmbeddedPostgres",
+      "pg = EmbeddedPostgres(Path(sys.argv[1]))",
+      "pg.start()",
+      "if sys.argv[2] == 'stop': pg.stop()",
+    ].join("\n");
+    return new Promise((resolveDone, reject) => {
+      execFile(python, ["-c", code, this.dataDir, action], { timeout: 60_000, env: process.env }, (err, _stdout, stderr) => {
+        if (err) reject(new Error(`postgres ${action} failed: ${err.message}\n${stderr}`));
+        else resolveDone();
+      });
+    });
+  }
+
   createKey(role = "submit", name = "e2e") {
     return new Promise((resolveKey, reject) => {
       execFile(
@@ -184,6 +206,36 @@ export class LeaderboardServer {
     const json = await res.json();
     if (res.status !== 200) throw new Error(`submit ${JSON.stringify(body)} -> ${res.status} ${JSON.stringify(json)}`);
     return json;
+  }
+
+  /**
+   * Create a board (admin key). A `format` the server does not know yet (it refuses unknown fields with 422)
+   * is retried without it; `format` in the result is what the server's board list reports (null: none).
+   */
+  async createBoard(adminKey, spec) {
+    const post = (body) =>
+      fetch(`${this.url}/api/leaderboards`, {
+        method: "POST",
+        headers: { "Content-Type": "application/json", Authorization: `Bearer ${adminKey}` },
+        body: JSON.stringify(body),
+        signal: AbortSignal.timeout(10_000),
+      });
+    let res = await post(spec);
+    if (res.status === 422 && spec.format !== undefined) {
+      const problem = await res.json();
+      if (!JSON.stringify(problem).includes("format")) throw new Error(`create board -> 422 ${JSON.stringify(problem)}`);
+      const { format: _unknown, ...rest } = spec;
+      res = await post(rest);
+    }
+    if (res.status !== 201) throw new Error(`create board ${spec.id} -> ${res.status} ${await res.text()}`);
+    const board = (await this.boards()).find((b) => b.id === spec.id);
+    return { ...board, format: board?.format ?? null };
+  }
+
+  async boards() {
+    const res = await fetch(`${this.url}/api/leaderboards`, { signal: AbortSignal.timeout(10_000) });
+    if (res.status !== 200) throw new Error(`boards -> ${res.status}`);
+    return (await res.json()).boards;
   }
 
   async top(board = "global", limit = 10) {

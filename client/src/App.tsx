@@ -1,11 +1,12 @@
 import { useCallback, useEffect, useId, useState } from "react";
-import { listBoards } from "./api";
+import { ProblemError, listBoards } from "./api";
+import { formatOf } from "./format";
 import { Board } from "./components/Board";
 import { PlayerPanel } from "./components/PlayerPanel";
 import { Status } from "./components/Status";
 import { KEY_FOR_SOCKET_STORAGE, KEY_STORAGE, SubmitPanel } from "./components/SubmitPanel";
 import { LiveRegion, Toasts } from "./components/Toasts";
-import { useStore } from "./hooks";
+import { useHealth, useStore } from "./hooks";
 import type { BoardInfo } from "./types";
 
 const FALLBACK_BOARDS: BoardInfo[] = [
@@ -32,27 +33,63 @@ function writeParams(board: string, player: string | null) {
   window.history.replaceState(null, "", `${window.location.pathname}${qs ? `?${qs}` : ""}`);
 }
 
-function useBoards(): BoardInfo[] {
+interface BoardList {
+  boards: BoardInfo[];
+  /** Why the last GET /api/leaderboards failed, or null. */
+  error: string | null;
+  loading: boolean;
+  retry(): void;
+}
+
+function whyFailed(err: unknown): string {
+  if (err instanceof ProblemError) {
+    const p = err.problem;
+    return p.status ? `${p.status} ${p.detail || p.title}` : p.detail || p.title;
+  }
+  return String(err);
+}
+
+/**
+ * The board picker's list. When it cannot be loaded the picker keeps what it had (at first only `global`
+ * and the board in the address bar) and says so, with a retry, instead of silently offering fewer boards.
+ * It retries by itself when the server reports itself healthy again.
+ */
+function useBoards(): BoardList {
   const [boards, setBoards] = useState<BoardInfo[]>(FALLBACK_BOARDS);
+  const [error, setError] = useState<string | null>(null);
+  const [loading, setLoading] = useState(true);
+  const [attempt, setAttempt] = useState(0);
+  const health = useHealth().state;
   useEffect(() => {
     const ctl = new AbortController();
+    setLoading(true);
     listBoards(ctl.signal).then(
       (list) => {
         if (list.length) setBoards(list);
+        setError(null);
+        setLoading(false);
       },
-      () => {
-        // Keep the fallback; the live board still works over the socket.
+      (err: unknown) => {
+        if (ctl.signal.aborted) return;
+        setError(whyFailed(err));
+        setLoading(false);
       },
     );
     return () => ctl.abort();
-  }, []);
-  return boards;
+  }, [attempt]);
+  const retry = useCallback(() => setAttempt((n) => n + 1), []);
+  const failed = error !== null;
+  useEffect(() => {
+    if (health === "ok" && failed) retry();
+  }, [health, failed, retry]);
+  return { boards, error, loading, retry };
 }
 
 export function App() {
   const initial = readParams();
   const store = useStore();
-  const boards = useBoards();
+  const boardList = useBoards();
+  const boards = boardList.boards;
   const [board, setBoard] = useState(initial.board);
   const [player, setPlayer] = useState<string | null>(initial.player);
   const pickerId = useId();
@@ -70,16 +107,26 @@ export function App() {
 
   const info = boards.find((b) => b.id === board);
   const title = info?.title || board;
+  const format = formatOf(info);
+  // Said wherever the board is shown: on an asc board a smaller number wins, which nobody guesses.
+  const sortNote = info?.sort === "asc" ? " (lower is better)" : "";
 
   if (initial.screen) {
     return (
       <div className="tv">
         <header className="tv-header">
-          <h1>{title}</h1>
+          <h1>
+            {title}
+            {sortNote && (
+              <span className="tv-sort" data-testid="sort-note">
+                {sortNote.trim()}
+              </span>
+            )}
+          </h1>
           <Status compact />
         </header>
         <main>
-          <Board board={board} title={`Top 10 · ${title}`} />
+          <Board board={board} title={`Top 10 · ${title}${sortNote}`} format={format} />
         </main>
         <LiveRegion />
       </div>
@@ -108,6 +155,14 @@ export function App() {
             ))}
             {!boards.some((b) => b.id === board) && <option value={board}>{board}</option>}
           </select>
+          {boardList.error !== null && (
+            <span className="picker-error" role="alert" data-testid="boards-error" title={boardList.error}>
+              could not load boards —{" "}
+              <button type="button" className="link" onClick={boardList.retry} disabled={boardList.loading}>
+                retry
+              </button>
+            </span>
+          )}
         </div>
         <Status />
       </header>
@@ -115,15 +170,16 @@ export function App() {
         <div className="col-board">
           <Board
             board={board}
-            title={`Top 10 · ${title}${info?.sort === "asc" ? " (lower is better)" : ""}`}
+            title={`Top 10 · ${title}${sortNote}`}
             highlight={player}
+            format={format}
           />
           <p className="hint">
             Live over WebSocket. TV view: <a href={`?screen=1${board !== "global" ? `&board=${board}` : ""}`}>?screen=1</a>
           </p>
         </div>
         <div className="col-side">
-          <PlayerPanel board={board} boardTitle={title} userId={player} onFollow={setPlayer} />
+          <PlayerPanel board={board} boardTitle={title} format={format} userId={player} onFollow={setPlayer} />
           <SubmitPanel boards={boards} board={board} onKeyForLive={onKeyForLive} />
         </div>
       </main>

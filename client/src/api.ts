@@ -1,5 +1,6 @@
 // REST calls (docs/protocol.md). Errors come back as RFC 9457 problem details.
 
+import { type Health, healthFromReadyz } from "./health";
 import type { BoardInfo, PlayerRank, Problem, SubmitAck, SubmitBody } from "./types";
 
 export class ProblemError extends Error {
@@ -34,6 +35,23 @@ async function request<T>(path: string, init?: RequestInit): Promise<T> {
 export async function listBoards(signal?: AbortSignal): Promise<BoardInfo[]> {
   const body = await request<{ boards: BoardInfo[] }>("/api/leaderboards", { signal });
   return body.boards;
+}
+
+/** GET /readyz as health; null when it says nothing about the server (network error, not 200/503). */
+export async function probeReady(): Promise<Health | null> {
+  let res: Response;
+  try {
+    res = await fetch("/readyz", { cache: "no-store", signal: AbortSignal.timeout(5000) });
+  } catch {
+    return null;
+  }
+  let body: unknown = null;
+  try {
+    body = await res.json();
+  } catch {
+    // not JSON (a proxy's error page): the status alone decides
+  }
+  return healthFromReadyz(res.status, body);
 }
 
 export function getRank(userId: string, board: string, around = 3, signal?: AbortSignal): Promise<PlayerRank> {

@@ -1,5 +1,5 @@
 import { createContext, useCallback, useContext, useEffect, useSyncExternalStore } from "react";
-import { ANNOUNCE_KEY, STATUS_KEY, type LiveStore, rankKey, topKey } from "./store";
+import { ANNOUNCE_KEY, HEALTH_KEY, STATUS_KEY, type LiveStore, rankKey, topKey } from "./store";
 import type { Toast } from "./toasts";
 
 export const StoreContext = createContext<LiveStore | null>(null);
@@ -14,6 +14,13 @@ export function useConnStatus() {
   const store = useStore();
   const subscribe = useCallback((cb: () => void) => store.listen(STATUS_KEY, cb), [store]);
   return useSyncExternalStore(subscribe, () => store.getStatus());
+}
+
+/** What the server says about its dependencies (status frame, else /readyz). */
+export function useHealth() {
+  const store = useStore();
+  const subscribe = useCallback((cb: () => void) => store.listen(HEALTH_KEY, cb), [store]);
+  return useSyncExternalStore(subscribe, () => store.getHealth());
 }
 
 /** Subscribe to a board's live top-N while mounted; re-renders only on that board's snapshots. */

@@ -1,9 +1,10 @@
 import { describe, expect, it } from "vitest";
-import { DEFAULT_BACKOFF, LiveStore, STATUS_KEY, backoffDelay, rankKey, topKey } from "./store";
-import { FakeSocket, ManualClock, randomSeq } from "./testkit";
+import { healthFromReadyz } from "./health";
+import { DEFAULT_BACKOFF, HEALTH_KEY, LiveStore, STATUS_KEY, type StoreDeps, backoffDelay, rankKey, topKey } from "./store";
+import { FakeReadyProbe, FakeSocket, ManualClock, randomSeq } from "./testkit";
 import type { Entry } from "./types";
 
-function setup(random: () => number = () => 0.5, heartbeatMs = 60_000) {
+function setup(random: () => number = () => 0.5, heartbeatMs = 60_000, extra: Partial<StoreDeps> = {}) {
   const clock = new ManualClock();
   const sockets: FakeSocket[] = [];
   const store = new LiveStore({
@@ -16,6 +17,7 @@ function setup(random: () => number = () => 0.5, heartbeatMs = 60_000) {
     timers: clock,
     random,
     heartbeatMs,
+    ...extra,
   });
   const last = () => {
     const s = sockets.at(-1);
@@ -385,9 +387,10 @@ describe("rank pushes and toasts", () => {
     expect(store.toasts.visible).toHaveLength(0);
     last().receive(rank(9, 12, 2));
     expect(store.toasts.visible.map((t) => t.text)).toEqual(["↑ 12 → 9"]);
-    clock.advance(1000);
+    expect(store.getAnnouncement()?.text).toBe("Alice moved up from rank 12 to 9");
+    clock.advance(3000); // past the player's toast window
     last().receive(rank(10, 9, 3));
-    expect(store.toasts.visible.map((t) => t.text)).toEqual(["↑ 12 → 9", "overtaken: 9 → 10"]);
+    expect(store.toasts.visible.map((t) => t.text)).toEqual(["overtaken: 9 → 10"]); // replaces Alice's last one
     expect(store.getAnnouncement()?.text).toBe("Alice was overtaken: rank 9 to 10");
   });
 
@@ -427,11 +430,16 @@ describe("rank pushes and toasts", () => {
     expect(store.toasts.visible).toHaveLength(0);
   });
 
-  it("throttles a burst of rank changes into at most a few toasts", () => {
+  it("coalesces a busy player's rank changes: one toast per 3 s, with the net change", () => {
     const { store, last, clock } = setup();
     store.watchRank("global", "alice");
     store.start();
     last().open();
+    const shown: string[] = [];
+    store.toasts.subscribe(() => {
+      const t = store.toasts.visible.at(-1);
+      if (t && !shown.includes(t.text)) shown.push(t.text);
+    });
     last().receive(rank(50, null, 1));
     let r = 50;
     for (let i = 0; i < 40; i++) {
@@ -439,10 +447,145 @@ describe("rank pushes and toasts", () => {
       last().receive(rank(r, r + 1, 2 + i));
       clock.advance(25); // 40 changes/s
     }
-    clock.advance(1000);
-    const texts = store.toasts.visible.map((t) => t.text);
-    expect(texts.length).toBeLessThanOrEqual(3);
-    // 1 s of changes at <= 1 toast / 400 ms, and the last toast ends where the player ended.
-    expect(texts.at(-1)).toMatch(/→ 10$/);
+    clock.advance(3000);
+    expect(shown).toEqual(["↑ 50 → 49", "↑ 49 → 10 over 3 s"]);
+    expect(store.toasts.visible.map((t) => t.text)).toEqual(["↑ 49 → 10 over 3 s"]);
+    expect(store.getAnnouncement()?.text).toBe("alice moved up from rank 49 to 10 over 3 seconds");
+  });
+
+  it("unfollowing drops a held-back toast", () => {
+    const { store, last, clock } = setup();
+    const release = store.watchRank("global", "alice");
+    store.start();
+    last().open();
+    last().receive(rank(5, null, 1));
+    last().receive(rank(4, 5, 2)); // shown at once
+    last().receive(rank(3, 4, 3)); // held back by the window
+    const shown = store.toasts.visible.map((t) => t.text);
+    release();
+    clock.advance(5000);
+    expect(shown).toEqual(["↑ 5 → 4"]);
+    expect(store.toasts.visible).toHaveLength(0); // the first one expired, the held-back one never came
+    expect(clock.scheduled()).toEqual([55_000]); // only the heartbeat is left
+  });
+});
+
+describe("server health: status frame, /readyz fallback", () => {
+  const degradedFrame = {
+    type: "status",
+    state: "degraded",
+    checks: { postgres: "unavailable", redis: "ok" },
+    detail: "database unavailable: scores cannot be saved",
+  };
+  const okFrame = { type: "status", state: "ok", checks: { postgres: "ok", redis: "ok" }, detail: "" };
+  const notReady = healthFromReadyz(503, { status: 503, detail: "postgres: unreachable: OSError" });
+  const ready = healthFromReadyz(200, { status: "ready", checks: { postgres: "ok", redis: "ok" } });
+
+  function withProbe(random: () => number = () => 0.5) {
+    const probe = new FakeReadyProbe();
+    return { probe, ...setup(random, 60_000, { probeReady: probe.probe, readyPollMs: 10_000 }) };
+  }
+
+  it("is unknown until the server says anything", () => {
+    const { store, last } = setup();
+    store.start();
+    last().open();
+    expect(store.getHealth().state).toBe("unknown");
+  });
+
+  it("reports a degraded status frame with its detail, and an ok frame clears it", () => {
+    const { store, last } = setup();
+    let notified = 0;
+    store.listen(HEALTH_KEY, () => notified++);
+    store.start();
+    last().open();
+    last().receive(degradedFrame);
+    expect(store.getHealth()).toEqual({
+      state: "degraded",
+      checks: { postgres: "unavailable", redis: "ok" },
+      detail: "database unavailable: scores cannot be saved",
+      source: "frame",
+    });
+    expect(store.getStatus().state).toBe("connected"); // the socket is fine; the server is not
+    last().receive(degradedFrame); // unchanged: no re-render
+    expect(notified).toBe(1);
+    last().receive(okFrame);
+    expect(store.getHealth()).toMatchObject({ state: "ok", detail: "", source: "frame" });
+    expect(notified).toBe(2);
+  });
+
+  it("probes /readyz at once on start, then every 10 s while connected and no status frame came", async () => {
+    const { store, last, clock, probe } = withProbe();
+    store.start();
+    expect(probe.calls).toBe(1); // on load, before the socket opens
+    await probe.answer(notReady);
+    expect(store.getHealth()).toMatchObject({
+      state: "degraded",
+      detail: "database unavailable: scores cannot be saved",
+      source: "readyz",
+    });
+    clock.advance(50);
+    last().open();
+    clock.advance(9_949);
+    expect(probe.calls).toBe(1);
+    clock.advance(1); // 10 s after the last probe
+    expect(probe.calls).toBe(2);
+    await probe.answer(ready);
+    expect(store.getHealth()).toMatchObject({ state: "ok", source: "readyz" });
+    clock.advance(10_000);
+    expect(probe.calls).toBe(3);
+    await probe.answer(null); // inconclusive (network error): keeps what it knew
+    expect(store.getHealth().state).toBe("ok");
+  });
+
+  it("stops polling once a status frame arrives, and a late probe answer does not override the frame", async () => {
+    const { store, last, clock, probe } = withProbe();
+    store.start();
+    last().open();
+    last().receive(degradedFrame);
+    await probe.answer(ready); // the load-time probe answers after the frame
+    expect(store.getHealth()).toMatchObject({ state: "degraded", source: "frame" });
+    clock.advance(60_000);
+    expect(probe.calls).toBe(1);
+  });
+
+  it("does not poll while disconnected; after a reconnect it polls again until that socket sends a frame", async () => {
+    const { store, last, clock, probe } = withProbe(() => 0);
+    store.start();
+    await probe.answer(ready);
+    last().open();
+    last().receive(okFrame);
+    last().serverClose(1012); // e.g. a rolling restart onto a server that sends no status frame
+    clock.advance(0);
+    clock.advance(30_000); // the new socket has not opened yet
+    expect(probe.calls).toBe(1);
+    last().open();
+    clock.advance(0); // the last probe is > 10 s old: at once
+    expect(probe.calls).toBe(2);
+    await probe.answer(notReady);
+    expect(store.getHealth()).toMatchObject({ state: "degraded", source: "readyz" });
+    clock.advance(10_000);
+    expect(probe.calls).toBe(3);
+    last().receive(okFrame);
+    await probe.answer(notReady); // the frame wins
+    expect(store.getHealth()).toMatchObject({ state: "ok", source: "frame" });
+    clock.advance(60_000);
+    expect(probe.calls).toBe(3);
+  });
+
+  it("never runs two probes at once, and stop() ends the polling", async () => {
+    const { store, last, clock, probe } = withProbe();
+    store.start();
+    last().open();
+    clock.advance(30_000); // the load-time probe never answered
+    expect(probe.calls).toBe(1);
+    await probe.answer(ready);
+    clock.advance(10_000);
+    expect(probe.calls).toBe(2);
+    store.stop();
+    await probe.answer(notReady); // answers after stop are ignored
+    clock.advance(60_000);
+    expect(probe.calls).toBe(2);
+    expect(store.getHealth().state).toBe("ok");
   });
 });

@@ -8,8 +8,14 @@
 // Reconnect delay: full jitter, delay = random(0, min(cap, base * 2^attempt)), attempt reset on open.
 // Every (re)connect resubscribes every topic; the server answers each subscribe with a fresh snapshot.
 // A `top` snapshot whose seq is <= the last one applied for that board is dropped (seq only grows).
+//
+// Server health (health.ts): the `status` frame, sent right after connect and on every change. Until one
+// arrives on the current socket, GET /readyz is probed at start (page load) and every `readyPollMs` while
+// connected; a status frame on the socket wins over a probe answer and ends the polling.
 
+import { probeReady } from "./api";
 import type { TimerHandle, Timers } from "./clock";
+import { type Health, UNKNOWN_HEALTH, healthFromFrame } from "./health";
 import { DEFAULT_TOAST_OPTIONS, ToastQueue, type ToastOptions } from "./toasts";
 import type { Entry, ErrorPush, RankPush, ServerFrame, TopPush } from "./types";
 
@@ -48,6 +54,10 @@ export interface StoreDeps {
   /** Send a ping this often while connected; close and reconnect if nothing arrives for 2.5x as long. */
   heartbeatMs?: number;
   toasts?: ToastOptions;
+  /** GET /readyz as health (null: inconclusive); the fallback for servers that send no `status` frame. */
+  probeReady?: () => Promise<Health | null>;
+  /** How often to probe while connected and no status frame has arrived (default 10 s). */
+  readyPollMs?: number;
 }
 
 export type ConnState = "idle" | "connecting" | "connected" | "reconnecting" | "offline";
@@ -93,6 +103,7 @@ type Sub =
 export const topKey = (board: string): string => `top:${board}`;
 export const rankKey = (board: string, userId: string): string => `rank:${board}:${userId}`;
 export const STATUS_KEY = "status";
+export const HEALTH_KEY = "health";
 export const ANNOUNCE_KEY = "announce";
 const errorKey = (subKey: string): string => `error:${subKey}`;
 
@@ -122,12 +133,20 @@ export class LiveStore {
   private readonly errors = new Map<string, ErrorPush>();
   private readonly listeners = new Map<string, Set<() => void>>();
   private announcement: Announcement | null = null;
+  private health: Health = UNKNOWN_HEALTH;
+  /** A status frame arrived on the current socket (then /readyz is not polled). */
+  private statusFrameSeen = false;
+  private readyTimer: TimerHandle | null = null;
+  private probing = false;
+  private lastProbeAt = Number.NEGATIVE_INFINITY;
   private readonly backoff: BackoffOptions;
   private readonly heartbeatMs: number;
+  private readonly readyPollMs: number;
 
   constructor(private readonly deps: StoreDeps) {
     this.backoff = deps.backoff ?? DEFAULT_BACKOFF;
     this.heartbeatMs = deps.heartbeatMs ?? 20_000;
+    this.readyPollMs = deps.readyPollMs ?? 10_000;
     this.toasts = new ToastQueue(deps.timers, deps.toasts ?? DEFAULT_TOAST_OPTIONS);
     this.toasts.subscribe(() => {
       const latest = this.toasts.visible.at(-1);
@@ -141,6 +160,7 @@ export class LiveStore {
     if (this.started) return;
     this.started = true;
     this.attempt = 0;
+    this.probeReadyNow(); // at once on load: the socket may take a while, or never open
     if (this.networkOnline) this.connect();
     else this.setStatus({ state: "offline", attempt: 0, reason: "network", retryAt: null });
   }
@@ -148,6 +168,7 @@ export class LiveStore {
   stop(): void {
     this.started = false;
     this.cancelReconnect();
+    this.cancelReadyPoll();
     this.dropSocket(1000, "client stopped");
     this.toasts.clear();
     this.setStatus({ state: "idle", attempt: 0, reason: null, retryAt: null });
@@ -225,6 +246,7 @@ export class LiveStore {
       if (current.kind === "rank") {
         // A later follow of the same player starts fresh (no toast against a stale rank).
         this.ranks.delete(key);
+        this.toasts.forget(key);
         this.emit(key);
       }
       if (this.isOpen()) this.sendSubscribe(key, current, "unsubscribe");
@@ -247,6 +269,11 @@ export class LiveStore {
 
   getStatus(): ConnStatus {
     return this.status;
+  }
+
+  /** What the server last said about its dependencies (status frame, else /readyz). */
+  getHealth(): Health {
+    return this.health;
   }
 
   getTop(board: string): TopState | undefined {
@@ -317,15 +344,18 @@ export class LiveStore {
 
   private onOpen(): void {
     this.attempt = 0;
+    this.statusFrameSeen = false;
     this.lastMessageAt = this.deps.timers.now();
     this.setStatus({ state: "connected", attempt: 0, reason: null, retryAt: null });
     if (this.token) this.send({ type: "auth", token: this.token });
     for (const [key, sub] of this.subs) this.sendSubscribe(key, sub, "subscribe");
     this.scheduleHeartbeat();
+    this.scheduleReadyPoll();
   }
 
   private onClose(code: number): void {
     this.stopHeartbeat();
+    this.cancelReadyPoll();
     this.status = { ...this.status, lastCloseCode: code };
     if (!this.started) return;
     if (code === 1008) {
@@ -362,6 +392,7 @@ export class LiveStore {
     if (!s) return;
     this.socket = null;
     this.stopHeartbeat();
+    this.cancelReadyPoll();
     s.onopen = s.onmessage = s.onerror = null;
     s.onclose = null;
     try {
@@ -391,6 +422,48 @@ export class LiveStore {
   private stopHeartbeat(): void {
     if (this.heartbeatTimer !== null) this.deps.timers.clearTimeout(this.heartbeatTimer);
     this.heartbeatTimer = null;
+  }
+
+  // ---- server health: /readyz fallback -------------------------------------------------------------
+
+  /**
+   * Probe every readyPollMs while connected, until a status frame arrives. The first wait after a
+   * (re)connect counts from the last probe, so the probe made on load is not repeated at once.
+   */
+  private scheduleReadyPoll(wait = Math.max(0, this.lastProbeAt + this.readyPollMs - this.deps.timers.now())): void {
+    this.cancelReadyPoll();
+    if (!this.deps.probeReady || this.statusFrameSeen) return;
+    this.readyTimer = this.deps.timers.setTimeout(() => {
+      this.readyTimer = null;
+      if (!this.isOpen() || this.statusFrameSeen) return;
+      this.probeReadyNow(); // skipped while the previous probe has not answered
+      this.scheduleReadyPoll(this.readyPollMs);
+    }, wait);
+  }
+
+  private cancelReadyPoll(): void {
+    if (this.readyTimer !== null) this.deps.timers.clearTimeout(this.readyTimer);
+    this.readyTimer = null;
+  }
+
+  private probeReadyNow(): void {
+    const probe = this.deps.probeReady;
+    if (!probe || this.probing) return;
+    this.probing = true;
+    this.lastProbeAt = this.deps.timers.now();
+    const done = (health: Health | null) => {
+      this.probing = false;
+      // A status frame on the current socket is the better source: a late probe answer does not undo it.
+      if (health && this.started && !this.statusFrameSeen) this.setHealth(health);
+    };
+    probe().then(done, () => done(null));
+  }
+
+  private setHealth(next: Health): void {
+    const h = this.health;
+    if (h.state === next.state && h.detail === next.detail && h.source === next.source) return;
+    this.health = next;
+    this.emit(HEALTH_KEY);
   }
 
   private send(frame: Record<string, unknown>): void {
@@ -435,6 +508,15 @@ export class LiveStore {
       case "error":
         this.applyError(frame);
         break;
+      case "status": {
+        const health = healthFromFrame(frame);
+        if (health) {
+          this.statusFrameSeen = true;
+          this.cancelReadyPoll();
+          this.setHealth(health);
+        }
+        break;
+      }
       default:
         break;
     }
@@ -484,7 +566,7 @@ export class LiveStore {
     // even if the player moved while we were away.
     const from = prev ? prev.rank : msg.previous_rank;
     if (from !== null && from !== undefined && msg.rank !== null && from !== msg.rank) {
-      this.toasts.push(from, msg.rank, this.labels.get(key) ?? msg.user_id);
+      this.toasts.push(from, msg.rank, this.labels.get(key) ?? msg.user_id, key);
     }
     this.emit(key);
     return true;
@@ -528,5 +610,6 @@ export function createBrowserStore(): LiveStore {
       clearTimeout: (h) => window.clearTimeout(h as number),
     },
     random: Math.random,
+    probeReady,
   });
 }

@@ -2,6 +2,7 @@
 // client's state machine; they are not a stand-in for the server (the e2e tests use the real one).
 
 import type { TimerHandle, Timers } from "./clock";
+import type { Health } from "./health";
 import type { SocketLike } from "./store";
 
 export class ManualClock implements Timers {
@@ -95,4 +96,32 @@ export class FakeSocket implements SocketLike {
 export function randomSeq(...values: number[]): () => number {
   let i = 0;
   return () => values[Math.min(i++, values.length - 1)] ?? 0;
+}
+
+/** A stand-in for GET /readyz: counts probes; the test answers each one when it likes. */
+export class FakeReadyProbe {
+  calls = 0;
+  private readonly waiting: ((h: Health | null) => void)[] = [];
+
+  readonly probe = (): Promise<Health | null> => {
+    this.calls += 1;
+    return new Promise((resolve) => this.waiting.push(resolve));
+  };
+
+  get outstanding(): number {
+    return this.waiting.length;
+  }
+
+  /** Answer the oldest outstanding probe, then let the store's continuation run. */
+  async answer(health: Health | null): Promise<void> {
+    const resolve = this.waiting.shift();
+    if (!resolve) throw new Error("no probe is waiting for an answer");
+    resolve(health);
+    await settle();
+  }
+}
+
+/** Let pending promise continuations run. */
+export function settle(): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, 0));
 }

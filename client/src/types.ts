@@ -32,6 +32,14 @@ export interface ErrorPush {
   detail: string;
 }
 
+/** The server's own dependencies: sent right after connect and again whenever it changes. */
+export interface StatusPush {
+  type: "status";
+  state: "ok" | "degraded";
+  checks: Record<string, "ok" | "unavailable">;
+  detail: string;
+}
+
 export interface AuthReply {
   type: "auth";
   ok: boolean;
@@ -43,16 +51,22 @@ export type ServerFrame =
   | TopPush
   | RankPush
   | ErrorPush
+  | StatusPush
   | AuthReply
   | { type: "subscribed" | "unsubscribed"; ref?: string | number | null; board: string; topics: string[] }
   | { type: "pong"; ref?: string | number | null }
   | { type: "ack"; ref?: string | number | null };
+
+/** How a board's scores read. Servers that predate the field send none: that means "number". */
+export type ScoreFormat = "number" | "time_ms" | "time_s";
 
 export interface BoardInfo {
   id: string;
   title: string;
   sort: "desc" | "asc";
   operator: "incr" | "best" | "set";
+  /** Read it through formatOf(): absent or unknown values are "number". */
+  format?: ScoreFormat;
   created_at: string;
   total?: number | null;
 }

@@ -1,7 +1,7 @@
 import { memo, useLayoutEffect, useRef } from "react";
 import { useTop, useTopError } from "../hooks";
-import type { Entry } from "../types";
-import { formatScore, nameOf } from "../format";
+import type { Entry, ScoreFormat } from "../types";
+import { formatScore, nameOf, scoreHeading } from "../format";
 
 interface Props {
   board: string;
@@ -9,6 +9,8 @@ interface Props {
   /** user_id to highlight (the followed player). */
   highlight?: string | null;
   limit?: number;
+  /** How scores read (the board's `format`; "number" when the server sends none). */
+  format?: ScoreFormat;
 }
 
 const MOVE_MS = 450;
@@ -22,7 +24,7 @@ function prefersReducedMotion(): boolean {
  * animated FLIP-style: positions are read before React commits (in render), the rows are moved, and
  * each row that changed place is animated from its old position to the new one.
  */
-export const Board = memo(function Board({ board, title, highlight, limit = 10 }: Props) {
+export const Board = memo(function Board({ board, title, highlight, limit = 10, format = "number" }: Props) {
   const top = useTop(board, limit);
   const error = useTopError(board);
   const rows = useRef(new Map<string, HTMLTableRowElement>());
@@ -89,7 +91,7 @@ export const Board = memo(function Board({ board, title, highlight, limit = 10 }
             Player
           </th>
           <th scope="col" className="col-score">
-            Score
+            {scoreHeading(format)}
           </th>
         </tr>
       </thead>
@@ -126,11 +128,20 @@ export const Board = memo(function Board({ board, title, highlight, limit = 10 }
                 )}
               </td>
               <th scope="row" className="col-name">
-                <span className="name">{nameOf(e)}</span>
-                {e.display_name && e.display_name !== e.user_id && <span className="uid">{e.user_id}</span>}
+                {/* One line each, cut with an ellipsis; the title holds the whole text. */}
+                <span className="name-line">
+                  <span className="name" title={nameOf(e)}>
+                    {nameOf(e)}
+                  </span>
+                </span>
+                {e.display_name && e.display_name !== e.user_id && (
+                  <span className="uid" title={e.user_id}>
+                    {e.user_id}
+                  </span>
+                )}
               </th>
               <td className={`col-score${scoreChanged ? " changed" : ""}`} key={`${e.user_id}:${e.score}`}>
-                {formatScore(e.score)}
+                {formatScore(e.score, format)}
               </td>
             </tr>
           );

@@ -1,19 +1,24 @@
 import { useEffect, useId, useRef, useState } from "react";
 import { ProblemError, getRank } from "../api";
-import { formatScore, nameOf, percentileOf } from "../format";
+import { formatScore, nameOf, percentileOf, scoreHeading } from "../format";
 import { useRank } from "../hooks";
-import type { PlayerRank } from "../types";
+import type { PlayerRank, ScoreFormat } from "../types";
 
+/** The REST lookup, tagged with the search it answers (`key`), so its result never shows under another. */
 type Lookup =
   | { kind: "idle" }
-  | { kind: "loading" }
-  | { kind: "found"; data: PlayerRank }
-  | { kind: "missing" }
-  | { kind: "error"; message: string };
+  | { kind: "loading"; key: string }
+  | { kind: "found"; key: string; data: PlayerRank }
+  | { kind: "missing"; key: string }
+  | { kind: "error"; key: string; message: string };
+
+const lookupKey = (board: string, userId: string): string => `${board}\n${userId}`;
 
 interface Props {
   board: string;
   boardTitle: string;
+  /** The board's score format (see format.ts). */
+  format: ScoreFormat;
   userId: string | null;
   onFollow(userId: string | null): void;
 }
@@ -25,12 +30,20 @@ const USER_ID = /^[A-Za-z0-9_.:@-]{1,64}$/;
  * over the socket. A live rank push updates rank/score at once; the neighbours and percentile are
  * re-read over REST shortly after (one request per burst of changes, not polling).
  */
-export function PlayerPanel({ board, boardTitle, userId, onFollow }: Props) {
+export function PlayerPanel({ board, boardTitle, format, userId, onFollow }: Props) {
   const inputId = useId();
   const [query, setQuery] = useState(userId ?? "");
   const [invalid, setInvalid] = useState<string | null>(null);
-  const [lookup, setLookup] = useState<Lookup>({ kind: "idle" });
+  const [stored, setLookup] = useState<Lookup>({ kind: "idle" });
   const [refreshTick, setRefreshTick] = useState(0);
+  // Until the effect below has started the lookup for a new search, the previous one's answer is stale.
+  const currentKey = userId ? lookupKey(board, userId) : null;
+  const lookup: Lookup =
+    currentKey === null
+      ? { kind: "idle" }
+      : stored.kind !== "idle" && stored.key === currentKey
+        ? stored
+        : { kind: "loading", key: currentKey };
   const label = lookup.kind === "found" ? nameOf(lookup.data) : (userId ?? undefined);
   const live = useRank(board, userId, label);
 
@@ -40,13 +53,15 @@ export function PlayerPanel({ board, boardTitle, userId, onFollow }: Props) {
       return;
     }
     const ctl = new AbortController();
-    setLookup((prev) => (prev.kind === "found" && prev.data.user_id === userId && prev.data.board === board ? prev : { kind: "loading" }));
+    const key = lookupKey(board, userId);
+    // A refresh of the same search keeps showing the last answer until the new one arrives.
+    setLookup((prev) => (prev.kind === "found" && prev.key === key ? prev : { kind: "loading", key }));
     getRank(userId, board, 3, ctl.signal).then(
-      (data) => setLookup({ kind: "found", data }),
+      (data) => setLookup({ kind: "found", key, data }),
       (err: unknown) => {
         if (ctl.signal.aborted) return;
-        if (err instanceof ProblemError && err.problem.status === 404) setLookup({ kind: "missing" });
-        else setLookup({ kind: "error", message: err instanceof Error ? err.message : String(err) });
+        if (err instanceof ProblemError && err.problem.status === 404) setLookup({ kind: "missing", key });
+        else setLookup({ kind: "error", key, message: err instanceof Error ? err.message : String(err) });
       },
     );
     return () => ctl.abort();
@@ -85,6 +100,9 @@ export function PlayerPanel({ board, boardTitle, userId, onFollow }: Props) {
     const id = query.trim();
     if (!USER_ID.test(id)) {
       setInvalid("A user_id is 1–64 characters: letters, digits and _ . : @ -");
+      // A new search replaces the previous one even when it is invalid: no stale result or "No entry"
+      // message under the error, and no toasts about a player the panel no longer shows.
+      if (userId) onFollow(null);
       return;
     }
     setInvalid(null);
@@ -153,8 +171,8 @@ export function PlayerPanel({ board, boardTitle, userId, onFollow }: Props) {
                 <dd data-testid="player-rank">{rank.toLocaleString()}</dd>
               </div>
               <div>
-                <dt>Score</dt>
-                <dd data-testid="player-score">{formatScore(score)}</dd>
+                <dt>{scoreHeading(format)}</dt>
+                <dd data-testid="player-score">{formatScore(score, format)}</dd>
               </div>
               <div>
                 <dt>Percentile</dt>
@@ -163,17 +181,28 @@ export function PlayerPanel({ board, boardTitle, userId, onFollow }: Props) {
             </dl>
             <p className="following">
               <span className="dot live" aria-hidden="true" /> Following{" "}
-              <strong>{data ? nameOf(data) : userId}</strong> live on {boardTitle}
+              <strong className="trunc-inline" title={data ? nameOf(data) : userId}>
+                {data ? nameOf(data) : userId}
+              </strong>{" "}
+              live on {boardTitle}
             </p>
             {data && data.around.length > 0 && (
               <table className="around">
-                <caption>Around {nameOf(data)}</caption>
+                <caption>
+                  <span className="trunc" title={nameOf(data)}>
+                    Around {nameOf(data)}
+                  </span>
+                </caption>
                 <thead>
                   <tr>
-                    <th scope="col">Rank</th>
-                    <th scope="col">Player</th>
+                    <th scope="col" className="col-rank">
+                      Rank
+                    </th>
+                    <th scope="col" className="col-name">
+                      Player
+                    </th>
                     <th scope="col" className="col-score">
-                      Score
+                      {scoreHeading(format)}
                     </th>
                   </tr>
                 </thead>
@@ -184,9 +213,13 @@ export function PlayerPanel({ board, boardTitle, userId, onFollow }: Props) {
                       className={e.user_id === data.user_id ? "me" : undefined}
                       aria-current={e.user_id === data.user_id ? "true" : undefined}
                     >
-                      <td>{e.rank}</td>
-                      <th scope="row">{nameOf(e)}</th>
-                      <td className="col-score">{formatScore(e.score)}</td>
+                      <td className="col-rank">{e.rank}</td>
+                      <th scope="row" className="col-name">
+                        <span className="name" title={nameOf(e)}>
+                          {nameOf(e)}
+                        </span>
+                      </th>
+                      <td className="col-score">{formatScore(e.score, format)}</td>
                     </tr>
                   ))}
                 </tbody>

@@ -1,9 +1,13 @@
 import { useEffect, useState } from "react";
-import { useConnStatus, useStore } from "../hooks";
+import { useConnStatus, useHealth, useStore } from "../hooks";
 
-/** Connection status, always visible: connected / reconnecting (attempt N) / offline. */
+/**
+ * Connection status, always visible: connected / reconnecting (attempt N) / offline, and while connected
+ * whether the server is degraded (its database or cache unavailable: amber, with the reason).
+ */
 export function Status({ compact = false }: { compact?: boolean }) {
   const status = useConnStatus();
+  const health = useHealth();
   const store = useStore();
   const [now, setNow] = useState(() => Date.now());
 
@@ -16,9 +20,12 @@ export function Status({ compact = false }: { compact?: boolean }) {
 
   let label: string;
   let detail = "";
+  // A live socket says nothing about the database behind it: the server's own health decides the colour.
+  const degraded = status.state === "connected" && health.state === "degraded";
   switch (status.state) {
     case "connected":
-      label = "Connected";
+      label = degraded ? (compact ? "Connected — degraded" : "Connected — degraded:") : "Connected";
+      if (degraded) detail = health.detail;
       break;
     case "connecting":
     case "idle":
@@ -41,12 +48,23 @@ export function Status({ compact = false }: { compact?: boolean }) {
   }
   const showRetry = !compact && (status.state === "offline" || status.state === "reconnecting");
   return (
-    <div className={`status status-${status.state}${compact ? " compact" : ""}`} data-state={status.state}>
+    <div
+      className={`status status-${status.state}${degraded ? " status-degraded" : ""}${compact ? " compact" : ""}`}
+      data-state={status.state}
+      data-health={health.state}
+      title={compact && detail ? detail : undefined}
+    >
       <span className="dot" aria-hidden="true" />
       <span className="status-label" data-testid="status">
         {label}
       </span>
-      {detail && !compact && <span className="status-detail">{detail}</span>}
+      {/* the space keeps label and detail apart for screen readers; flex layout does not show it */}
+      {detail && !compact && " "}
+      {detail && !compact && (
+        <span className="status-detail" data-testid="status-detail">
+          {detail}
+        </span>
+      )}
       {showRetry && (
         <button type="button" className="link" onClick={() => store.retry()}>
           Retry now

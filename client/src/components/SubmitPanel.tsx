@@ -1,6 +1,6 @@
 import { useId, useState } from "react";
 import { ProblemError, newSessionId, submitScore } from "../api";
-import { formatScore } from "../format";
+import { formatOf, formatScore } from "../format";
 import type { BoardInfo, Problem, SubmitAck } from "../types";
 
 export const KEY_STORAGE = "leaderboard.apiKey";
@@ -43,6 +43,8 @@ export function SubmitPanel({ boards, board, onKeyForLive }: Props) {
   const [displayName, setDisplayName] = useState("");
   const [busy, setBusy] = useState(false);
   const [result, setResult] = useState<Result>(null);
+  const targetFormat = formatOf(boards.find((b) => b.id === target));
+  const unit = targetFormat === "time_ms" ? " (ms)" : targetFormat === "time_s" ? " (s)" : "";
 
   function changeKey(value: string) {
     setKey(value);
@@ -133,7 +135,7 @@ export function SubmitPanel({ boards, board, onKeyForLive }: Props) {
             autoComplete="off"
             spellCheck={false}
           />
-          <label htmlFor={`${id}-score`}>Score</label>
+          <label htmlFor={`${id}-score`}>Score{unit}</label>
           <input
             id={`${id}-score`}
             required
@@ -165,7 +167,8 @@ export function SubmitPanel({ boards, board, onKeyForLive }: Props) {
           {result?.kind === "ack" && (
             <p className="ok">
               {result.ack.duplicate ? "Duplicate (already applied): " : "Accepted: "}
-              <strong>{result.ack.user_id}</strong> now has {formatScore(result.ack.score)} on {result.ack.board}
+              <strong>{result.ack.user_id}</strong> now has{" "}
+              {formatScore(result.ack.score, formatOf(boards.find((b) => b.id === result.ack.board)))} on {result.ack.board}
               {result.ack.rank !== null ? `, rank ${result.ack.rank}` : ""}.
             </p>
           )}

@@ -8,7 +8,9 @@ export function Toasts() {
     <section className="toasts" aria-label="Rank changes">
       {toasts.map((t) => (
         <div key={t.id} className={`toast toast-${t.kind}`} data-testid="toast">
-          <span className="toast-who">{t.label}</span>
+          <span className="toast-who" title={t.label}>
+            {t.label}
+          </span>
           <span className="toast-text">{t.text}</span>
           <button
             type="button"
