@@ -321,3 +321,31 @@ async def test_a_game_server_key_is_not_rate_limited(make_server: Any, keys: Api
             await ws.send({"type": "ping", "ref": i})
         got = [await ws.recv() for _ in range(100)]
         assert all(m["type"] == "pong" for m in got)
+
+
+async def test_status_subscribers_hear_when_postgres_goes_and_comes_back(
+    services: Any, make_server: Any, keys: ApiKeys
+) -> None:
+    from support.netcut import Proxy
+
+    proxy = Proxy(services.dsn)
+    await proxy.start()
+    try:
+        server = await make_server(database_url=proxy.dsn)
+        async with ws_connect(server) as ws:
+            reply = await ws.reply_to({"type": "subscribe", "topics": ["status"]})
+            assert reply["type"] == "subscribed", reply
+            first = await ws.recv_type("status")
+            assert (first["state"], first["checks"]) == ("ok", {"postgres": "ok", "redis": "ok"})
+            await proxy.cut()
+            down = await ws.recv_type("status", within=10)
+            assert (down["state"], down["checks"]["postgres"]) == ("degraded", "unavailable")
+            assert "database" in down["detail"]
+            await proxy.start()
+            up = await ws.recv_type("status", within=10)
+            assert up["state"] == "ok"
+        async with ws_connect(server) as quiet:  # a socket that did not subscribe gets no status frame
+            await quiet.send({"type": "ping", "ref": 1})
+            assert (await quiet.recv())["type"] == "pong"
+    finally:
+        await proxy.cut()

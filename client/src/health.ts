@@ -1,5 +1,5 @@
 // What the server says about its own dependencies (Postgres, Redis), for the status area. Two sources:
-// the `status` frame, sent right after connect and again whenever it changes, and, for servers that do
+// the `status` frame, sent when the socket subscribes to the `status` topic and again whenever it changes, and, for servers that do
 // not send it, GET /readyz (200 ready; 503 problem whose `detail` lists the failing checks). Pure: no I/O.
 
 export type HealthState = "ok" | "degraded" | "unknown";

@@ -159,8 +159,9 @@ describe("connection state machine", () => {
     store.watchTop("global");
     store.start();
     last().open();
-    expect(last().sent.map((f) => f.type)).toEqual(["auth", "subscribe"]);
+    expect(last().sent.map((f) => f.type)).toEqual(["auth", "subscribe", "subscribe"]);
     expect(last().sent[0]).toEqual({ type: "auth", token: "lbk_one" });
+    expect(last().sent[1]).toEqual({ type: "subscribe", topics: ["status"] }); // the server's health
     store.setToken("lbk_two");
     expect(sockets).toHaveLength(2);
     expect(sockets[0]?.closedByClient).not.toBeNull();
@@ -223,6 +224,11 @@ describe("connection state machine", () => {
   });
 });
 
+/** The subscribe frames sent for board topics (every connection also subscribes to the server's status). */
+function boardSubscribes(s: FakeSocket): Record<string, unknown>[] {
+  return s.sent.filter((f) => f.type === "subscribe" && !(f.topics as string[]).includes("status"));
+}
+
 describe("subscriptions", () => {
   it("subscribes on open and resubscribes every topic after a reconnect", () => {
     const { store, last, clock } = setup(() => 0);
@@ -231,8 +237,7 @@ describe("subscriptions", () => {
     store.watchTop("speedrun", 5);
     store.start();
     last().open();
-    const frames = (s: FakeSocket) =>
-      s.sent.filter((f) => f.type === "subscribe").map(({ ref: _ref, ...rest }) => rest);
+    const frames = (s: FakeSocket) => boardSubscribes(s).map(({ ref: _ref, ...rest }) => rest);
     const expected = [
       { type: "subscribe", board: "global", topics: ["top"], limit: 10 },
       { type: "subscribe", board: "global", topics: ["rank"], user_id: "alice" },
@@ -251,7 +256,7 @@ describe("subscriptions", () => {
     last().open();
     const a = store.watchTop("global");
     const b = store.watchTop("global");
-    expect(last().sent.filter((f) => f.type === "subscribe")).toHaveLength(1);
+    expect(boardSubscribes(last())).toHaveLength(1);
     a();
     a(); // idempotent
     expect(last().sent.filter((f) => f.type === "unsubscribe")).toHaveLength(0);
@@ -272,7 +277,7 @@ describe("subscriptions", () => {
     last().serverClose(1006);
     clock.advance(0);
     last().open();
-    expect(last().sent.filter((f) => f.type === "subscribe").map((f) => f.topics)).toEqual([["top"]]);
+    expect(boardSubscribes(last()).map((f) => f.topics)).toEqual([["top"]]);
   });
 
   it("records an error frame answering a subscribe (unknown board)", () => {
@@ -280,7 +285,7 @@ describe("subscriptions", () => {
     store.watchTop("nope");
     store.start();
     last().open();
-    const sub = last().sent.find((f) => f.type === "subscribe");
+    const sub = boardSubscribes(last())[0];
     let notified = 0;
     store.listenError(topKey("nope"), () => notified++);
     last().receive({ type: "error", ref: sub?.ref, code: "not_found", detail: "no board nope" });

@@ -9,7 +9,8 @@
 // Every (re)connect resubscribes every topic; the server answers each subscribe with a fresh snapshot.
 // A `top` snapshot whose seq is <= the last one applied for that board is dropped (seq only grows).
 //
-// Server health (health.ts): the `status` frame, sent right after connect and on every change. Until one
+// Server health (health.ts): the `status` frame, which answers a subscribe to the `status` topic (sent on
+// every connect) and comes again on every change. Until one
 // arrives on the current socket, GET /readyz is probed at start (page load) and every `readyPollMs` while
 // connected; a status frame on the socket wins over a probe answer and ends the polling.
 
@@ -348,6 +349,7 @@ export class LiveStore {
     this.lastMessageAt = this.deps.timers.now();
     this.setStatus({ state: "connected", attempt: 0, reason: null, retryAt: null });
     if (this.token) this.send({ type: "auth", token: this.token });
+    this.send({ type: "subscribe", topics: ["status"] }); // answered with a status frame, and again on change
     for (const [key, sub] of this.subs) this.sendSubscribe(key, sub, "subscribe");
     this.scheduleHeartbeat();
     this.scheduleReadyPoll();

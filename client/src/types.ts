@@ -32,7 +32,7 @@ export interface ErrorPush {
   detail: string;
 }
 
-/** The server's own dependencies: sent right after connect and again whenever it changes. */
+/** The server's own dependencies: sent on a subscribe to the `status` topic and again whenever it changes. */
 export interface StatusPush {
   type: "status";
   state: "ok" | "degraded";

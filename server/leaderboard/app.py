@@ -99,7 +99,7 @@ class Runtime:
             asyncio.create_task(ranks.settle(), name="cache-debts"),
             asyncio.create_task(ranks.verify_all(settings.verify_interval_s), name="verify"),
             asyncio.create_task(rt.auth.run(rt.sockets.revoked), name="api-keys"),
-            asyncio.create_task(rt.health.run(lambda: rt.sockets.broadcast(rt.health.status())), name="health"),
+            asyncio.create_task(rt.health.run(lambda: rt.sockets.broadcast_status(rt.health.status())), name="health"),
             asyncio.create_task(watchdog(rt.sockets.outboxes, settings.slow_socket_timeout_s), name="watchdog"),
         ]
         try:

@@ -5,12 +5,13 @@ Client -> server frames (JSON objects with a `type`; an optional `ref` is echoed
     submit      {user_id, score, board?, session_id?, display_name?}   -> ack {accepted, duplicate, board,
                                                                              user_id, score, rank, session_id}
     subscribe   {board?, topics: ["top"|"rank"], limit?, user_id?}     -> subscribed, then a top/rank push
+                {topics: ["status"]}                                  -> subscribed, then a status push
     unsubscribe {board?, topics, user_id?}                             -> unsubscribed
     ping        {}                                                     -> pong
 Server -> client pushes:
     top    {board, seq, total, entries: [{rank, user_id, display_name, score}]}   latest wins, debounced
     rank   {board, user_id, rank, previous_rank, score, seq}                       debounced
-    status {state: ok|degraded, checks: {postgres, redis}, detail}                 on connect and on change
+    status {state: ok|degraded, checks: {postgres, redis}, detail}                 on subscribe and on change
     error  {ref, code, detail}                                                     the socket stays open
 Close codes (errors.py): 1000 normal, 1008 auth failed / submit without rights / key revoked, 1009 frame too
 big, 1011 server error, 1012 server restarting (drain), 1013 socket fell behind (did not read its pushes).
@@ -188,7 +189,7 @@ class SubmitFrame(Submission):
     ref: RefField = None
 
 
-Topic = Literal["top", "rank"]
+Topic = Literal["top", "rank", "status"]
 
 
 class SubscribeFrame(Frame):

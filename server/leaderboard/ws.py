@@ -17,7 +17,17 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from . import observability as obs
 from .auth import Authenticator, Principal
-from .errors import CLOSE_ERROR, CLOSE_POLICY, CLOSE_RESTART, CLOSE_TOO_BIG, Close, Refused, Unauthorized, Unavailable
+from .errors import (
+    CLOSE_ERROR,
+    CLOSE_POLICY,
+    CLOSE_RESTART,
+    CLOSE_TOO_BIG,
+    Close,
+    Invalid,
+    Refused,
+    Unauthorized,
+    Unavailable,
+)
 from .fanout import Hub
 from .health import Health
 from .http import problem
@@ -68,10 +78,12 @@ class Sockets:
     def outboxes(self) -> Iterator[Outbox]:
         return (c.outbox for c in self.open)
 
-    def broadcast(self, frame: bytes) -> None:
+    def broadcast_status(self, frame: bytes) -> None:
+        """To every socket subscribed to the `status` topic."""
         encoded = Encoded(frame)
         for c in list(self.open):
-            c.outbox.reply(encoded)
+            if c.wants_status:
+                c.outbox.reply(encoded)
 
     def revoked(self, key_ids: set[int]) -> None:
         """Close (1008) every socket authenticated with one of these API keys."""
@@ -115,6 +127,7 @@ class Connection:
         self.inflight: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(MAX_INFLIGHT)
         self._task: asyncio.Task[None] | None = None
+        self.wants_status = False
         self._ended: Close | None = None
 
     async def _send(self, text: str) -> None:
@@ -153,8 +166,6 @@ class Connection:
         obs.count(obs.WS_CONNECTIONS, 1)
         ctx.sockets.open.add(self)
         self._task = asyncio.current_task()
-        if not ctx.health.ok:
-            self.outbox.reply(Encoded(ctx.health.status()))
         try:
             await self._receive_loop()
         except Close as exc:
@@ -257,6 +268,14 @@ class Connection:
 
     async def _subscribe(self, frame: SubscribeFrame) -> None:
         hub, mb = self.ctx.hub, self.outbox
+        if frame.topics == ["status"]:  # the server's health: not about a board
+            self.wants_status = frame.type == "subscribe"
+            mb.reply(Encoded(reply(frame.type + "d", frame.ref, {"topics": frame.topics})))
+            if self.wants_status:
+                mb.reply(Encoded(self.ctx.health.status()))
+            return
+        if "status" in frame.topics:
+            raise Invalid("topics: subscribe to status on its own, without a board topic")
         board = await self.ctx.service.board(frame.board)
         fields = {"board": board.id, "topics": frame.topics, "user_id": frame.user_id}
         if frame.type == "unsubscribe":
