@@ -160,7 +160,8 @@ export class LeaderboardServer {
 
   /**
    * Stop or start this server's embedded Postgres (an outage the server must survive), through the
-   * project's own EmbeddedPostgres: start() attaches to a running one or starts it, stop() is pg_ctl -m fast.
+   * project's own EmbeddedPostgres: start() attaches to a running one or starts it; stop(outage=True) is
+   * pg_ctl -m fast even though the running server, not this helper, owns it.
    */
   postgres(action) {
     const python = join(REPO, ".venv", "bin", "python");
@@ -170,7 +171,7 @@ export class LeaderboardServer {
       "from leaderboard.embedded import EmbeddedPostgres",
       "pg = EmbeddedPostgres(Path(sys.argv[1]))",
       "pg.start()",
-      "if sys.argv[2] == 'stop': pg.stop()",
+      "if sys.argv[2] == 'stop': pg.stop(outage=True)  # the server attached to it: stop it all the same",
     ].join("\n");
     return new Promise((resolveDone, reject) => {
       execFile(python, ["-c", code, this.dataDir, action], { timeout: 60_000, env: process.env }, (err, _stdout, stderr) => {

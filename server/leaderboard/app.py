@@ -36,6 +36,7 @@ from .fanout import Hub
 from .health import Health
 from .logs import configure_logging, register_secret
 from .outbox import watchdog
+from .pipe import Pipe
 from .protocol import encode
 from .ranks import Ranks
 from .service import Service
@@ -79,7 +80,7 @@ class Runtime:
         client = aioredis.from_url(redis_url, decode_responses=True, socket_timeout=2.0, socket_connect_timeout=1.0)
         listener = aioredis.from_url(redis_url, decode_responses=True, health_check_interval=15)
         store = Store(pool)
-        ranks = Ranks(Cache(client), store, settings.rebuild_batch)
+        ranks = Ranks(Cache(client, Pipe(redis_url)), store, settings.rebuild_batch)
         writer = Writer(store, ranks, settings.batch_max, settings.write_concurrency)
         rules = TokenRules(
             settings.player_token_secret, settings.player_token_max_lifetime_s, settings.player_token_audience,

@@ -31,9 +31,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError, RedisError
 
 from . import observability as obs
+from .pipe import Pipe
 from .ranking import Member, Position, Standing, TopSlice
 from .store import Written
 
@@ -215,8 +217,9 @@ class Cache:
     """The rank cache. Every method may raise RedisError; reads raise NotReady when the board is not ready.
     What to do then (ask Postgres, rebuild) is the read model's business (ranks.py)."""
 
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(self, client: aioredis.Redis, pipe: Pipe | None = None) -> None:
         self.r = client
+        self.pipe = pipe  # the hot path's commands (writes, reads) go through it when given: see pipe.py
         self._write = client.register_script(_WRITE)
         self._top = client.register_script(_TOP)
         self._rank = client.register_script(_RANK)
@@ -237,7 +240,7 @@ class Cache:
         changed = {w.user_id for w in rows}
         others = [u for u in dict.fromkeys(rank_of) if u not in changed]
         args += others
-        ready, seq, ranks = await self._write(keys=[k.z, k.v, k.n, k.seq, k.ready, k.vmax], args=args)
+        ready, seq, ranks = await self._eval(self._write, [k.z, k.v, k.n, k.seq, k.ready, k.vmax], args)
         members = [w.user_id for w in rows] + others
         return WriteResult(bool(ready), int(seq), dict(zip(members, ranks, strict=True)))
 
@@ -245,7 +248,7 @@ class Cache:
 
     async def top(self, board: str, offset: int, limit: int) -> TopSlice:
         k = Keys(board)
-        res = await self._top(keys=[k.z, k.n, k.seq, k.ready], args=[offset, limit])
+        res = await self._eval(self._top, [k.z, k.n, k.seq, k.ready], [offset, limit])
         if len(res) == 1:
             raise NotReady(int(res[0]))
         seq, total, first, flat, names = res
@@ -254,7 +257,7 @@ class Cache:
     async def standing(self, board: str, user_id: str, around: int) -> Standing | None:
         """The player's standing, or None when they have no entry."""
         k = Keys(board)
-        res = await self._rank(keys=[k.z, k.n, k.seq, k.ready], args=[user_id, around])
+        res = await self._eval(self._rank, [k.z, k.n, k.seq, k.ready], [user_id, around])
         if res is None:
             raise NotReady()
         if res[0] == 0:
@@ -266,7 +269,7 @@ class Cache:
     async def follow(self, board: str, users: Sequence[str]) -> tuple[int, dict[str, Position | None]]:
         """(seq, {user: position or None})."""
         k = Keys(board)
-        res = await self._follow(keys=[k.z, k.seq, k.ready], args=list(users))
+        res = await self._eval(self._follow, [k.z, k.seq, k.ready], list(users))
         if not res[1]:
             raise NotReady(int(res[0]))
         out: dict[str, Position | None] = {}
@@ -279,7 +282,17 @@ class Cache:
         await self.r.publish(BOARDS_CHANNEL, board)
 
     async def seq(self, board: str) -> int:
-        return int(await self.r.get(Keys(board).seq) or 0)
+        key = Keys(board).seq
+        return int((await self.pipe.call("GET", key) if self.pipe else await self.r.get(key)) or 0)
+
+    async def _eval(self, script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
+        if self.pipe is None:
+            return await script(keys=keys, args=args)
+        try:
+            return await self.pipe.call("EVALSHA", script.sha, len(keys), *keys, *args)
+        except NoScriptError:  # a restarted or flushed Redis: load it once more
+            await self.pipe.call("SCRIPT", "LOAD", script.script)
+            return await self.pipe.call("EVALSHA", script.sha, len(keys), *keys, *args)
 
     async def state(self, board: str) -> State:
         """What the integrity check compares with Postgres, in one round trip."""

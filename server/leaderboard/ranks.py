@@ -266,3 +266,5 @@ class Ranks:
         for task in self._rebuilds.values():
             task.cancel()
         await asyncio.gather(*self._rebuilds.values(), return_exceptions=True)
+        if self.cache.pipe is not None:
+            await self.cache.pipe.close()
