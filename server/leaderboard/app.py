@@ -204,10 +204,11 @@ def create_app(settings: Settings, *, drain_on_signal: bool = False) -> Starlett
         Route(path, _by_method(handlers), methods=list(handlers)) for path, handlers in by_path.items()
     ]
     routes.append(WebSocketRoute("/ws", ws.endpoint(runtime)))
+    hot = [Route(r.path, endpoints[r.name], methods=[r.method]) for r in openapi.ROUTES if r.name in http.HOT]
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        middleware=[Middleware(obs.HttpMiddleware), *_cors(settings)],
+        middleware=[Middleware(obs.HttpMiddleware), *_cors(settings), Middleware(http.Direct, routes=hot)],
         exception_handlers={
             Refused: http.refused,
             HTTPException: http.http_error,

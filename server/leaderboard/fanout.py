@@ -66,6 +66,7 @@ class Hub:
         self.r, self.ranks, self.interval, self.board_changed = client, ranks, push_interval, board_changed
         self.boards: dict[str, _Board] = {}
         self.listening = False  # while not, changes go unseen here: no snapshot may be reused
+        ranks.events_live = lambda board_id: self.listening  # every board's events come to this listener
         self._tasks: set[asyncio.Task[None]] = set()
 
     # ---- subscriptions ------------------------------------------------------------------------------------
@@ -140,6 +141,7 @@ class Hub:
                     await ps.psubscribe(EVENT_PATTERN)
                     await ps.subscribe(BOARDS_CHANNEL)
                     self.board_changed(None)  # announcements missed while disconnected
+                    self.ranks.changed(None)  # and changes
                     for board_id in list(self.boards):
                         self._dirty(board_id, full=True)
                     self.listening, backoff = True, 0.1
@@ -150,12 +152,14 @@ class Hub:
                             self.board_changed(msg["data"])
             except (RedisError, OSError) as exc:
                 self.listening = False
+                self.ranks.changed(None)
                 log.warning("pub/sub listener lost Redis (%s); retrying in %.1fs", exc, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
 
     def on_event(self, channel: str, data: str) -> None:
         board_id = board_of_channel(channel)
+        self.ranks.changed(board_id)
         b = self.boards.get(board_id)
         if b is None:
             return

@@ -49,13 +49,38 @@ class Ranks:
         self._rebuilds: dict[str, asyncio.Task[None]] = {}
         self._rebuilding = asyncio.Semaphore(REBUILDS_AT_ONCE)
         self._paid: list[int] = []  # cache_intents rows whose cache write is done, to delete
+        # First pages of boards, kept between changes (see top()): valid only while events_live(board) holds.
+        self._pages: dict[str, dict[int, TopSlice]] = {}
+        self._generation: dict[str, int] = {}
+        self.events_live: Callable[[str], bool] = lambda board_id: False
+
+    def changed(self, board_id: str | None) -> None:
+        """The board (None: any board) changed, or its changes may have gone unheard: forget its pages."""
+        if board_id is None:
+            self._pages.clear()
+            self._generation = {b: g + 1 for b, g in self._generation.items()}
+            return
+        self._pages.pop(board_id, None)
+        self._generation[board_id] = self._generation.get(board_id, 0) + 1
 
     # ---- reads --------------------------------------------------------------------------------------------
 
     async def top(self, board: BoardInfo, offset: int, limit: int) -> TopSlice:
+        """A page of the board. The first pages are kept between changes while this process hears the board's
+        change events (the fan-out's listener calls `changed()`; this process's own writes call it before
+        their acks), so a read of an unchanged board costs no Redis round trip."""
+        live = offset == 0 and self.events_live(board.id)
+        if live:
+            page = self._pages.get(board.id, {}).get(limit)
+            if page is not None:
+                return page
+        generation = self._generation.get(board.id, 0)
         seq = 0
         try:
-            return await self.cache.top(board.id, offset, limit)
+            page = await self.cache.top(board.id, offset, limit)
+            if live and self._generation.get(board.id, 0) == generation and self.events_live(board.id):
+                self._pages.setdefault(board.id, {})[limit] = page  # nothing changed while it was read
+            return page
         except NotReady as exc:
             seq = exc.seq
             self.ensure_rebuild(board.id)
@@ -125,6 +150,7 @@ class Ranks:
         fails, the ranks come from Postgres."""
         try:
             res = await self.cache.write(board.id, rows, list(users), committed_at)
+            self.changed(board.id)  # before the ack: a read after it never gets a page from before
             if intent is not None:
                 self._paid.append(intent)
             if res.ready:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from .auth import Principal
 from .errors import Conflict, Forbidden, NotFound, Unavailable
-from .protocol import Ack, BoardCreate, PlayerRank, Submission, TopPage, entries
-from .ranking import percentile
+from .protocol import Ack, BoardCreate, PlayerRank, Submission, TopPage, encode, entries
+from .ranking import TopSlice, percentile
 from .ranks import Ranks
 from .store import DB_DOWN, BoardInfo, Store
 from .writer import Writer
@@ -14,6 +14,7 @@ from .writer import Writer
 class Service:
     def __init__(self, store: Store, ranks: Ranks, writer: Writer) -> None:
         self.store, self.ranks, self.writer = store, ranks, writer
+        self._bodies: dict[tuple[str, int], tuple[TopSlice, bytes]] = {}  # (board, limit) -> first page encoded
 
     async def board(self, board_id: str) -> BoardInfo:
         try:
@@ -35,6 +36,20 @@ class Service:
         info = await self.board(board_id)
         page = await self.ranks.top(info, offset, limit)
         return TopPage(info.id, page.total, page.seq, entries(page, info.sort))
+
+    async def top_json(self, board_id: str, limit: int, offset: int) -> bytes:
+        """GET /top's body. An unchanged first page (the read model hands back the same slice) is not encoded
+        again."""
+        info = await self.board(board_id)
+        page = await self.ranks.top(info, offset, limit)
+        key = (info.id, limit)
+        known = self._bodies.get(key) if offset == 0 else None
+        if known is not None and known[0] is page:
+            return known[1]
+        body = encode(TopPage(info.id, page.total, page.seq, entries(page, info.sort)))
+        if offset == 0:
+            self._bodies[key] = (page, body)
+        return body
 
     async def rank(self, board_id: str, user_id: str, around: int) -> PlayerRank:
         info = await self.board(board_id)
