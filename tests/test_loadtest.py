@@ -229,13 +229,17 @@ async def test_read_scenario_seeds_and_reads_top_and_rank(
 
 
 @pytest.mark.parametrize("transport", ["ws", "rest"])
-async def test_batch_scenario_is_skipped_with_a_note_when_the_server_has_no_batches(
-    make_server: Callable[..., Awaitable[ServerURL]], keys: ApiKeys, transport: str
+async def test_batch_scenario_runs_and_verifies(
+    make_server: Callable[..., Awaitable[ServerURL]], keys: ApiKeys, services: Services, transport: str
 ) -> None:
     url = await make_server()
-    report = await _run(url=url, key=keys.admin, scenario="batch", transport=transport, procs=1, duration=1.0)
-    # When the server gains POST /api/leaderboard/submit/batch this test must start checking the run instead.
-    assert "no batch submissions yet" in report["skipped"], report
+    report = await _run(
+        url=url, key=keys.admin, scenario="batch", transport=transport, procs=1, duration=1.0, verify_dsn=services.dsn
+    )
+    assert "skipped" not in report, report
+    assert report["errors"] == {}, report["errors"]
+    assert report["submissions"]["acked"] >= 100
+    assert report["verify"]["ok"], report["verify"]["problems"]
 
 
 def test_batch_encoder_and_decoder_follow_the_contract() -> None:

@@ -19,12 +19,23 @@ from starlette.routing import Match, Route
 
 from .auth import Authenticator, Principal
 from .errors import TITLES, Invalid, NotFound, Refused, Unauthorized
-from .protocol import BOARD_ID_PATTERN, BOARD_ID_RULE, USER_ID_PATTERN, USER_ID_RULE, BoardCreate, Submission, describe
+from .protocol import (
+    BOARD_ID_PATTERN,
+    BOARD_ID_RULE,
+    USER_ID_PATTERN,
+    USER_ID_RULE,
+    BatchBody,
+    BoardCreate,
+    Submission,
+    describe,
+    parse_items,
+)
 from .service import Service
 from .settings import Settings
 
 MAX_BODY = 16 * 1024
-HOT = ("submit", "top", "rank")  # routes answered by Direct (below), the handlers' names
+MAX_BATCH_BODY = 1024 * 1024  # 500 items of up to ~2 KB each
+HOT = ("submit", "submit_batch", "top", "rank")  # routes answered by Direct (below), the handlers' names
 MAX_OFFSET = 10_000_000
 M = TypeVar("M", bound=BaseModel)
 _BOARD = re.compile(BOARD_ID_PATTERN)
@@ -74,19 +85,19 @@ def http_error(_: Request, exc: Exception) -> Response:
     return problem(Refused(str(detail), code=code, status=exc.status_code), exc.headers)
 
 
-async def body_of(request: Request, model: type[M]) -> M:
+async def body_of(request: Request, model: type[M], max_body: int = MAX_BODY) -> M:
     """Read and validate a JSON body, or raise Refused (413 / 415 / 400 / 422)."""
     ctype = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
     if ctype != "application/json" and not ctype.endswith("+json"):
         raise Refused("send the body as application/json", status=415, code="unsupported_media_type")
     declared = request.headers.get("content-length")
-    too_big = Refused(f"body is larger than {MAX_BODY} bytes", status=413, code="payload_too_large")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY:
+    too_big = Refused(f"body is larger than {max_body} bytes", status=413, code="payload_too_large")
+    if declared is not None and declared.isdigit() and int(declared) > max_body:
         raise too_big
     raw = bytearray()
     async for chunk in request.stream():
         raw += chunk
-        if len(raw) > MAX_BODY:
+        if len(raw) > max_body:
             raise too_big
     try:
         data = orjson.loads(raw)
@@ -148,6 +159,16 @@ def handlers(context: Callable[[], Context]) -> dict[str, Endpoint]:
         sub = await body_of(request, Submission)
         return JSON(await context().service.submit(principal, sub))
 
+    async def submit_batch(request: Request) -> Response:
+        principal = await who(request, read=False)
+        if principal.role == "anonymous":
+            raise Unauthorized("submitting needs an API key or a player token")
+        body = await body_of(request, BatchBody, MAX_BATCH_BODY)
+        limit = context().settings.batch_items_max
+        if len(body.items) > limit:
+            raise Invalid(f"items: at most {limit} in one request, got {len(body.items)}")
+        return JSON(await context().service.submit_batch(principal, parse_items(body.items)))
+
     async def top(request: Request) -> Response:
         await who(request, read=True)
         board = board_param(request)
@@ -184,8 +205,8 @@ def handlers(context: Callable[[], Context]) -> dict[str, Endpoint]:
         return JSON(info.public(), status_code=201)
 
     return {
-        "submit": submit, "top": top, "rank": rank, "list_boards": list_boards, "get_board": get_board,
-        "create_board": create_board,
+        "submit": submit, "submit_batch": submit_batch, "top": top, "rank": rank, "list_boards": list_boards,
+        "get_board": get_board, "create_board": create_board,
     }  # fmt: skip
 
 

@@ -17,6 +17,8 @@ from .protocol import (
     BOARD_ID_PATTERN,
     USER_ID_PATTERN,
     Ack,
+    BatchAck,
+    BatchBody,
     Board,
     BoardCreate,
     BoardDetail,
@@ -61,6 +63,9 @@ BOARD_Q = Param("board", "query", {"type": "string", "default": "global", "patte
 ROUTES: tuple[Route, ...] = (
     Route("POST", "/api/leaderboard/submit", "submit", "Submit a score (acknowledged after the Postgres commit)",
           BEARER, Submission, Ack, problems=(400, 401, 403, 404, 409, 413, 415, 422, 503)),
+    Route("POST", "/api/leaderboard/submit/batch", "submit_batch",
+          "Submit many scores at once (a game server ending a match): each item validated and committed on its "
+          "own, results in item order", BEARER, BatchBody, BatchAck, problems=(400, 401, 413, 415, 422, 503)),
     Route("GET", "/api/leaderboard/top", "top", "A page of the board, best first", reply=TopPage,
           problems=(401, 404, 422, 503),
           params=(BOARD_Q, Param("limit", "query", _int(1, 100, 10), "entries"),

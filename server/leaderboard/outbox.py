@@ -29,12 +29,13 @@ ABORT_AFTER = 5.0  # seconds a 1013 close may take before the connection is cut
 
 
 class Encoded:
-    """One message, encoded once: the JSON text and the unmasked server-to-client text frame."""
+    """One message, encoded once: the unmasked server-to-client text frame (and, for the slow path, its
+    JSON text, decoded only when asked for)."""
 
-    __slots__ = ("data", "text")
+    __slots__ = ("data", "payload")
 
     def __init__(self, payload: bytes) -> None:
-        self.text = payload.decode()
+        self.payload = payload
         n = len(payload)
         if n < 126:
             head = bytes((0x81, n))
@@ -43,6 +44,10 @@ class Encoded:
         else:
             head = bytes((0x81, 127)) + n.to_bytes(8, "big")
         self.data = head + payload
+
+    @property
+    def text(self) -> str:
+        return self.payload.decode()
 
 
 def raw_protocol(send: Callable[..., Any]) -> Any | None:
@@ -71,9 +76,10 @@ class Outbox:
         self.subs: set[tuple[str, str, str]] = set()  # ("top", board, "") / ("rank", board, user_id)
         self.closed = False
         self._sender: asyncio.Task[None] | None = None
+        self._soon: list[Encoded] | None = None  # replies to write together at the end of this loop turn
 
-    def _write_now(self, frame: Encoded) -> bool:
-        """Write the frame to the transport at once if nothing is queued and it can take bytes."""
+    def _write_now(self, data: bytes) -> bool:
+        """Write frame bytes to the transport at once if nothing is queued and it can take bytes."""
         p = self._raw
         if p is None or self._sender is not None or self.closed:
             return False
@@ -81,18 +87,34 @@ class Outbox:
             return False
         if p.conn.state is not State.OPEN or p.transport.is_closing():
             return False
-        p.transport.write(frame.data)
+        p.transport.write(data)
         return True
 
+    def reply_soon(self, frame: Encoded) -> None:
+        """A reply that goes out with the others given at this moment (the acks of one committed batch) in one
+        write, at the end of this turn of the event loop."""
+        if self._soon is None:
+            self._soon = [frame]
+            asyncio.get_running_loop().call_soon(self._write_soon)
+        else:
+            self._soon.append(frame)
+
+    def _write_soon(self) -> None:
+        frames, self._soon = self._soon or [], None
+        if len(frames) > 1 and self._write_now(b"".join(f.data for f in frames)):
+            return
+        for frame in frames:
+            self.reply(frame)
+
     def push(self, key: tuple[str, str, str], frame: Encoded) -> None:
-        if self._write_now(frame) or self.closed:
+        if self._write_now(frame.data) or self.closed:
             return
         self.pending.pop(key, None)  # latest wins, and goes to the back of the line
         self.pending[key] = frame
         self._wake()
 
     def reply(self, frame: Encoded) -> None:
-        if self._write_now(frame) or self.closed:
+        if self._write_now(frame.data) or self.closed:
             return
         self.replies.append(frame)
         if len(self.replies) >= MAX_REPLIES and self._full is None:

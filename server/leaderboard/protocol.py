@@ -4,6 +4,8 @@ Client -> server frames (JSON objects with a `type`; an optional `ref` is echoed
     auth        {token}                                   -> auth {ok, role, user_id}
     submit      {user_id, score, board?, session_id?, display_name?}   -> ack {accepted, duplicate, board,
                                                                              user_id, score, rank, session_id}
+    submit      {items: [submission, ...]}                             -> ack {results: [{index, ...ack} |
+                                                                             {index, error: {code, detail}}]}
     subscribe   {board?, topics: ["top"|"rank"], limit?, user_id?}     -> subscribed, then a top/rank push
                 {topics: ["status"]}                                  -> subscribed, then a status push
     unsubscribe {board?, topics, user_id?}                             -> unsubscribed
@@ -189,6 +191,71 @@ class SubmitFrame(Submission):
     ref: RefField = None
 
 
+ITEMS_MAX = 500  # items in one batch at most (LEADERBOARD_BATCH_ITEMS_MAX may set a lower limit)
+
+
+class BatchFrame(Frame):
+    """`{"type": "submit", "ref": ..., "items": [submission, ...]}`: each item validated and committed on its
+    own; one `ack` with `results` in item order answers the frame."""
+
+    type: Literal["submit"]
+    items: Annotated[list[Any], Field(min_length=1, max_length=ITEMS_MAX)]
+
+
+class BatchBody(Strict):
+    """POST /api/leaderboard/submit/batch body: each item is a Submission, validated on its own."""
+
+    items: Annotated[list[Any], Field(min_length=1, max_length=ITEMS_MAX)]
+
+
+@dataclass(frozen=True, slots=True)
+class ItemError:
+    code: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class ItemResult:
+    """One item of a batch: the ack's fields, or `error`; `index` is its place in `items`."""
+
+    index: int
+    accepted: bool = False
+    duplicate: bool | None = None
+    board: str | None = None
+    user_id: str | None = None
+    score: int | None = None
+    rank: int | None = None
+    session_id: uuid.UUID | None = None
+    error: ItemError | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BatchAck:
+    results: list[ItemResult]
+
+
+def parse_items(items: list[Any]) -> list[Submission | Invalid]:
+    """Each item of a batch as a Submission, or why it is not one."""
+    out: list[Submission | Invalid] = []
+    for item in items:
+        if not isinstance(item, dict):
+            out.append(Invalid("item must be a JSON object"))
+            continue
+        try:
+            out.append(Submission.model_validate(item))
+        except ValidationError as exc:
+            out.append(describe(exc))
+    return out
+
+
+def item_result(index: int, outcome: Ack | Exception) -> ItemResult:
+    if isinstance(outcome, Ack):
+        a = outcome
+        return ItemResult(index, True, a.duplicate, a.board, a.user_id, a.score, a.rank, a.session_id)
+    code, detail = getattr(outcome, "code", "internal_error"), getattr(outcome, "detail", str(outcome))
+    return ItemResult(index, error=ItemError(code, detail))
+
+
 Topic = Literal["top", "rank", "status"]
 
 
@@ -204,7 +271,7 @@ class PingFrame(Frame):
     type: Literal["ping"]
 
 
-ClientFrame = AuthFrame | SubmitFrame | SubscribeFrame | PingFrame
+ClientFrame = AuthFrame | SubmitFrame | BatchFrame | SubscribeFrame | PingFrame
 
 FRAMES: dict[str, type[ClientFrame]] = {
     "auth": AuthFrame,
@@ -272,7 +339,7 @@ def parse_frame(data: str | bytes) -> ClientFrame:
     kind = obj.get("type")
     if not isinstance(kind, str):
         raise FrameError("invalid_frame", "frame needs a string `type`", ref)
-    model = FRAMES.get(kind)
+    model = BatchFrame if kind == "submit" and "items" in obj else FRAMES.get(kind)
     if model is None:
         raise FrameError("unknown_type", f"unknown frame type {kind[:32]!r}", ref)
     try:

@@ -2,13 +2,35 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+from functools import partial
+
 from .auth import Principal
-from .errors import Conflict, Forbidden, NotFound, Unavailable
-from .protocol import Ack, BoardCreate, PlayerRank, Submission, TopPage, encode, entries
+from .errors import Conflict, Forbidden, Invalid, NotFound, Refused, Unavailable
+from .protocol import (
+    Ack,
+    BatchAck,
+    BoardCreate,
+    ItemResult,
+    PlayerRank,
+    Submission,
+    TopPage,
+    encode,
+    entries,
+    item_result,
+)
 from .ranking import TopSlice, percentile
 from .ranks import Ranks
 from .store import DB_DOWN, BoardInfo, Store
-from .writer import Writer
+from .writer import Done, Writer
+
+
+def _may_submit(who: Principal, user_id: str) -> None:
+    if not who.can_submit_for(user_id):
+        if not who.can_submit:
+            raise Forbidden(f"role {who.role!r} may not submit scores")
+        raise Forbidden("a player may submit only its own scores")
 
 
 class Service:
@@ -26,11 +48,48 @@ class Service:
         return info
 
     async def submit(self, who: Principal, sub: Submission) -> Ack:
-        if not who.can_submit_for(sub.user_id):
-            if not who.can_submit:
-                raise Forbidden(f"role {who.role!r} may not submit scores")
-            raise Forbidden("a player may submit only its own scores")
+        _may_submit(who, sub.user_id)
         return await self.writer.submit(sub, await self.board(sub.board))
+
+    async def enqueue(self, who: Principal, sub: Submission, done: Done) -> None:
+        """Queue a submission; `done` gets its ack or its refusal (a refusal here raises instead)."""
+        _may_submit(who, sub.user_id)
+        self.writer.enqueue(sub, await self.board(sub.board), done)
+
+    async def enqueue_batch(
+        self, who: Principal, items: list[Submission | Invalid], done: Callable[[BatchAck], None]
+    ) -> None:
+        """Queue each valid item on its own; `done` gets the results, in item order, once all are known."""
+        results: list[ItemResult | None] = [None] * len(items)
+        left = [len(items)]
+
+        def finish(index: int, outcome: Ack | Refused) -> None:
+            results[index] = item_result(index, outcome)
+            left[0] -= 1
+            if not left[0]:
+                done(BatchAck([r for r in results if r is not None]))
+
+        for index, item in enumerate(items):
+            if isinstance(item, Refused):
+                finish(index, item)
+                continue
+            try:
+                _may_submit(who, item.user_id)
+                board = await self.board(item.board)
+            except Refused as exc:
+                finish(index, exc)
+                continue
+            self.writer.enqueue(item, board, partial(finish, index))
+
+    async def submit_batch(self, who: Principal, items: list[Submission | Invalid]) -> BatchAck:
+        future: asyncio.Future[BatchAck] = asyncio.get_running_loop().create_future()
+
+        def done(ack: BatchAck) -> None:
+            if not future.done():  # the client may have gone; its items are committed all the same
+                future.set_result(ack)
+
+        await self.enqueue_batch(who, items, done)
+        return await future
 
     async def top(self, board_id: str, limit: int, offset: int) -> TopPage:
         info = await self.board(board_id)

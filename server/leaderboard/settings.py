@@ -56,6 +56,7 @@ class Settings(BaseSettings):
     player_token_secret: str | None = None  # HS256 needs >= 256 bits of key: checked below
 
     batch_max: int = Field(default=500, ge=1)
+    batch_items_max: int = Field(default=500, ge=1, le=500)  # items in one batch frame or request
     write_concurrency: int = Field(default=4, ge=1, le=32)
     db_pool_size: int = Field(default=10, ge=2)
     rebuild_batch: int = Field(default=10_000, ge=100)

@@ -7,6 +7,7 @@ whose API key was revoked (1008), and broadcasts `status` frames when Postgres o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -33,7 +34,10 @@ from .health import Health
 from .http import problem
 from .outbox import Encoded, Outbox, raw_protocol
 from .protocol import (
+    Ack,
     AuthFrame,
+    BatchAck,
+    BatchFrame,
     ClientFrame,
     FrameError,
     PingFrame,
@@ -41,6 +45,7 @@ from .protocol import (
     SubscribeFrame,
     error_frame,
     parse_frame,
+    parse_items,
     reply,
 )
 from .service import Service
@@ -48,8 +53,32 @@ from .settings import Settings
 
 log = logging.getLogger(__name__)
 
-MAX_INFLIGHT = 64  # submissions one socket may have waiting for their ack; more and we stop reading frames
+MAX_INFLIGHT = 2048  # submissions one socket may have waiting for their ack; more and we stop reading frames
 STRIKES = 100  # frames refused in a row for the rate limit before the socket is closed (1008)
+
+
+class Budget:
+    """How many submissions a socket may have in flight: `take` waits for room, `give` returns it; `idle`
+    tells when none is in flight (a drain waits for that)."""
+
+    def __init__(self, size: int) -> None:
+        self.size, self.used = size, 0
+        self._room = asyncio.Event()
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    async def take(self, n: int) -> None:
+        while self.used and self.used + n > self.size:  # a batch bigger than the budget goes alone
+            self._room.clear()
+            await self._room.wait()
+        self.used += n
+        self.idle.clear()
+
+    def give(self, n: int) -> None:
+        self.used -= n
+        self._room.set()
+        if not self.used:
+            self.idle.set()
 
 
 class Bucket:
@@ -124,8 +153,7 @@ class Connection:
         self.ws, self.ctx = ws, ctx
         self.principal: Principal = Principal("anonymous")
         self.outbox = Outbox(self._send, self._close, raw_protocol(ws._send))
-        self.inflight: set[asyncio.Task[None]] = set()
-        self._slots = asyncio.Semaphore(MAX_INFLIGHT)
+        self._budget = Budget(MAX_INFLIGHT)  # submissions waiting for their acks
         self._task: asyncio.Task[None] | None = None
         self.wants_status = False
         self._ended: Close | None = None
@@ -183,8 +211,6 @@ class Connection:
         finally:
             ctx.sockets.open.discard(self)
             ctx.hub.detach(self.outbox)
-            for task in self.inflight:
-                task.cancel()
             self.outbox.cancel()
             obs.count(obs.WS_CONNECTIONS, -1)
 
@@ -233,15 +259,15 @@ class Connection:
 
     async def _handle(self, frame: ClientFrame) -> None:
         ctx = self.ctx
-        if isinstance(frame, SubmitFrame):
+        if isinstance(frame, SubmitFrame | BatchFrame):
             if not self.principal.can_submit:
                 raise Close(CLOSE_POLICY, "submitting needs an API key or a player token")
             if ctx.sockets.draining:
                 raise Unavailable("server restarting; submit again after reconnecting")
-            await self._slots.acquire()
-            task = asyncio.create_task(self._submit(frame))
-            self.inflight.add(task)
-            task.add_done_callback(self.inflight.discard)
+            if isinstance(frame, BatchFrame):
+                await self._submit_batch(frame)
+            else:
+                await self._submit(frame)
         elif isinstance(frame, SubscribeFrame):
             if not self.principal.can_read(ctx.settings.public_read):
                 raise Unauthorized("reads need an API key or a player token on this server")
@@ -257,14 +283,37 @@ class Connection:
             self.outbox.reply(Encoded(reply("pong", frame.ref, {})))
 
     async def _submit(self, frame: SubmitFrame) -> None:
+        """Queue it, no task of its own: the writer calls back with the ack after COMMIT."""
+        await self._budget.take(1)
+        ref = frame.ref
+
+        def done(outcome: Ack | Refused) -> None:
+            self._budget.give(1)
+            if isinstance(outcome, Ack):
+                self.outbox.reply_soon(Encoded(reply("ack", ref, outcome)))
+                obs.count(obs.WS_OUT, 1, "ack")
+            else:
+                self.outbox.reply_soon(Encoded(error_frame(outcome.code, outcome.detail, ref)))
+
         try:
-            ack = await self.ctx.service.submit(self.principal, frame)
-            self.outbox.reply(Encoded(reply("ack", frame.ref, ack)))
-            obs.count(obs.WS_OUT, 1, "ack")
+            await self.ctx.service.enqueue(self.principal, frame, done)
         except Refused as exc:
-            self.outbox.reply(Encoded(error_frame(exc.code, exc.detail, frame.ref)))
-        finally:
-            self._slots.release()
+            done(exc)
+
+    async def _submit_batch(self, frame: BatchFrame) -> None:
+        limit = self.ctx.settings.batch_items_max
+        if len(frame.items) > limit:
+            raise Invalid(f"items: at most {limit} in one frame, got {len(frame.items)}")
+        items = parse_items(frame.items)
+        await self._budget.take(len(items))
+        ref = frame.ref
+
+        def done(ack: BatchAck) -> None:
+            self._budget.give(len(items))
+            self.outbox.reply_soon(Encoded(reply("ack", ref, ack)))
+            obs.count(obs.WS_OUT, 1, "ack")
+
+        await self.ctx.service.enqueue_batch(self.principal, items, done)
 
     async def _subscribe(self, frame: SubscribeFrame) -> None:
         hub, mb = self.ctx.hub, self.outbox
@@ -294,8 +343,8 @@ class Connection:
 
     async def shutdown(self, timeout: float) -> None:
         """Graceful drain: let in-flight submissions commit and be acked, then close with 1012."""
-        if self.inflight:
-            await asyncio.wait(set(self.inflight), timeout=timeout)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._budget.idle.wait(), timeout)
         await self._drain_replies(timeout)
         await self._close(CLOSE_RESTART, "server restarting")
 
