@@ -8,7 +8,8 @@ Convergence after any crash (the bound is in docs/operations.md):
     - a process that dies between COMMIT and its cache write leaves the batch's cache_intents rows behind
       (committed with the batch): `settle()` re-applies those players' committed rows after REPAIR_AFTER_S;
     - a retried submission writes its committed row to Redis again (store.py: duplicates);
-    - Redis restarted or failed over (its run_id changed; its data may be older): every board is rebuilt;
+    - Redis restarted or failed over (its run_id changed; its data may be older): every board is rebuilt (in
+      a Redis Cluster, every board of the shard whose primary changed);
     - every board is checked against Postgres every verify interval (members and highest version, when no
       write is in flight) and rebuilt when they disagree.
 
@@ -195,19 +196,21 @@ class Ranks:
     # ---- convergence --------------------------------------------------------------------------------------
 
     async def watch(self, interval: float = 1.0) -> None:
-        """Rebuild stale boards once Redis answers again; rebuild every board when Redis restarted."""
-        known: str | None = None
+        """Rebuild stale boards once Redis answers again; rebuild a shard's boards when its Redis restarted or
+        failed over (a single Redis is one shard)."""
+        known: dict[str, str] | None = None
         while True:
             await asyncio.sleep(interval)
             try:
-                identity = await self.cache.identity()
+                shards = await self.cache.identities()
             except (RedisError, OSError):
                 continue
-            if known is not None and identity != known:
-                log.warning("Redis restarted or failed over (run_id %s -> %s): rebuilding every board", known, identity)
+            changed = {s for s, run_id in shards.items() if known is not None and known.get(s) != run_id}
+            if changed:
+                log.warning("Redis restarted or failed over (%s): rebuilding its boards", ", ".join(sorted(changed)))
                 with contextlib.suppress(*DB_DOWN):
-                    self.stale.update(b.id for b in await self.store.boards())
-            known = identity
+                    self.stale.update(b.id for b in await self.store.boards() if self.cache.shard(b.id) in changed)
+            known = shards
             for board_id in list(self.stale):
                 self.ensure_rebuild(board_id)
 
