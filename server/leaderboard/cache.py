@@ -47,7 +47,6 @@ from .store import Written
 
 log = logging.getLogger(__name__)
 
-EVENT_PATTERN = "lb:{*}:ev"
 BOARDS_CHANNEL = "lb:boards"  # a board was created (or changed): processes forget what they cached about it
 
 

@@ -1,6 +1,10 @@
 """Fan-out: one Redis pub/sub listener per process, a debouncer per board, a mailbox per socket.
 
-    writer (any process) --PUBLISH lb:{b}:ev--> listener (every process) --> board marked dirty
+    writer (any process) --(S)PUBLISH lb:{b}:ev--> listener (each process whose sockets follow b) --> dirty
+    subscriptions: a process subscribes to a board's channel when its first socket follows the board and
+        unsubscribes `grace` seconds after the last one left (channels.py: SSUBSCRIBE on the shard that owns
+        the board in a Redis Cluster); a process with no follower of a board receives nothing of it.
+        After any (re)subscription the board is re-read in full (events may have been missed meanwhile).
     debouncer: at most one flush per board per push interval:
         top:  one Redis read for the largest limit subscribed; each changed snapshot is encoded once and the
               same string goes to every subscriber's mailbox
@@ -20,16 +24,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import orjson
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from . import observability as obs
 from . import ranking
-from .cache import BOARDS_CHANNEL, EVENT_PATTERN, board_of_channel
+from .cache import BOARDS_CHANNEL, board_of_channel, channel_of
+from .channels import Channels
 from .errors import Refused
 from .outbox import Encoded, Outbox
 from .protocol import Entry, encode, entries
 from .ranks import Ranks
+from .redisconn import Client
 from .store import BoardInfo
 
 log = logging.getLogger(__name__)
@@ -61,17 +66,45 @@ class Hub:
     """Per-process subscription registry, pub/sub listener and debounced flusher."""
 
     def __init__(
-        self, client: aioredis.Redis, ranks: Ranks, push_interval: float, board_changed: Callable[[str | None], None]
-    ) -> None:
+        self, client: Client, ranks: Ranks, push_interval: float, board_changed: Callable[[str | None], None],
+        grace: float = 5.0,
+    ) -> None:  # fmt: skip
         self.r, self.ranks, self.interval, self.board_changed = client, ranks, push_interval, board_changed
         self.boards: dict[str, _Board] = {}
-        self.listening = False  # while not, changes go unseen here: no snapshot may be reused
+        self.grace = grace  # seconds a board stays subscribed after its last follower left
+        self.channels = Channels(client, self._message, self._joined)
+        self.channels.want(BOARDS_CHANNEL)
+        self._leaving: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+
+    def watching(self, board_id: str) -> bool:
+        """Whether this process receives the board's change events right now (a snapshot may be reused)."""
+        return self.channels.active(channel_of(board_id))
 
     # ---- subscriptions ------------------------------------------------------------------------------------
 
+    def _follow(self, board: BoardInfo) -> _Board:
+        b = self.boards.get(board.id)
+        if b is None:
+            b = self.boards[board.id] = _Board(board)
+            leaving = self._leaving.pop(board.id, None)
+            if leaving is not None:
+                leaving.cancel()
+            self.channels.want(channel_of(board.id))
+        return b
+
+    def _unfollow(self, board_id: str) -> None:
+        del self.boards[board_id]
+        loop = asyncio.get_running_loop()
+        self._leaving[board_id] = loop.call_later(self.grace, self._leave, board_id)
+
+    def _leave(self, board_id: str) -> None:
+        self._leaving.pop(board_id, None)
+        if board_id not in self.boards:
+            self.channels.drop(channel_of(board_id))
+
     async def subscribe_top(self, mb: Outbox, board: BoardInfo, limit: int) -> None:
-        b = self.boards.setdefault(board.id, _Board(board))
+        b = self._follow(board)
         for subs in b.top.values():
             subs.discard(mb)
         first = limit not in b.top
@@ -80,7 +113,7 @@ class Hub:
         obs.gauge(obs.SUBSCRIBERS, _count(b, "top"), board.id, "top")
         key = ("top", board.id, "")
         cached = b.last_msg.get(limit)
-        if cached is not None and self.listening and not (b.changes or b.full or b.scheduled):
+        if cached is not None and self.watching(board.id) and not (b.changes or b.full or b.scheduled):
             mb.push(key, cached)  # what every subscriber of this limit has, and nothing changed since
             return
         seq, entries, total = await self._snapshot(b, limit)
@@ -90,7 +123,7 @@ class Hub:
         mb.push(key, message)
 
     async def subscribe_rank(self, mb: Outbox, board: BoardInfo, user_id: str) -> None:
-        b = self.boards.setdefault(board.id, _Board(board))
+        b = self._follow(board)
         f = b.follows.get(user_id)
         if f is None:
             f = b.follows[user_id] = _Follow()
@@ -123,7 +156,7 @@ class Hub:
                     del b.follows[user_id]
         obs.gauge(obs.SUBSCRIBERS, _count(b, topic), board_id, topic)
         if not b.top and not b.follows:
-            del self.boards[board_id]
+            self._unfollow(board_id)
 
     def detach(self, mb: Outbox) -> None:
         for topic, board_id, user_id in list(mb.subs):
@@ -132,27 +165,21 @@ class Hub:
     # ---- the listener -------------------------------------------------------------------------------------
 
     async def listen(self) -> None:
-        """Follow every board's change channel; after any (re)connect, re-read every board in full."""
-        backoff = 0.1
-        while True:
-            try:
-                async with self.r.pubsub() as ps:
-                    await ps.psubscribe(EVENT_PATTERN)
-                    await ps.subscribe(BOARDS_CHANNEL)
-                    self.board_changed(None)  # announcements missed while disconnected
-                    for board_id in list(self.boards):
-                        self._dirty(board_id, full=True)
-                    self.listening, backoff = True, 0.1
-                    async for msg in ps.listen():
-                        if msg["type"] == "pmessage":
-                            self.on_event(msg["channel"], msg["data"])
-                        elif msg["type"] == "message":
-                            self.board_changed(msg["data"])
-            except (RedisError, OSError) as exc:
-                self.listening = False
-                log.warning("pub/sub listener lost Redis (%s); retrying in %.1fs", exc, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+        """Receive the change events of the boards followed here, and board announcements, until cancelled."""
+        await self.channels.run()
+
+    def _message(self, channel: str, data: str) -> None:
+        if channel == BOARDS_CHANNEL:
+            self.board_changed(data)
+        else:
+            self.on_event(channel, data)
+
+    def _joined(self, channel: str) -> None:
+        """A (re)confirmed subscription: what was published before it went unseen here."""
+        if channel == BOARDS_CHANNEL:
+            self.board_changed(None)  # announcements missed while not subscribed
+        else:
+            self._dirty(board_of_channel(channel), full=True)
 
     def on_event(self, channel: str, data: str) -> None:
         board_id = board_of_channel(channel)
@@ -261,6 +288,8 @@ class Hub:
         return page.seq, entries(page, b.info.sort), page.total
 
     async def close(self) -> None:
+        for handle in self._leaving.values():
+            handle.cancel()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
