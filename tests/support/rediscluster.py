@@ -1,0 +1,196 @@
+"""A real Redis Cluster for tests and the benchmark: `redis-server --cluster-enabled yes` processes on free
+ports in a temp dir, joined by `redis-cli --cluster create`; `stop()` kills only the processes it started.
+
+Failover is fast on purpose (`cluster-node-timeout` 1 s): a killed primary is replaced by its replica in
+about 2-3 s. `cluster-require-full-coverage no`, as docs/operations.md recommends: the other shards keep
+serving while one fails over.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+REDIS_CLI = shutil.which("redis-cli") or "/usr/bin/redis-cli"
+NODE_TIMEOUT_MS = 1000
+
+
+def available() -> str | None:
+    """None when a cluster can be started here, else why not."""
+    for exe in (REDIS_SERVER, REDIS_CLI):
+        if not (os.path.isfile(exe) and os.access(exe, os.X_OK)):
+            return f"{exe} not found (apt-get install redis-server)"
+    out = subprocess.run([REDIS_SERVER, "--version"], capture_output=True, text=True, check=False).stdout
+    version = out.split("v=")[1].split()[0] if "v=" in out else "0"
+    if int(version.split(".")[0]) < 7:
+        return f"redis-server {version} has no sharded pub/sub (7.0 or later needed)"
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _cli(port: int, *args: str, timeout: float = 10) -> str:
+    res = subprocess.run(
+        [REDIS_CLI, "-h", "127.0.0.1", "-p", str(port), *args], capture_output=True, text=True, timeout=timeout
+    )
+    return res.stdout.strip()
+
+
+@dataclass
+class Node:
+    port: int
+    bus: int
+    dir: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def cli(self, *args: str) -> str:
+        return _cli(self.port, *args)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def info(self, section: str) -> dict[str, str]:
+        out = self.cli("INFO", section)
+        return dict(line.split(":", 1) for line in out.splitlines() if ":" in line and not line.startswith("#"))
+
+
+@dataclass
+class Cluster:
+    primaries: int = 3
+    replicas: int = 0
+    root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="lbrc-")))
+    nodes: list[Node] = field(default_factory=list)
+    extra: list[str] = field(default_factory=list)  # more redis-server options, e.g. ["--io-threads", "2"]
+
+    @property
+    def url(self) -> str:
+        """A URL of one node (the client discovers the others)."""
+        return f"redis://{self.nodes[0].address}/0"
+
+    def start(self) -> Cluster:
+        count = self.primaries * (1 + self.replicas)
+        self.nodes = [Node(_free_port(), _free_port(), self.root / f"n{i}") for i in range(count)]
+        try:
+            for node in self.nodes:
+                self._spawn(node)
+            for node in self.nodes:
+                self._wait_ping(node)
+            res = subprocess.run(
+                [REDIS_CLI, "--cluster", "create", *(n.address for n in self.nodes),
+                 "--cluster-replicas", str(self.replicas), "--cluster-yes"],
+                capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+            if res.returncode != 0:
+                raise RuntimeError(f"redis-cli --cluster create failed: {res.stdout}\n{res.stderr}")
+            self.wait_ok()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _spawn(self, node: Node) -> None:
+        node.dir.mkdir(parents=True, exist_ok=True)
+        args = [
+            REDIS_SERVER, "--port", str(node.port), "--bind", "127.0.0.1", "--protected-mode", "no",
+            "--cluster-enabled", "yes", "--cluster-port", str(node.bus),
+            "--cluster-config-file", str(node.dir / "nodes.conf"), "--cluster-node-timeout", str(NODE_TIMEOUT_MS),
+            "--cluster-require-full-coverage", "no", "--dir", str(node.dir), "--save", "", "--appendonly", "no",
+            "--daemonize", "no", "--logfile", str(node.dir / "redis.log"), *self.extra,
+        ]  # fmt: skip
+        node.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, start_new_session=True)
+
+    def _wait_ping(self, node: Node, within: float = 15) -> None:
+        deadline = time.monotonic() + within
+        while node.cli("PING") != "PONG":
+            if not node.alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server on {node.port} did not start; see {node.dir / 'redis.log'}")
+            time.sleep(0.05)
+
+    def wait_ok(self, within: float = 30) -> None:
+        """Every live node sees the cluster as ok, with every slot served by a live primary."""
+        deadline = time.monotonic() + within
+        while True:
+            live = [n for n in self.nodes if n.alive()]
+            states = {n.port: n.info("cluster").get("cluster_enabled") and n.cli("CLUSTER", "INFO") for n in live}
+            if all("cluster_state:ok" in (s or "") for s in states.values()) and self._covered(live):
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"cluster not ok after {within}s: {states}")
+            time.sleep(0.1)
+
+    def _covered(self, live: list[Node]) -> bool:
+        ports = {n.port for n in live}
+        for n in live:
+            out = n.cli("CLUSTER", "SHARDS")
+            if not out:
+                return False
+        # every primary that owns slots is alive, as each live node sees it
+        for n in live:
+            for line in n.cli("CLUSTER", "NODES").splitlines():
+                parts = line.split()
+                if "master" in parts[2] and len(parts) > 8 and "fail" not in parts[2]:
+                    if int(parts[1].split(":")[1].split("@")[0]) not in ports:
+                        return False
+        return True
+
+    def primary_nodes(self) -> list[Node]:
+        return [n for n in self.nodes if n.alive() and n.info("replication").get("role") == "master"]
+
+    def owner(self, key: str) -> Node:
+        """The live primary that serves `key`'s slot."""
+        slot = int(self.nodes[0].cli("CLUSTER", "KEYSLOT", key)) if self.nodes[0].alive() else None
+        for n in self.primary_nodes():
+            if slot is None:
+                slot = int(n.cli("CLUSTER", "KEYSLOT", key))
+            for line in n.cli("CLUSTER", "NODES").splitlines():
+                parts = line.split()
+                if "myself" in parts[2]:
+                    for r in parts[8:]:
+                        lo, _, hi = r.partition("-")
+                        if not lo.startswith("[") and int(lo) <= slot <= int(hi or lo):
+                            return n
+        raise RuntimeError(f"no live primary serves {key}")
+
+    def kill(self, node: Node) -> None:
+        """SIGKILL one node (a crashed primary)."""
+        if node.proc is not None and node.proc.poll() is None:
+            node.proc.send_signal(signal.SIGKILL)
+            node.proc.wait(10)
+
+    def restart(self, node: Node) -> None:
+        """Start a killed node again (it rejoins from its nodes.conf, as a replica if it was failed over)."""
+        self._spawn(node)
+        self._wait_ping(node)
+
+    def flushall(self) -> None:
+        for n in self.primary_nodes():
+            n.cli("FLUSHALL")
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            if node.proc is not None and node.proc.poll() is None:
+                node.proc.terminate()
+        for node in self.nodes:
+            if node.proc is not None:
+                try:
+                    node.proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    node.proc.kill()
+                    node.proc.wait(10)
+        shutil.rmtree(self.root, ignore_errors=True)
