@@ -125,27 +125,22 @@ class Cluster:
     def wait_ok(self, within: float = 30) -> None:
         """Every live node sees the cluster as ok, with every slot served by a live primary."""
         deadline = time.monotonic() + within
-        while True:
-            live = [n for n in self.nodes if n.alive()]
-            states = {n.port: n.info("cluster").get("cluster_enabled") and n.cli("CLUSTER", "INFO") for n in live}
-            if all("cluster_state:ok" in (s or "") for s in states.values()) and self._covered(live):
-                return
+        while not self._ok():
             if time.monotonic() > deadline:
-                raise RuntimeError(f"cluster not ok after {within}s: {states}")
+                raise RuntimeError(f"cluster not ok after {within}s")
             time.sleep(0.1)
 
-    def _covered(self, live: list[Node]) -> bool:
+    def _ok(self) -> bool:
+        live = [n for n in self.nodes if n.alive()]
         ports = {n.port for n in live}
         for n in live:
-            out = n.cli("CLUSTER", "SHARDS")
-            if not out:
+            if "cluster_state:ok" not in n.cli("CLUSTER", "INFO"):
                 return False
-        # every primary that owns slots is alive, as each live node sees it
-        for n in live:
             for line in n.cli("CLUSTER", "NODES").splitlines():
                 parts = line.split()
-                if "master" in parts[2] and len(parts) > 8 and "fail" not in parts[2]:
-                    if int(parts[1].split(":")[1].split("@")[0]) not in ports:
+                if "master" in parts[2] and len(parts) > 8:  # a primary that owns slots
+                    port = int(parts[1].split(":")[1].split("@")[0])
+                    if "fail" in parts[2] or port not in ports:
                         return False
         return True
 
@@ -154,18 +149,47 @@ class Cluster:
 
     def owner(self, key: str) -> Node:
         """The live primary that serves `key`'s slot."""
-        slot = int(self.nodes[0].cli("CLUSTER", "KEYSLOT", key)) if self.nodes[0].alive() else None
+        slot = self.slot(key)
         for n in self.primary_nodes():
-            if slot is None:
-                slot = int(n.cli("CLUSTER", "KEYSLOT", key))
-            for line in n.cli("CLUSTER", "NODES").splitlines():
-                parts = line.split()
-                if "myself" in parts[2]:
-                    for r in parts[8:]:
-                        lo, _, hi = r.partition("-")
-                        if not lo.startswith("[") and int(lo) <= slot <= int(hi or lo):
-                            return n
+            if self._serves(n, slot):
+                return n
         raise RuntimeError(f"no live primary serves {key}")
+
+    def slot(self, key: str) -> int:
+        return int(next(n for n in self.nodes if n.alive()).cli("CLUSTER", "KEYSLOT", key))
+
+    def node_id(self, node: Node) -> str:
+        return node.cli("CLUSTER", "MYID")
+
+    def replica_of(self, primary: Node) -> Node:
+        """A live replica of `primary`."""
+        for n in self.nodes:
+            if n.alive() and n is not primary and n.info("replication").get("master_port") == str(primary.port):
+                return n
+        raise RuntimeError(f"{primary.address} has no live replica")
+
+    def move_slot(self, slot: int, to: Node, pause: float = 0.0) -> None:
+        """Migrate one slot to the primary `to`, key by key (`pause` s between keys, to stretch the window in
+        which clients get ASK redirections), then give it to `to` on every node (MOVED from then on)."""
+        src = next(n for n in self.primary_nodes() if self._serves(n, slot))
+        src_id, dst_id = self.node_id(src), self.node_id(to)
+        to.cli("CLUSTER", "SETSLOT", str(slot), "IMPORTING", src_id)
+        src.cli("CLUSTER", "SETSLOT", str(slot), "MIGRATING", dst_id)
+        while keys := src.cli("CLUSTER", "GETKEYSINSLOT", str(slot), "1").split():
+            src.cli("MIGRATE", "127.0.0.1", str(to.port), "", "0", "5000", "KEYS", *keys)
+            time.sleep(pause)
+        for n in self.primary_nodes():
+            n.cli("CLUSTER", "SETSLOT", str(slot), "NODE", dst_id)
+
+    def _serves(self, node: Node, slot: int) -> bool:
+        for line in node.cli("CLUSTER", "NODES").splitlines():
+            parts = line.split()
+            if "myself" in parts[2]:
+                for r in parts[8:]:
+                    lo, _, hi = r.partition("-")
+                    if not lo.startswith("[") and int(lo) <= slot <= int(hi or lo):
+                        return True
+        return False
 
     def kill(self, node: Node) -> None:
         """SIGKILL one node (a crashed primary)."""
