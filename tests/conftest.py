@@ -26,13 +26,13 @@ import asyncpg
 import httpx
 import pytest
 import redis.asyncio as aioredis
+from loadtest import rediscluster
 
 from leaderboard import redisconn
 from leaderboard.cache import Cache
 from leaderboard.ranks import Ranks
 from leaderboard.store import Store
 from leaderboard.writer import Writer
-from support import rediscluster
 from support.processes import free_port
 from support.services import SECRET, ApiKeys, ServerURL, Services, dsn_with_database
 

@@ -18,12 +18,12 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from loadtest import rediscluster
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 
 from leaderboard import redisconn
 from leaderboard.cache import Keys, channel_of
-from support import rediscluster
 from support.clients import bearer, create_board, submit, subscribe_top, top, ws_connect
 from support.polling import eventually
 from support.services import ApiKeys, ServerURL, Services, runtime_of

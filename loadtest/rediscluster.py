@@ -1,5 +1,6 @@
-"""A real Redis Cluster for tests and the benchmark: `redis-server --cluster-enabled yes` processes on free
-ports in a temp dir, joined by `redis-cli --cluster create`; `stop()` kills only the processes it started.
+"""A real Redis Cluster for the tests and the benchmark (tests/conftest.py, loadtest/bench.py):
+`redis-server --cluster-enabled yes` processes on free ports in a temp dir, joined by
+`redis-cli --cluster create`; `stop()` kills only the processes it started.
 
 Failover is fast on purpose (`cluster-node-timeout` 1 s): a killed primary is replaced by its replica in
 about 2-3 s. `cluster-require-full-coverage no`, as docs/operations.md recommends: the other shards keep
