@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -54,6 +55,41 @@ def _cpu_seconds(cluster: rediscluster.Cluster) -> dict[int, float]:
         assert node.proc is not None
         t = psutil.Process(node.proc.pid).cpu_times()
         out[node.port] = t.user + t.system
+    return out
+
+
+def _pubsub_ceiling(cluster: rediscluster.Cluster, subscribers: tuple[int, ...] = (1, 10, 100)) -> list[dict[str, Any]]:
+    """SPUBLISH of 150-byte events (the size of a small change event) to one shard channel with N subscribed
+    connections (redis-cli), pipelined by redis-benchmark: published/s and delivered/s on one shard."""
+    bench_exe = shutil.which("redis-benchmark")
+    if bench_exe is None:
+        return []
+    channel = "lb:{bench}:ev"
+    node = cluster.owner(channel)
+    out = []
+    for n in subscribers:
+        subs = [
+            subprocess.Popen(
+                [rediscluster.REDIS_CLI, "-p", str(node.port), "SSUBSCRIBE", channel], stdout=subprocess.DEVNULL
+            )
+            for _ in range(n)
+        ]
+        try:
+            deadline = time.monotonic() + 10
+            while node.cli("PUBSUB", "SHARDNUMSUB", channel).split()[-1:] != [str(n)] and time.monotonic() < deadline:
+                time.sleep(0.05)
+            res = subprocess.run(
+                [bench_exe, "-p", str(node.port), "-n", "200000", "-P", "16", "-c", "4", "-q", "SPUBLISH", channel,
+                 "x" * 150],
+                capture_output=True, text=True, check=True,
+            ).stdout  # fmt: skip
+            per_s = float(res.split("requests per second")[0].rsplit(":", 1)[1].replace(",", ""))
+            out.append({"subscribers": n, "published_per_s": round(per_s), "delivered_per_s": round(per_s * n)})
+        finally:
+            for p in subs:
+                p.terminate()
+            for p in subs:
+                p.wait(10)
     return out
 
 
@@ -120,7 +156,8 @@ def cluster_suite(bench: Any, plan: Any, srv: Any, tmp: Path) -> dict[str, Any]:
                         round(100 * (after[p] - b) / took, 1) for p, b in before.items() if p != owner and p in after
                     ]
                 rows.append(r)
-        return {"runs": rows, "primaries": len(primaries)}
+        bench._log("sharded pub/sub ceiling of one shard")
+        return {"runs": rows, "primaries": len(primaries), "pubsub": _pubsub_ceiling(cluster)}
     finally:
         if proc is not None:
             bench.stop_proc(proc)
@@ -153,6 +190,18 @@ def format_rows(result: dict[str, Any]) -> str:
         "In the cluster the first figure is the shard that holds the run's board (one board lives in one slot, "
         "so on one shard), then the other two shards."
     )
+    if result.get("pubsub"):
+        lines.append("")
+        lines.append(
+            "Sharded pub/sub on one shard (one primary, one core at most): `SPUBLISH` of 150-byte events to one "
+            "channel, pipelined by `redis-benchmark`, with N connections subscribed (`redis-cli SSUBSCRIBE`, on "
+            "the same 2 cores):"
+        )
+        lines.append("")
+        lines.append("| subscribed connections | published/s | delivered messages/s |")
+        lines.append("| --- | --- | --- |")
+        for p in result["pubsub"]:
+            lines.append(f"| {p['subscribers']} | {_n(p['published_per_s'])} | {_n(p['delivered_per_s'])} |")
     return "\n".join(lines) + "\n"
 
 
