@@ -39,6 +39,8 @@ from .store import BoardInfo
 
 log = logging.getLogger(__name__)
 
+RESUBSCRIBED = '{"reset":true}'  # the event on_event gets when a board's subscription is (re)confirmed
+
 
 @dataclass(slots=True)
 class _Follow:
@@ -179,9 +181,11 @@ class Hub:
         if channel == BOARDS_CHANNEL:
             self.board_changed(None)  # announcements missed while not subscribed
         else:
-            self._dirty(board_of_channel(channel), full=True)
+            self.on_event(channel, RESUBSCRIBED)  # as after a rebuild: whatever is known of the board is old
 
     def on_event(self, channel: str, data: str) -> None:
+        """Every event of a subscribed board. `{"reset": true, ...}` (a rebuild, or a (re)subscription after
+        which earlier events may be missing; that one has no `s`) means: forget what is known of the board."""
         board_id = board_of_channel(channel)
         b = self.boards.get(board_id)
         if b is None:
