@@ -12,6 +12,7 @@ a board carries the `{board}` hash tag (cache.py), so everything the service doe
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any, TypeAlias
 from urllib.parse import urlsplit
 
@@ -70,6 +71,11 @@ def owner(cluster: RedisCluster, key: str) -> ClusterNode:
     return node
 
 
+def pubsub_client_name() -> str:
+    """What this process's pub/sub connections are called in CLIENT LIST."""
+    return f"leaderboard-pubsub-{os.getpid()}"
+
+
 def node_client(client: Client, node: ClusterNode | None = None) -> aioredis.Redis:
     """A plain client of one node (the Redis itself, or a cluster node) with `client`'s connection settings
     (credentials, TLS, timeouts), for a pub/sub connection that must stay on that node. It does not retry:
@@ -79,5 +85,5 @@ def node_client(client: Client, node: ClusterNode | None = None) -> aioredis.Red
         cls, kwargs = client.connection_pool.connection_class, client.connection_pool.connection_kwargs
     else:
         cls, kwargs = node.connection_class, node.connection_kwargs
-    kwargs = {**kwargs, "retry": Retry(NoBackoff(), 0)}
+    kwargs = {**kwargs, "retry": Retry(NoBackoff(), 0), "client_name": pubsub_client_name()}
     return aioredis.Redis.from_pool(ConnectionPool(connection_class=cls, **kwargs))
