@@ -19,8 +19,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
-REDIS_CLI = shutil.which("redis-cli") or "/usr/bin/redis-cli"
+# LEADERBOARD_TEST_REDIS_SERVER / _CLI: other binaries (a path that does not exist shows how the suite skips)
+REDIS_SERVER = (
+    os.environ.get("LEADERBOARD_TEST_REDIS_SERVER") or shutil.which("redis-server") or "/usr/bin/redis-server"
+)
+REDIS_CLI = os.environ.get("LEADERBOARD_TEST_REDIS_CLI") or shutil.which("redis-cli") or "/usr/bin/redis-cli"
 NODE_TIMEOUT_MS = 1000
 
 
