@@ -20,7 +20,6 @@ calls `record()` after each COMMIT. Nothing else touches the stale set.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -207,9 +206,12 @@ class Ranks:
                 continue
             changed = {s for s, run_id in shards.items() if known is not None and known.get(s) != run_id}
             if changed:
+                try:
+                    boards = await self.store.boards()
+                    self.stale.update(b.id for b in boards if self.cache.shard(b.id) in changed)
+                except (*DB_DOWN, RedisError):
+                    continue  # `known` stays as it was: noticed again next time
                 log.warning("Redis restarted or failed over (%s): rebuilding its boards", ", ".join(sorted(changed)))
-                with contextlib.suppress(*DB_DOWN):
-                    self.stale.update(b.id for b in await self.store.boards() if self.cache.shard(b.id) in changed)
             known = shards
             for board_id in list(self.stale):
                 self.ensure_rebuild(board_id)
