@@ -162,6 +162,43 @@ async def _survives(
     return {"failover_s": failed_over, "agreed_s": agreed, "max_ack_s": max(load.latencies)}
 
 
+async def test_a_failover_rebuilds_the_boards_of_that_shard_only(
+    make_server: Any, keys: ApiKeys, ha: Any, ha_cluster: rediscluster.Cluster
+) -> None:
+    """No write in flight, so nothing is marked stale by a failed write: the new primary of the shard (its
+    run_id) is what tells the service to rebuild that shard's boards, and only those."""
+    server = await make_server(redis_url=ha_cluster.url)
+    async with (
+        httpx.AsyncClient(base_url=server, headers=bearer(keys.admin), timeout=30) as admin,
+        httpx.AsyncClient(base_url=server, headers=bearer(keys.submit), timeout=30) as api,
+    ):
+        boards = ["global"] + [f"s{i}" for i in range(8)]
+        for b in boards[1:]:
+            await create_board(admin, b)
+        for b in boards:
+            await submit(api, "ann", 1, b)
+        primary = ha_cluster.owner(Keys("global").z)
+        ours = [b for b in boards if ha_cluster.owner(Keys(b).z) is primary]
+        others = [b for b in boards if b not in ours]
+        assert others, "every board on one shard"
+
+        async def settled() -> dict[str, float]:
+            return {b: await _rebuilds(api, b) for b in boards}
+
+        before = await settled()
+        replica = ha_cluster.replica_of(primary)
+        assert await asyncio.to_thread(replica.cli, "CLUSTER", "FAILOVER") == "OK"
+
+        async def rebuilt() -> None:
+            now = await settled()
+            assert all(now[b] > before[b] for b in ours), (now, before)
+
+        await eventually(rebuilt, within=20, interval=0.2)
+        await asyncio.sleep(1.5)  # a later tick of the watch loop rebuilds nothing more
+        now = await settled()
+        assert {b: now[b] for b in others} == {b: before[b] for b in others}
+
+
 async def test_a_manual_failover_keeps_serving(
     make_server: Any, keys: ApiKeys, pool: asyncpg.Pool, ha: Any, ha_cluster: rediscluster.Cluster
 ) -> None:

@@ -38,6 +38,7 @@ from typing import Any
 
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import Connection
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from . import observability as obs
@@ -317,8 +318,14 @@ class Cache:
         """{shard: run_id of its primary}; a shard is named by its primary's address ("" for a single Redis).
         A new name or run_id means that shard's Redis restarted or failed over (its data may be older)."""
         if isinstance(self.r, RedisCluster):
-            infos = await self.r.info("server", target_nodes=RedisCluster.PRIMARIES)
-            return {node: str(info["run_id"]) for node, info in infos.items()}
+            for _ in range(2):
+                infos = await self.r.execute_command(
+                    "INFO", "server", "replication", target_nodes=RedisCluster.PRIMARIES
+                )
+                if all(info["role"] == "master" for info in infos.values()):
+                    return {node: str(info["run_id"]) for node, info in infos.items()}
+                await self.r.nodes_manager.initialize()  # a primary we knew was demoted: re-read the slot map
+            raise RedisConnectionError("the cluster's primaries are changing")  # a RedisError: asked again later
         info = await self.r.info("server")
         return {"": str(info["run_id"])}
 

@@ -20,7 +20,8 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import ConnectionPool
 from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError, RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 from redis.retry import Retry
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ def owner(cluster: RedisCluster, key: str) -> ClusterNode:
     """The primary that serves `key`'s slot, from the client's slot map (the client must be initialized)."""
     node = cluster.get_node_from_key(key)
     if node is None:
-        raise ConnectionError(f"no primary serves the slot of {key} (the cluster is failing over?)")
+        raise RedisConnectionError(f"no primary serves the slot of {key} (the cluster is failing over?)")
     return node
 
 
