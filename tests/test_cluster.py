@@ -182,21 +182,26 @@ async def test_a_failover_rebuilds_the_boards_of_that_shard_only(
         others = [b for b in boards if b not in ours]
         assert others, "every board on one shard"
 
-        async def settled() -> dict[str, float]:
+        async def rebuild_counts() -> dict[str, float]:
             return {b: await _rebuilds(api, b) for b in boards}
 
-        before = await settled()
-        replica = ha_cluster.replica_of(primary)
-        assert await asyncio.to_thread(replica.cli, "CLUSTER", "FAILOVER") == "OK"
+        async with ws_connect(server) as ws:
+            await subscribe_top(ws, limit=5)  # followed before the failover: its events must keep coming
+            before = await rebuild_counts()
+            replica = ha_cluster.replica_of(primary)
+            assert await asyncio.to_thread(replica.cli, "CLUSTER", "FAILOVER") == "OK"
 
-        async def rebuilt() -> None:
-            now = await settled()
-            assert all(now[b] > before[b] for b in ours), (now, before)
+            async def rebuilt() -> None:
+                now = await rebuild_counts()
+                assert all(now[b] > before[b] for b in ours), (now, before)
 
-        await eventually(rebuilt, within=20, interval=0.2)
-        await asyncio.sleep(1.5)  # a later tick of the watch loop rebuilds nothing more
-        now = await settled()
-        assert {b: now[b] for b in others} == {b: before[b] for b in others}
+            await eventually(rebuilt, within=20, interval=0.2)
+            await asyncio.sleep(1.5)  # a later tick of the watch loop rebuilds nothing more
+            now = await rebuild_counts()
+            assert {b: now[b] for b in others} == {b: before[b] for b in others}
+            await submit(api, "leader", 10_000)
+            pushed = await ws.recv_type("top", within=10, where=lambda m: m["entries"][0]["user_id"] == "leader")
+            assert pushed["entries"][0]["score"] == 10_000
 
 
 async def test_a_manual_failover_keeps_serving(
