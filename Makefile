@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## what `make test` needs from the system (npm, Chromium, nginx): installed as root with apt-get, else named
+## what `make test` needs from the system (npm, Chromium, nginx, redis-server): installed as root with apt-get, else named
 system-deps:
 	deploy/install-system-deps.sh test
 

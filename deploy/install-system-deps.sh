@@ -1,6 +1,7 @@
 #!/usr/bin/env sh
 # System packages the Makefile needs beyond Python: `run` needs npm (to build the UI); `test` also needs
-# Chromium (browser end-to-end tests) and, optionally, nginx (`nginx -t` of deploy/nginx.conf).
+# Chromium (browser end-to-end tests) and, optionally, nginx (`nginx -t` of deploy/nginx.conf) and redis-server
+# (the Redis Cluster suite).
 # As root with apt-get, missing packages are installed; otherwise the first missing one is named in one
 # line, with the command that installs it, and the script fails. --check never installs anything.
 #
@@ -49,5 +50,15 @@ if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
     apt_install nginx-light || echo "note: nginx-light did not install; the nginx tests will be skipped" >&2
   else
     echo "note: nginx is not installed, so the nginx tests are skipped (sudo apt-get install -y nginx-light)" >&2
+  fi
+fi
+
+# redis-server 7 and redis-cli: the Redis Cluster suite (tests/conftest.py) starts a cluster from them
+if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 2>&1; then
+  if can_install; then
+    echo "installing redis-server (the tests' Redis Cluster)..." >&2
+    apt_install redis-server || echo "note: redis-server did not install; the Redis Cluster tests will be skipped" >&2
+  else
+    echo "note: redis-server is not installed, so the Redis Cluster tests are skipped (sudo apt-get install -y redis-server)" >&2
   fi
 fi

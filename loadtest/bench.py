@@ -32,6 +32,7 @@ from typing import Any
 import asyncpg
 import psutil
 
+from loadtest.benchcluster import cluster_suite, format_rows
 from loadtest.runner import RunOptions, create_board, format_table, run, seed_board
 from loadtest.wire import http_connect
 from loadtest.worker import raise_nofile
@@ -667,7 +668,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", help="also write every raw result here")
     ap.add_argument("--keep", action="store_true", help="keep the temporary data dir and logs")
     ap.add_argument("--render", metavar="JSON", help="only re-render the docs from a --json file of a run")
+    ap.add_argument("--cluster-only", action="store_true", help="only the Redis Cluster runs: print their table")
     args = ap.parse_args(argv)
+    if args.cluster_only:
+        return _cluster_only(args)
     if args.render:
         from loadtest.benchdoc import render, write_plots
 
@@ -703,6 +707,7 @@ def main(argv: list[str] | None = None) -> int:
         results["throughput"] = throughput_suite(plan, srv, base_port, base.pid)
         results["watchers"] = watcher_suite(plan, srv, base_port, base.pid)
         results["board_sizes"] = board_sizes(srv, plan.sizes, plan.read_requests)
+        results["cluster"] = cluster_suite(sys.modules[__name__], plan, srv, srv.data_dir)
     results["total_s"] = round(time.monotonic() - started, 1)
     from loadtest.benchdoc import render, write_plots
 
@@ -723,7 +728,24 @@ def _strip(results: dict[str, Any]) -> dict[str, Any]:
     out = dict(results)
     for k in ("hot_path", "reads", "throughput", "watchers"):
         out[k] = [{kk: vv for kk, vv in r.items() if kk != "raw"} for r in results.get(k, [])]
+    if "runs" in results.get("cluster", {}):
+        out["cluster"] = {**results["cluster"], "runs": [_no_raw(r) for r in results["cluster"]["runs"]]}
     return out
+
+
+def _no_raw(r: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in r.items() if k != "raw"}
+
+
+def _cluster_only(args: argparse.Namespace) -> int:
+    plan = make_plan(args.quick)
+    raise_nofile()
+    with services(args.keep) as (srv, _base, _base_port):
+        result = cluster_suite(sys.modules[__name__], plan, srv, srv.data_dir)
+    if args.json:
+        Path(args.json).write_text(json.dumps(_strip({"cluster": result})["cluster"], indent=2, default=str))
+    print(format_rows(result))
+    return 0
 
 
 if __name__ == "__main__":

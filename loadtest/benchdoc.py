@@ -542,6 +542,21 @@ def render(res: dict[str, Any], images: list[Path], doc_dir: Path) -> str:
         f"**{_n(c['redis']['zadd_per_s'], 0)} members/s**."
     )
     add("")
+    if "cluster" in res:
+        from loadtest.benchcluster import format_rows
+
+        add("## 8. Redis Cluster: three primaries on this machine (issue #14)")
+        add("")
+        add(
+            "The same runs against the single-node server and against a second `leaderboard serve` whose "
+            "`LEADERBOARD_REDIS_URL` names a node of a Redis Cluster of three primaries (`redis-server "
+            "--cluster-enabled yes`, sharded pub/sub), back to back, each on a fresh board; same Postgres (a "
+            "database of its own). *Redis CPU* is the Valkey process for the single node and each primary for "
+            "the cluster (`loadtest/benchcluster.py`)."
+        )
+        add("")
+        L.extend(format_rows(res["cluster"]).splitlines())
+        add("")
     L.extend(nakama_section())
     add("## Reading the numbers")
     add("")

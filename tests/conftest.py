@@ -12,6 +12,7 @@ of another Redis, e.g. `private_redis`).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import secrets
 import shutil
@@ -25,7 +26,9 @@ import asyncpg
 import httpx
 import pytest
 import redis.asyncio as aioredis
+from loadtest import rediscluster
 
+from leaderboard import redisconn
 from leaderboard.cache import Cache
 from leaderboard.ranks import Ranks
 from leaderboard.store import Store
@@ -44,8 +47,71 @@ def _tmp_root() -> Iterator[Path]:
     shutil.rmtree(root, ignore_errors=True)
 
 
+# The layers and end-to-end suites that exercise Redis run twice: against a single Redis and against a Redis
+# Cluster of three primaries (marked `cluster`; skipped, and said so at the end, without redis-server 7).
+CLUSTER_MODULES = frozenset(
+    {"test_api", "test_ws", "test_e2e_fanout", "test_faults", "test_integrity", "test_cache", "test_ranks",
+     "test_fanout", "test_channels", "test_cluster"}
+)  # fmt: skip
+CLUSTER_ONLY = frozenset({"test_cluster"})
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    module = metafunc.module.__name__.rsplit(".", 1)[-1]
+    if module not in CLUSTER_MODULES or "services" not in metafunc.fixturenames:
+        return
+    why_not = rediscluster.available()
+    cluster = pytest.param(
+        "cluster", marks=[pytest.mark.cluster, *([pytest.mark.skip(reason=why_not)] if why_not else [])]
+    )
+    backends = [cluster] if module in CLUSTER_ONLY else [pytest.param("single"), cluster]
+    metafunc.parametrize("redis_backend", backends, indirect=True, scope="session")
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Say plainly whether the Redis Cluster suite ran."""
+    ran = skipped = 0
+    for outcome in ("passed", "failed", "error", "skipped", "xfailed", "xpassed"):
+        for report in terminalreporter.stats.get(outcome, []):
+            if report.when == "call" or outcome == "skipped":
+                if "[cluster" in getattr(report, "nodeid", "") or "-cluster" in getattr(report, "nodeid", ""):
+                    skipped += outcome == "skipped"
+                    ran += outcome != "skipped"
+    why_not = rediscluster.available()
+    if why_not and skipped:
+        terminalreporter.write_line(f"Redis Cluster suite SKIPPED ({skipped} tests): {why_not}", yellow=True)
+    elif ran:
+        terminalreporter.write_line(f"Redis Cluster suite: {ran} tests ran against a 3-primary cluster")
+
+
 @pytest.fixture(scope="session")
-async def services(_tmp_root: Path) -> AsyncIterator[Services]:
+def redis_backend(request: pytest.FixtureRequest) -> str:
+    """ "single" (the default) or "cluster" where a module is parametrized (pytest_generate_tests)."""
+    return str(getattr(request, "param", "single"))
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[rediscluster.Cluster]:
+    """A Redis Cluster of three primaries, started on first use, for the whole session."""
+    cluster = rediscluster.Cluster(primaries=3).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+async def services(
+    _base_services: Services, redis_backend: str, request: pytest.FixtureRequest
+) -> AsyncIterator[Services]:
+    """The test database and the Redis of this test's backend (a single Redis, or a cluster's URL)."""
+    if redis_backend == "cluster":
+        cluster: rediscluster.Cluster = request.getfixturevalue("redis_cluster")
+        yield dataclasses.replace(_base_services, redis_url=cluster.url, cluster=True)
+    else:
+        yield _base_services
+
+
+@pytest.fixture(scope="session")
+async def _base_services(_tmp_root: Path) -> AsyncIterator[Services]:
     from leaderboard.embedded import EmbeddedPostgres, EmbeddedRedis
     from leaderboard.migrations import apply_migrations
 
@@ -102,8 +168,8 @@ async def pool(services: Services) -> AsyncIterator[asyncpg.Pool]:
 
 
 @pytest.fixture(scope="session")
-async def rds(services: Services) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.from_url(services.redis_url, decode_responses=True)
+async def rds(services: Services) -> AsyncIterator[Any]:
+    client = redisconn.connect(services.redis_url, services.cluster, decode_responses=True)
     yield client
     await client.aclose()
 
@@ -126,7 +192,7 @@ async def scratch_db(services: Services) -> AsyncIterator[str]:
 
 
 @pytest.fixture
-async def clean(pool: asyncpg.Pool, rds: aioredis.Redis) -> None:
+async def clean(pool: asyncpg.Pool, rds: Any) -> None:
     """An empty database (only the `global` board) and an empty Redis db."""
     async with pool.acquire() as con:
         await con.execute(TRUNCATE)
@@ -144,7 +210,7 @@ def store(pool: asyncpg.Pool, clean: None) -> Store:
 
 
 @pytest.fixture
-def cache(rds: aioredis.Redis, clean: None) -> Cache:
+def cache(rds: Any, clean: None) -> Cache:
     return Cache(rds)
 
 
@@ -334,9 +400,12 @@ def anon(server: ServerURL, make_client: Callable[..., httpx.AsyncClient]) -> ht
 
 
 @pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[Any]:
+def private_redis(tmp_path: Path, redis_backend: str) -> Iterator[Any]:
     """A Redis of this test's own (even in system-services mode), which the test may stop and restart."""
     from leaderboard.embedded import EmbeddedRedis
+
+    if redis_backend == "cluster":  # it would repeat the single-Redis run: the cluster's faults are test_cluster's
+        pytest.skip("a fault test of a single Redis (tests/test_cluster.py has the cluster's)")
 
     rd = EmbeddedRedis(tmp_path / "private-redis", port=free_port())
     rd.start()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -10,12 +11,13 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from redis.asyncio.client import PubSub
 
-from leaderboard.cache import EVENT_PATTERN, Cache, Keys, NotReady, board_of_channel
+from leaderboard.cache import Cache, Keys, NotReady, board_of_channel, channel_of
+from leaderboard.channels import Channels
 from leaderboard.protocol import Submission
 from leaderboard.ranking import Position, TopSlice
 from leaderboard.store import Store, Write, Written
+from support.polling import eventually
 from support.reference import ranked
 
 
@@ -38,26 +40,48 @@ def row(user: str, key: int, version: int, name: str | None = None, board: str =
     return Written(board, user, -key, key, version, name)
 
 
+class Events:
+    """Change events of the boards followed, received as the fan-out receives them (channels.py: SUBSCRIBE on
+    a single Redis, SSUBSCRIBE on the board's shard of a cluster)."""
+
+    def __init__(self, client: Any) -> None:
+        self.queue: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+        self.channels = Channels(client, lambda channel, data: self.queue.put_nowait((channel, data)), lambda _: None)
+        self.task = asyncio.create_task(self.channels.run())
+
+    async def follow(self, *boards: str) -> None:
+        """Subscribe to the boards' channels; return once every subscription is confirmed."""
+        for board in boards:
+            self.channels.want(channel_of(board))
+
+        async def confirmed() -> None:
+            assert all(self.channels.active(channel_of(b)) for b in boards)
+
+        await eventually(confirmed, within=5, interval=0.01)
+
+    async def next(self, boards: set[str], within: float = 5.0) -> tuple[str, dict[str, Any]]:
+        """The next change event of one of `boards`."""
+        deadline = time.monotonic() + within
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                channel, data = await asyncio.wait_for(self.queue.get(), left)
+            except TimeoutError:
+                break
+            if board_of_channel(channel) in boards:
+                return channel, json.loads(data)
+        raise AssertionError(f"no change event within {within}s")
+
+
 @pytest.fixture
-async def events(rds: aioredis.Redis) -> AsyncIterator[PubSub]:
-    """A real pub/sub connection following every board's change channel (confirmed before the test runs)."""
-    ps = rds.pubsub()
-    await ps.psubscribe(EVENT_PATTERN)
-    confirmed = await ps.get_message(timeout=5)
-    assert confirmed is not None and confirmed["type"] == "psubscribe", confirmed
-    yield ps
-    await ps.aclose()
+async def events(rds: Any) -> AsyncIterator[Events]:
+    ev = Events(rds)
+    yield ev
+    ev.task.cancel()
+    await asyncio.gather(ev.task, return_exceptions=True)
 
 
-async def next_event(ps: PubSub, boards: set[str], within: float = 5.0) -> tuple[str, dict[str, Any]]:
-    """The next change event of one of `boards` (channels are shared by every db of a Redis server: a test
-    run against the machine's Redis may hear other boards' events)."""
-    deadline = time.monotonic() + within
-    while (left := deadline - time.monotonic()) > 0:
-        msg = await ps.get_message(timeout=left)
-        if msg is not None and msg["type"] == "pmessage" and board_of_channel(msg["channel"]) in boards:
-            return msg["channel"], json.loads(msg["data"])
-    raise AssertionError(f"no change event within {within}s")
+async def next_event(events: Events, boards: set[str], within: float = 5.0) -> tuple[str, dict[str, Any]]:
+    return await events.next(boards, within)
 
 
 def changes(event: dict[str, Any]) -> list[tuple[str, float | None, float]]:
@@ -113,9 +137,10 @@ async def test_an_older_version_never_overwrites_a_newer_one(cache: Cache, rds: 
     assert await cache.seq("global") == seq
 
 
-async def test_a_write_publishes_one_event_with_its_changes(cache: Cache, events: PubSub) -> None:
+async def test_a_write_publishes_one_event_with_its_changes(cache: Cache, events: Events) -> None:
     board, other = f"ev-{uuid.uuid4().hex[:8]}", f"ev-{uuid.uuid4().hex[:8]}"
     ours = {board, other}
+    await events.follow(board, other)
     await mark_ready(cache, board)
     channel, reset = await next_event(events, ours)  # the rebuild's swap announces itself
     assert channel == Keys(board).ev and reset.get("reset") is True

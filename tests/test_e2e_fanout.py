@@ -11,8 +11,10 @@ from typing import Any
 
 import asyncpg
 import httpx
+from redis.asyncio.cluster import RedisCluster
 from websockets.asyncio.client import connect
 
+from leaderboard.cache import channel_of
 from support.clients import (
     WS,
     assert_seq_order,
@@ -26,8 +28,9 @@ from support.clients import (
     ws_submit_many,
     ws_url,
 )
+from support.polling import eventually
 from support.processes import spawned_server
-from support.services import ApiKeys, ServerURL, Services
+from support.services import ApiKeys, ServerURL, Services, runtime_of
 
 
 async def test_pushes_are_debounced_complete_and_ordered(make_server: Any, keys: ApiKeys, make_client: Any) -> None:
@@ -218,3 +221,43 @@ async def test_stalled_socket_does_not_delay_others_and_is_closed_1013(
         assert code == 1013
     finally:
         await stalled_conn.close()
+
+
+async def _subscribers(rds: Any, channel: str) -> int:
+    """How many connections are subscribed to `channel` on the node that serves it."""
+    if isinstance(rds, RedisCluster):
+        node = rds.get_node_from_key(channel)
+        found = await rds.execute_command("PUBSUB SHARDNUMSUB", channel, target_nodes=node)
+    else:
+        found = await rds.execute_command("PUBSUB NUMSUB", channel)
+    return int(dict(found)[channel])
+
+
+async def test_a_process_subscribes_only_to_the_boards_its_sockets_follow(
+    make_server: Any, keys: ApiKeys, make_client: Any, rds: Any
+) -> None:
+    server = await make_server(unsubscribe_grace_s=0.5)
+    hub = runtime_of(server).hub
+    admin = make_client(server, keys.admin)
+    await create_board(admin, "quiet")
+    followed, quiet = channel_of("global"), channel_of("quiet")
+    assert not hub.watching("global") and await _subscribers(rds, followed) == 0
+    async with ws_connect(server) as ws:
+        await subscribe_top(ws)
+        await ws.reply_to({"type": "subscribe", "topics": ["rank"], "user_id": "ann"})
+
+        async def subscribed() -> None:
+            assert hub.watching("global") and await _subscribers(rds, followed) == 1
+
+        await eventually(subscribed, within=5, interval=0.02)
+        assert not hub.watching("quiet") and await _subscribers(rds, quiet) == 0  # nothing of it reaches us
+        await ws.reply_to({"type": "unsubscribe", "topics": ["top"]})
+        await asyncio.sleep(0.8)
+        assert hub.watching("global")  # the rank subscription still follows the board
+    await asyncio.sleep(0.2)
+    assert await _subscribers(rds, followed) == 1  # within the grace period: kept
+
+    async def left() -> None:
+        assert not hub.watching("global") and await _subscribers(rds, followed) == 0
+
+    await eventually(left, within=5, interval=0.05)

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-import redis.asyncio as aioredis
 
+from leaderboard import redisconn
 from leaderboard.cache import Cache
 from leaderboard.fanout import Hub
 from leaderboard.outbox import Outbox
@@ -76,7 +76,7 @@ class RecordingRanks(Ranks):
 class RecordingHub(Hub):
     """A real Hub that notes when each flush starts (loop time) and counts finished flushes."""
 
-    def __init__(self, client: aioredis.Redis, ranks: Ranks, push_interval: float) -> None:
+    def __init__(self, client: redisconn.Client, ranks: Ranks, push_interval: float) -> None:
         super().__init__(client, ranks, push_interval, ranks.store.forget_missing)
         self.started: list[float] = []
         self.done = 0
@@ -138,7 +138,7 @@ class Env:
 async def make_env(services: Services, store: Store, cache: Cache, clean: None) -> AsyncIterator[Any]:
     made: list[Env] = []
     # the listener's connection idles by design: a client without a read timeout, as the app's lifespan makes
-    client = aioredis.from_url(services.redis_url, decode_responses=True)
+    client = redisconn.connect(services.redis_url, services.cluster, decode_responses=True)
 
     async def factory(interval: float = 0.02, sort: str = "desc") -> Env:
         # a board of its own: pub/sub channels are shared by every db of a Redis server

@@ -78,11 +78,11 @@ def test_encoded_is_one_unmasked_text_frame(size: int) -> None:
 async def test_pushes_are_latest_wins_per_topic() -> None:
     peer = Peer(blocking=True)
     box = Outbox(peer.send, peer.close, None)
-    box.push(TOP, frame(1))
+    box.push(TOP, frame(1), 1)
     await settle(lambda: peer.sent == [text(1)])  # in flight, and the socket is not reading
-    box.push(TOP, frame(2))
-    box.push(RANK, frame(3))
-    box.push(TOP, frame(4))  # replaces 2, and goes to the back of the line
+    box.push(TOP, frame(2), 2)
+    box.push(RANK, frame(3), 3)
+    box.push(TOP, frame(4), 4)  # replaces 2, and goes to the back of the line
     assert list(box.pending) == [RANK, TOP]
     peer.release(10)
     await settle(lambda: peer.sent == [text(1), text(3), text(4)] and box.blocked_since is None)
@@ -92,13 +92,13 @@ async def test_pushes_are_latest_wins_per_topic() -> None:
 async def test_replies_are_never_dropped_and_go_before_pushes() -> None:
     peer = Peer(blocking=True)
     box = Outbox(peer.send, peer.close, None)
-    box.push(TOP, frame(0))
+    box.push(TOP, frame(0), 0)
     await settle(lambda: len(peer.sent) == 1)
-    box.push(TOP, frame(1))
+    box.push(TOP, frame(1), 1)
     box.reply(frame(10))
     box.reply(frame(11))
     box.reply(frame(11))  # an identical reply is still a reply of its own
-    box.push(RANK, frame(2))
+    box.push(RANK, frame(2), 2)
     peer.release(10)
     await settle(lambda: len(peer.sent) == 6)
     assert peer.sent == [text(0), text(10), text(11), text(11), text(1), text(2)]
@@ -136,7 +136,7 @@ async def test_closing_a_blocked_outbox_releases_its_reader() -> None:
     box = Outbox(peer.send, peer.close, None)
     for i in range(MAX_REPLIES + 1):
         box.reply(frame(i))
-    box.push(TOP, frame(-1))
+    box.push(TOP, frame(-1), 0)
     room = asyncio.create_task(box.wait_room())
     await asyncio.sleep(0)
     assert not room.done()
@@ -144,7 +144,7 @@ async def test_closing_a_blocked_outbox_releases_its_reader() -> None:
     await asyncio.wait_for(room, 1)
     assert peer.closes == [CLOSE_BEHIND]
     assert box.closed and box.replies == [] and box.pending == {}
-    box.push(TOP, frame(5))
+    box.push(TOP, frame(5), 5)
     box.reply(frame(6))
     assert box.replies == [] and box.pending == {}  # a closed outbox takes nothing more
 
@@ -160,9 +160,9 @@ async def test_a_send_that_fails_closes_the_outbox() -> None:
         raise AssertionError("not closed by the outbox: the receive loop sees the disconnect")
 
     box = Outbox(send, close, None)
-    box.push(TOP, frame(1))
+    box.push(TOP, frame(1), 1)
     await settle(lambda: box.closed)
-    box.push(TOP, frame(2))
+    box.push(TOP, frame(2), 2)
     await asyncio.sleep(0)
     assert sent == [text(1)] and box.pending == {}
 
@@ -204,12 +204,12 @@ async def test_watchdog_closes_only_the_outbox_that_stays_blocked() -> None:
     fine = Outbox(reading.send, reading.close, None)
     dog = asyncio.create_task(watchdog(lambda: [slow, fine], limit=0.2))
     try:
-        slow.push(TOP, frame(1))
+        slow.push(TOP, frame(1), 1)
         n = 0
         while not stalled.closes:  # the healthy socket keeps getting pushes all along
             n += 1
-            fine.push(TOP, frame(n))
-            slow.push(TOP, frame(n))
+            fine.push(TOP, frame(n), n)
+            slow.push(TOP, frame(n), n)
             await asyncio.sleep(0.01)
             assert n < 1000, "the stalled outbox was never closed"
         assert stalled.closes == [CLOSE_BEHIND]
@@ -239,6 +239,18 @@ async def test_a_socket_served_by_uvicorn_gets_the_raw_protocol_and_the_fast_pat
         assert isinstance(raw, WebSocketsSansIOProtocol)
         assert conn.outbox._raw is raw
         # a push to a reading socket is written at once, with no sender task, and arrives intact
-        conn.outbox.push(("top", "probe", ""), Encoded(b'{"type":"pong","ref":"fast-path"}'))
+        conn.outbox.push(("top", "probe", ""), Encoded(b'{"type":"pong","ref":"fast-path"}'), 1)
         assert conn.outbox._sender is None and conn.outbox.pending == {}
         assert await ws.recv_type("pong", where=lambda m: m.get("ref") == "fast-path")
+
+
+async def test_a_push_no_newer_than_what_the_socket_has_is_dropped() -> None:
+    peer = Peer(blocking=False)
+    box = Outbox(peer.send, peer.close, None)
+    box.push(TOP, frame(5), 5)
+    box.push(TOP, frame(4), 4)  # older: a subscriber that got a fresher page before the flush
+    box.push(TOP, frame(5), 5)  # the same seq again
+    box.push(RANK, frame(1), 1)  # another subscription has its own seqs
+    await settle(lambda: len(peer.sent) == 2)
+    await asyncio.sleep(0.05)
+    assert peer.sent == [text(5), text(1)]

@@ -17,7 +17,6 @@ from types import FrameType
 from typing import Any
 
 import asyncpg
-import redis.asyncio as aioredis
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -27,7 +26,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from . import http, migrations, openapi, ws
+from . import http, migrations, openapi, redisconn, ws
 from . import observability as obs
 from .auth import Authenticator, TokenRules
 from .cache import Cache
@@ -55,8 +54,8 @@ class Runtime:
 
     settings: Settings
     pool: asyncpg.Pool
-    redis: aioredis.Redis
-    listener: aioredis.Redis
+    redis: redisconn.Client
+    listener: redisconn.Client
     store: Store
     ranks: Ranks
     writer: Writer
@@ -76,11 +75,15 @@ class Runtime:
         # goes back to the pool without asyncpg's default reset query, a round trip per use.
         pool = await asyncpg.create_pool(dsn, min_size=2, max_size=settings.db_pool_size, reset=_keep)
         # Commands time out (a hung Redis must not hang a request: we fall back to Postgres);
-        # the pub/sub connection idles by design, so it gets its own client without a read timeout.
-        client = aioredis.from_url(redis_url, decode_responses=True, socket_timeout=2.0, socket_connect_timeout=1.0)
-        listener = aioredis.from_url(redis_url, decode_responses=True, health_check_interval=15)
+        # the pub/sub connections idle by design, so they get their own client without a read timeout.
+        cluster = await redisconn.detect(redis_url, settings.redis_cluster)
+        client = redisconn.connect(
+            redis_url, cluster, decode_responses=True, socket_timeout=2.0, socket_connect_timeout=1.0
+        )
+        listener = redisconn.connect(redis_url, cluster, decode_responses=True, health_check_interval=15)
+        log.info("redis: %s", "a Redis Cluster (sharded pub/sub)" if cluster else "a single Redis")
         store = Store(pool)
-        ranks = Ranks(Cache(client, Pipe(redis_url)), store, settings.rebuild_batch)
+        ranks = Ranks(Cache(client, None if cluster else Pipe(redis_url)), store, settings.rebuild_batch)
         writer = Writer(store, ranks, settings.batch_max, settings.write_concurrency)
         rules = TokenRules(
             settings.player_token_secret, settings.player_token_max_lifetime_s, settings.player_token_audience,
@@ -88,7 +91,7 @@ class Runtime:
         )  # fmt: skip
         rt = cls(
             settings, pool, client, listener, store, ranks, writer,
-            Hub(listener, ranks, settings.push_interval, store.forget_missing),
+            Hub(listener, ranks, settings.push_interval, store.forget_missing, settings.unsubscribe_grace_s),
             Service(store, ranks, writer), Authenticator(pool, rules), Health(pool, client),
         )  # fmt: skip
         with contextlib.suppress(*DB_DOWN):

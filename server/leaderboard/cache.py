@@ -14,6 +14,12 @@ Per board (all keys share the `{board}` hash tag, so a board lives in one Redis 
     lb:{b}:lock   lock        held by the process rebuilding the board
     lb:{b}:z~ v~ n~           the next z / v / n while a rebuild loads them
     lb:{b}:ev     channel     change events: {"s": seq, "t": commit time, "c": [[user, old_key, new_key], ...]}
+Global: lb:boards (channel) announces created boards; nothing else lives outside a board's slot.
+
+Redis Cluster (redisconn.py): the same scripts and calls, routed by the board's slot. Events go out with
+SPUBLISH (sharded pub/sub: only the board's shard carries them) instead of PUBLISH, and lb:boards too (its
+own slot: board creation is rare). `identities()` and `shard()` tell the read model which boards a restarted
+or failed-over primary serves.
 
 The cache holds only absolute committed values with their version: a write with an older version than the
 stored one is ignored, so a delayed or retried write can never overwrite a newer one, and the whole board can
@@ -30,18 +36,20 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import Connection
 from redis.commands.core import AsyncScript
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
 
 from . import observability as obs
 from .pipe import Pipe
 from .ranking import Member, Position, Standing, TopSlice
+from .redisconn import Client, owner
 from .store import Written
 
 log = logging.getLogger(__name__)
 
-EVENT_PATTERN = "lb:{*}:ev"
 BOARDS_CHANNEL = "lb:boards"  # a board was created (or changed): processes forget what they cached about it
 
 
@@ -59,6 +67,11 @@ class Keys:
 
 def board_of_channel(channel: str) -> str:
     return channel[channel.index("{") + 1 : channel.rindex("}")]
+
+
+def channel_of(board: str) -> str:
+    """The channel of the board's change events (the inverse of board_of_channel)."""
+    return Keys(board).ev
 
 
 # KEYS z v n seq ready vmax; ARGV channel, commit_time, count, count * (member, key, version, name), rank-only members
@@ -217,14 +230,17 @@ class Cache:
     """The rank cache. Every method may raise RedisError; reads raise NotReady when the board is not ready.
     What to do then (ask Postgres, rebuild) is the read model's business (ranks.py)."""
 
-    def __init__(self, client: aioredis.Redis, pipe: Pipe | None = None) -> None:
+    def __init__(self, client: Client, pipe: Pipe | None = None) -> None:
         self.r = client
-        self.pipe = pipe  # the hot path's commands (writes, reads) go through it when given: see pipe.py
-        self._write = client.register_script(_WRITE)
+        self.cluster = isinstance(client, RedisCluster)
+        # The hot path's commands (writes, reads) go through `pipe` when given (single Redis): see pipe.py.
+        self.pipe = None if self.cluster else pipe
+        publish = "SPUBLISH" if self.cluster else "PUBLISH"  # sharded pub/sub in a cluster: see channels.py
+        self._write = client.register_script(_WRITE.replace("'PUBLISH'", f"'{publish}'"))
         self._top = client.register_script(_TOP)
         self._rank = client.register_script(_RANK)
         self._follow = client.register_script(_FOLLOW)
-        self._swap = client.register_script(_SWAP)
+        self._swap = client.register_script(_SWAP.replace("'PUBLISH'", f"'{publish}'"))
         self._unlock = client.register_script(_UNLOCK)
 
     # ---- writes -------------------------------------------------------------------------------------------
@@ -279,7 +295,10 @@ class Cache:
         return int(res[0]), out
 
     async def announce(self, board: str) -> None:
-        await self.r.publish(BOARDS_CHANNEL, board)
+        if self.cluster:
+            await self.r.spublish(BOARDS_CHANNEL, board)
+        else:
+            await self.r.publish(BOARDS_CHANNEL, board)
 
     async def seq(self, board: str) -> int:
         key = Keys(board).seq
@@ -309,10 +328,26 @@ class Cache:
         """Take the board's verification lease for this interval (one process checks each board)."""
         return bool(await self.r.set(Keys(board).verify, "1", nx=True, px=int(seconds * 1000)))
 
-    async def identity(self) -> str:
-        """The Redis server's run_id: it changes when Redis restarts or fails over (its data may be older)."""
+    async def identities(self) -> dict[str, str]:
+        """{shard: run_id of its primary}; a shard is named by its primary's address ("" for a single Redis).
+        A new name or run_id means that shard's Redis restarted or failed over (its data may be older)."""
+        if isinstance(self.r, RedisCluster):
+            for _ in range(2):
+                infos = await self.r.execute_command(
+                    "INFO", "server", "replication", target_nodes=RedisCluster.PRIMARIES
+                )
+                if all(info["role"] == "master" for info in infos.values()):
+                    return {node: str(info["run_id"]) for node, info in infos.items()}
+                await self.r.nodes_manager.initialize()  # a primary we knew was demoted: re-read the slot map
+            raise RedisConnectionError("the cluster's primaries are changing")  # a RedisError: asked again later
         info = await self.r.info("server")
-        return str(info["run_id"])
+        return {"": str(info["run_id"])}
+
+    def shard(self, board: str) -> str:
+        """The shard that holds the board, as identities() names it (from the slot map it last read)."""
+        if isinstance(self.r, RedisCluster):
+            return owner(self.r, Keys(board).z).name
+        return ""
 
     async def is_ready(self, board: str) -> bool:
         return bool(await self.r.exists(Keys(board).ready))
@@ -365,7 +400,7 @@ class Cache:
         next page while Redis stores this one. Returns the member count."""
         targets = {b"ZADD": (b"ZADD", k.z_new), b"HSET-V": (b"HSET", k.v_new), b"HSET-N": (b"HSET", k.n_new)}
         count = 0
-        con = await self.r.connection_pool.get_connection()  # type: ignore[no-untyped-call]
+        con, release = await self._connection(k.z_new)
         ahead = asyncio.ensure_future(anext(pages, None))
         try:
             while (page := await ahead) is not None:
@@ -379,8 +414,26 @@ class Cache:
                 await con.read_response()
                 count += pairs if what == b"ZADD" else 0
             return count
+        except BaseException:
+            await con.disconnect()  # replies may be left unread on it (an error reply, a cancellation)
+            raise
         finally:
             ahead.cancel()
             await asyncio.gather(ahead, return_exceptions=True)
             await pages.aclose()
-            await self.r.connection_pool.release(con)
+            await release()
+
+    async def _connection(self, key: str) -> tuple[Connection, Callable[[], Awaitable[None]]]:
+        """A connection of its own to the node that serves `key` (in a cluster, the primary of its slot), and
+        how to give it back."""
+        if isinstance(self.r, RedisCluster):
+            node = owner(self.r, key)
+            con = node.acquire_connection()
+
+            async def release() -> None:
+                node.release(con)
+
+            return con, release
+        pool = self.r.connection_pool
+        con = await pool.get_connection()  # type: ignore[no-untyped-call]
+        return con, lambda: pool.release(con)

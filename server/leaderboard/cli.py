@@ -284,15 +284,15 @@ def keys(args: argparse.Namespace) -> int:
 
 def rebuild(args: argparse.Namespace) -> int:
     import asyncpg
-    import redis.asyncio as aioredis
 
+    from . import redisconn
     from .cache import Cache
     from .ranks import Ranks
     from .store import Store
 
     async def run(dsn: str, url: str) -> int:
         pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
-        client = aioredis.from_url(url, decode_responses=True)
+        client = redisconn.connect(url, await redisconn.detect(url, s.redis_cluster), decode_responses=True)
         try:
             store = Store(pool)
             cache = Ranks(Cache(client), store, s.rebuild_batch)

@@ -1,6 +1,10 @@
 """Fan-out: one Redis pub/sub listener per process, a debouncer per board, a mailbox per socket.
 
-    writer (any process) --PUBLISH lb:{b}:ev--> listener (every process) --> board marked dirty
+    writer (any process) --(S)PUBLISH lb:{b}:ev--> listener (each process whose sockets follow b) --> dirty
+    subscriptions: a process subscribes to a board's channel when its first socket follows the board and
+        unsubscribes `grace` seconds after the last one left (channels.py: SSUBSCRIBE on the shard that owns
+        the board in a Redis Cluster); a process with no follower of a board receives nothing of it.
+        After any (re)subscription the board is re-read in full (events may have been missed meanwhile).
     debouncer: at most one flush per board per push interval:
         top:  one Redis read for the largest limit subscribed; each changed snapshot is encoded once and the
               same string goes to every subscriber's mailbox
@@ -20,19 +24,24 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import orjson
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from . import observability as obs
 from . import ranking
-from .cache import BOARDS_CHANNEL, EVENT_PATTERN, board_of_channel
+from .cache import BOARDS_CHANNEL, board_of_channel, channel_of
+from .channels import Channels
 from .errors import Refused
 from .outbox import Encoded, Outbox
 from .protocol import Entry, encode, entries
 from .ranks import Ranks
+from .redisconn import Client
 from .store import BoardInfo
 
 log = logging.getLogger(__name__)
+
+READ_WATCH_S = 60.0  # a board read over REST is subscribed this long after its last read
+
+RESUBSCRIBED = '{"reset":true}'  # the event on_event gets when a board's subscription is (re)confirmed
 
 
 @dataclass(slots=True)
@@ -49,6 +58,7 @@ class _Board:
     follows: dict[str, _Follow] = field(default_factory=dict)
     last_top: dict[int, list[Entry]] = field(default_factory=dict)  # limit -> entries last pushed
     last_msg: dict[int, Encoded] = field(default_factory=dict)  # limit -> the frame last pushed
+    last_seq: dict[int, int] = field(default_factory=dict)  # limit -> its seq
     cut: tuple[int, float] = (0, 0.0)  # (entries, key of the last) in the last snapshot read
     changes: list[tuple[str, float | None, float]] = field(default_factory=list)
     oldest_commit: float | None = None
@@ -61,37 +71,93 @@ class Hub:
     """Per-process subscription registry, pub/sub listener and debounced flusher."""
 
     def __init__(
-        self, client: aioredis.Redis, ranks: Ranks, push_interval: float, board_changed: Callable[[str | None], None]
-    ) -> None:
+        self, client: Client, ranks: Ranks, push_interval: float, board_changed: Callable[[str | None], None],
+        grace: float = 5.0,
+    ) -> None:  # fmt: skip
         self.r, self.ranks, self.interval, self.board_changed = client, ranks, push_interval, board_changed
         self.boards: dict[str, _Board] = {}
-        self.listening = False  # while not, changes go unseen here: no snapshot may be reused
-        ranks.events_live = lambda board_id: self.listening  # every board's events come to this listener
+        self.grace = grace  # seconds a board stays subscribed after its last follower left
+        self.channels = Channels(client, self._message, self._joined)
+        self.channels.want(BOARDS_CHANNEL)
+        self._leaving: dict[str, asyncio.TimerHandle] = {}
+        # The read model keeps first pages only while their board's events arrive here; a board read but not
+        # followed here is subscribed for READ_WATCH_S after its last read (see reading()).
+        ranks.events_live = self.watching
+        ranks.reading = self.reading
+        self._read_at: dict[str, float] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+
+    def watching(self, board_id: str) -> bool:
+        """Whether this process receives the board's change events right now (a snapshot may be reused)."""
+        return self.channels.active(channel_of(board_id))
+
+    def reading(self, board_id: str) -> None:
+        """A board is read here (REST): follow its events for a while, so its first pages can be kept."""
+        now = time.monotonic()
+        if board_id not in self._read_at and board_id not in self.boards:
+            self.channels.want(channel_of(board_id))
+            leaving = self._leaving.pop(board_id, None)
+            if leaving is not None:
+                leaving.cancel()
+            if not self._read_at:
+                asyncio.get_running_loop().call_later(READ_WATCH_S, self._stop_reading)
+        self._read_at[board_id] = now
+
+    def _stop_reading(self) -> None:
+        """Drop the boards nobody has read for READ_WATCH_S and no socket here follows."""
+        cutoff = time.monotonic() - READ_WATCH_S
+        for board_id, at in list(self._read_at.items()):
+            if at < cutoff:
+                del self._read_at[board_id]
+                if board_id not in self.boards:
+                    self.channels.drop(channel_of(board_id))
+        if self._read_at:
+            asyncio.get_running_loop().call_later(READ_WATCH_S, self._stop_reading)
 
     # ---- subscriptions ------------------------------------------------------------------------------------
 
+    def _follow(self, board: BoardInfo) -> _Board:
+        b = self.boards.get(board.id)
+        if b is None:
+            b = self.boards[board.id] = _Board(board)
+            leaving = self._leaving.pop(board.id, None)
+            if leaving is not None:
+                leaving.cancel()
+            self.channels.want(channel_of(board.id))
+        return b
+
+    def _unfollow(self, board_id: str) -> None:
+        del self.boards[board_id]
+        loop = asyncio.get_running_loop()
+        self._leaving[board_id] = loop.call_later(self.grace, self._leave, board_id)
+
+    def _leave(self, board_id: str) -> None:
+        self._leaving.pop(board_id, None)
+        if board_id not in self.boards and board_id not in self._read_at:
+            self.channels.drop(channel_of(board_id))
+
     async def subscribe_top(self, mb: Outbox, board: BoardInfo, limit: int) -> None:
-        b = self.boards.setdefault(board.id, _Board(board))
+        b = self._follow(board)
         for subs in b.top.values():
             subs.discard(mb)
+        key = ("top", board.id, "")
+        mb.seqs.pop(key, None)  # a subscribe is answered with a snapshot, even one it had (a flush may answer it)
         first = limit not in b.top
         b.top.setdefault(limit, set()).add(mb)
         mb.subs.add(("top", board.id, ""))
         obs.gauge(obs.SUBSCRIBERS, _count(b, "top"), board.id, "top")
-        key = ("top", board.id, "")
         cached = b.last_msg.get(limit)
-        if cached is not None and self.listening and not (b.changes or b.full or b.scheduled):
-            mb.push(key, cached)  # what every subscriber of this limit has, and nothing changed since
+        if cached is not None and self.watching(board.id) and not (b.changes or b.full or b.scheduled):
+            mb.push(key, cached, b.last_seq[limit])  # what every subscriber of this limit has, nothing changed since
             return
         seq, entries, total = await self._snapshot(b, limit)
         message = _top_message(board.id, seq, total, entries)
         if first:  # the only subscriber of this limit: what it got is what the next flush compares with
-            b.last_top[limit], b.last_msg[limit] = entries, message
-        mb.push(key, message)
+            b.last_top[limit], b.last_msg[limit], b.last_seq[limit] = entries, message, seq
+        mb.push(key, message, seq)
 
     async def subscribe_rank(self, mb: Outbox, board: BoardInfo, user_id: str) -> None:
-        b = self.boards.setdefault(board.id, _Board(board))
+        b = self._follow(board)
         f = b.follows.get(user_id)
         if f is None:
             f = b.follows[user_id] = _Follow()
@@ -102,10 +168,13 @@ class Hub:
         f.mailboxes.add(mb)
         mb.subs.add(("rank", board.id, user_id))
         obs.gauge(obs.SUBSCRIBERS, _count(b, "rank"), board.id, "rank")
-        mb.push(("rank", board.id, user_id), _rank_message(b.info, user_id, f, None, seq))
+        key = ("rank", board.id, user_id)
+        mb.seqs.pop(key, None)
+        mb.push(key, _rank_message(b.info, user_id, f, None, seq), seq)
 
     def unsubscribe(self, mb: Outbox, topic: str, board_id: str, user_id: str = "") -> None:
         mb.subs.discard((topic, board_id, user_id))
+        mb.seqs.pop((topic, board_id, user_id), None)
         b = self.boards.get(board_id)
         if b is None:
             return
@@ -124,7 +193,7 @@ class Hub:
                     del b.follows[user_id]
         obs.gauge(obs.SUBSCRIBERS, _count(b, topic), board_id, topic)
         if not b.top and not b.follows:
-            del self.boards[board_id]
+            self._unfollow(board_id)
 
     def detach(self, mb: Outbox) -> None:
         for topic, board_id, user_id in list(mb.subs):
@@ -133,31 +202,25 @@ class Hub:
     # ---- the listener -------------------------------------------------------------------------------------
 
     async def listen(self) -> None:
-        """Follow every board's change channel; after any (re)connect, re-read every board in full."""
-        backoff = 0.1
-        while True:
-            try:
-                async with self.r.pubsub() as ps:
-                    await ps.psubscribe(EVENT_PATTERN)
-                    await ps.subscribe(BOARDS_CHANNEL)
-                    self.board_changed(None)  # announcements missed while disconnected
-                    self.ranks.changed(None)  # and changes
-                    for board_id in list(self.boards):
-                        self._dirty(board_id, full=True)
-                    self.listening, backoff = True, 0.1
-                    async for msg in ps.listen():
-                        if msg["type"] == "pmessage":
-                            self.on_event(msg["channel"], msg["data"])
-                        elif msg["type"] == "message":
-                            self.board_changed(msg["data"])
-            except (RedisError, OSError) as exc:
-                self.listening = False
-                self.ranks.changed(None)
-                log.warning("pub/sub listener lost Redis (%s); retrying in %.1fs", exc, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+        """Receive the change events of the boards followed here, and board announcements, until cancelled."""
+        await self.channels.run()
+
+    def _message(self, channel: str, data: str) -> None:
+        if channel == BOARDS_CHANNEL:
+            self.board_changed(data)
+        else:
+            self.on_event(channel, data)
+
+    def _joined(self, channel: str) -> None:
+        """A (re)confirmed subscription: what was published before it went unseen here."""
+        if channel == BOARDS_CHANNEL:
+            self.board_changed(None)  # announcements missed while not subscribed
+        else:
+            self.on_event(channel, RESUBSCRIBED)  # as after a rebuild: whatever is known of the board is old
 
     def on_event(self, channel: str, data: str) -> None:
+        """Every event of a subscribed board. `{"reset": true, ...}` (a rebuild, or a (re)subscription after
+        which earlier events may be missing; that one has no `s`) means: forget what is known of the board."""
         board_id = board_of_channel(channel)
         self.ranks.changed(board_id)
         b = self.boards.get(board_id)
@@ -230,11 +293,12 @@ class Hub:
             unchanged = page == b.last_top.get(limit)
             # The latest read, pushed or not, is what a new subscriber of this limit gets while nothing changes.
             text = b.last_msg[limit] = _top_message(b.info.id, seq, total, page)
+            b.last_seq[limit] = seq
             if unchanged:
                 continue
             b.last_top[limit] = page
             for mb in mailboxes:
-                mb.push(("top", b.info.id, ""), text)
+                mb.push(("top", b.info.id, ""), text, seq)
             sent += len(mailboxes)
         obs.count(obs.WS_OUT, sent, "top")
         return sent
@@ -252,7 +316,7 @@ class Hub:
                 continue
             text = _rank_message(b.info, user, f, previous[1], seq)
             for mb in f.mailboxes:
-                mb.push(("rank", b.info.id, user), text)
+                mb.push(("rank", b.info.id, user), text, seq)
             sent += len(f.mailboxes)
         obs.count(obs.WS_OUT, sent, "rank")
         return sent
@@ -265,6 +329,8 @@ class Hub:
         return page.seq, entries(page, b.info.sort), page.total
 
     async def close(self) -> None:
+        for handle in self._leaving.values():
+            handle.cancel()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

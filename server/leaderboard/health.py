@@ -7,10 +7,10 @@ import logging
 from collections.abc import Callable
 
 import asyncpg
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from .protocol import encode
+from .redisconn import Client
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +22,7 @@ MEANING = {
 
 
 class Health:
-    def __init__(self, pool: asyncpg.Pool, redis: aioredis.Redis) -> None:
+    def __init__(self, pool: asyncpg.Pool, redis: Client) -> None:
         self.pool, self.redis = pool, redis
         self.checks = {"postgres": "ok", "redis": "ok"}
 

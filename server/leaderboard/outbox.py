@@ -74,6 +74,7 @@ class Outbox:
         self._full: asyncio.Event | None = None  # exists while too many replies wait: stop reading frames
         self.blocked_since: float | None = None
         self.subs: set[tuple[str, str, str]] = set()  # ("top", board, "") / ("rank", board, user_id)
+        self.seqs: dict[tuple[str, str, str], int] = {}  # the seq last pushed per subscription
         self.closed = False
         self._sender: asyncio.Task[None] | None = None
         self._soon: list[Encoded] | None = None  # replies to write together at the end of this loop turn
@@ -106,7 +107,12 @@ class Outbox:
         for frame in frames:
             self.reply(frame)
 
-    def push(self, key: tuple[str, str, str], frame: Encoded) -> None:
+    def push(self, key: tuple[str, str, str], frame: Encoded, seq: int) -> None:
+        """A push for one subscription; one whose seq this socket has already been sent for it is dropped (a
+        new subscriber can get a page fresher than the last flush, which then carries the same seq)."""
+        if seq <= self.seqs.get(key, -1):
+            return
+        self.seqs[key] = seq
         if self._write_now(frame.data) or self.closed:
             return
         self.pending.pop(key, None)  # latest wins, and goes to the back of the line

@@ -8,7 +8,8 @@ Convergence after any crash (the bound is in docs/operations.md):
     - a process that dies between COMMIT and its cache write leaves the batch's cache_intents rows behind
       (committed with the batch): `settle()` re-applies those players' committed rows after REPAIR_AFTER_S;
     - a retried submission writes its committed row to Redis again (store.py: duplicates);
-    - Redis restarted or failed over (its run_id changed; its data may be older): every board is rebuilt;
+    - Redis restarted or failed over (its run_id changed; its data may be older): every board is rebuilt (in
+      a Redis Cluster, every board of the shard whose primary changed);
     - every board is checked against Postgres every verify interval (members and highest version, when no
       write is in flight) and rebuilt when they disagree.
 
@@ -19,7 +20,6 @@ calls `record()` after each COMMIT. Nothing else touches the stale set.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -53,6 +53,7 @@ class Ranks:
         self._pages: dict[str, dict[int, TopSlice]] = {}
         self._generation: dict[str, int] = {}
         self.events_live: Callable[[str], bool] = lambda board_id: False
+        self.reading: Callable[[str], None] = lambda board_id: None  # told of every first-page read
 
     def changed(self, board_id: str | None) -> None:
         """The board (None: any board) changed, or its changes may have gone unheard: forget its pages."""
@@ -65,10 +66,13 @@ class Ranks:
 
     # ---- reads --------------------------------------------------------------------------------------------
 
-    async def top(self, board: BoardInfo, offset: int, limit: int) -> TopSlice:
+    async def top(self, board: BoardInfo, offset: int, limit: int, *, reader: bool = False) -> TopSlice:
         """A page of the board. The first pages are kept between changes while this process hears the board's
         change events (the fan-out's listener calls `changed()`; this process's own writes call it before
-        their acks), so a read of an unchanged board costs no Redis round trip."""
+        their acks), so a read of an unchanged board costs no Redis round trip. `reader`: a client's read (the
+        board's events are then followed for a while even if no socket here follows the board)."""
+        if offset == 0 and reader:
+            self.reading(board.id)
         live = offset == 0 and self.events_live(board.id)
         if live:
             page = self._pages.get(board.id, {}).get(limit)
@@ -221,19 +225,24 @@ class Ranks:
     # ---- convergence --------------------------------------------------------------------------------------
 
     async def watch(self, interval: float = 1.0) -> None:
-        """Rebuild stale boards once Redis answers again; rebuild every board when Redis restarted."""
-        known: str | None = None
+        """Rebuild stale boards once Redis answers again; rebuild a shard's boards when its Redis restarted or
+        failed over (a single Redis is one shard)."""
+        known: dict[str, str] | None = None
         while True:
             await asyncio.sleep(interval)
             try:
-                identity = await self.cache.identity()
+                shards = await self.cache.identities()
             except (RedisError, OSError):
                 continue
-            if known is not None and identity != known:
-                log.warning("Redis restarted or failed over (run_id %s -> %s): rebuilding every board", known, identity)
-                with contextlib.suppress(*DB_DOWN):
-                    self.stale.update(b.id for b in await self.store.boards())
-            known = identity
+            changed = {s for s, run_id in shards.items() if known is not None and known.get(s) != run_id}
+            if changed:
+                try:
+                    boards = await self.store.boards()
+                    self.stale.update(b.id for b in boards if self.cache.shard(b.id) in changed)
+                except (*DB_DOWN, RedisError):
+                    continue  # `known` stays as it was: noticed again next time
+                log.warning("Redis restarted or failed over (%s): rebuilding its boards", ", ".join(sorted(changed)))
+            known = shards
             for board_id in list(self.stale):
                 self.ensure_rebuild(board_id)
 

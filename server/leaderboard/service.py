@@ -93,14 +93,14 @@ class Service:
 
     async def top(self, board_id: str, limit: int, offset: int) -> TopPage:
         info = await self.board(board_id)
-        page = await self.ranks.top(info, offset, limit)
+        page = await self.ranks.top(info, offset, limit, reader=True)
         return TopPage(info.id, page.total, page.seq, entries(page, info.sort))
 
     async def top_json(self, board_id: str, limit: int, offset: int) -> bytes:
         """GET /top's body. An unchanged first page (the read model hands back the same slice) is not encoded
         again."""
         info = await self.board(board_id)
-        page = await self.ranks.top(info, offset, limit)
+        page = await self.ranks.top(info, offset, limit, reader=True)
         key = (info.id, limit)
         known = self._bodies.get(key) if offset == 0 else None
         if known is not None and known[0] is page:

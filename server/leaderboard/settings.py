@@ -79,6 +79,10 @@ class Settings(BaseSettings):
     keepalive_timeout_s: float = Field(default=5.0, gt=0, le=3600)  # an idle keep-alive connection
     max_connections: int = Field(default=10_000, ge=1)  # per process, HTTP and WebSocket
 
+    # Redis Cluster (issue #14; docs/operations.md, "Redis Cluster")
+    redis_cluster: bool | None = None  # unset: ask the node at LEADERBOARD_REDIS_URL (INFO cluster)
+    unsubscribe_grace_s: float = Field(default=5.0, ge=0, le=3600)  # a board's channel kept after its last follower
+
     @property
     def push_interval(self) -> float:
         return self.push_interval_ms / 1000.0
@@ -129,6 +133,11 @@ class Settings(BaseSettings):
         if level not in LOG_LEVELS:
             raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}, got {value!r}")
         return level
+
+    @field_validator("redis_cluster", mode="before")
+    @classmethod
+    def _detect_when_blank(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and value.strip().lower() in ("", "auto") else value
 
 
 @dataclass(frozen=True)
@@ -196,7 +205,7 @@ def _expected(name: str) -> str:
     annotation = info.annotation
     if get_origin(annotation) is Literal:
         return "one of " + ", ".join(str(a) for a in get_args(annotation))
-    if annotation is bool:
+    if annotation in (bool, bool | None):
         return "true or false"
     if annotation not in (int, float):
         return "a path" if annotation in (Path, Path | None) else "text"

@@ -44,6 +44,7 @@ class Services:
     redis_url: str
     admin_dsn: str  # a database on the same server, for CREATE/DROP DATABASE
     embedded: bool
+    cluster: bool = False  # redis_url is a node of a Redis Cluster
 
 
 @dataclass
