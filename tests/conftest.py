@@ -36,7 +36,7 @@ from leaderboard.writer import Writer
 from support.processes import free_port
 from support.services import SECRET, ApiKeys, ServerURL, Services, dsn_with_database
 
-TRUNCATE = "TRUNCATE users, game_sessions, leaderboard, api_keys RESTART IDENTITY"
+TRUNCATE = "TRUNCATE users, game_sessions, leaderboard, api_keys, seasons, cache_intents RESTART IDENTITY"
 
 
 @pytest.fixture(scope="session")
@@ -192,12 +192,15 @@ async def scratch_db(services: Services) -> AsyncIterator[str]:
 
 
 @pytest.fixture
-async def clean(pool: asyncpg.Pool, rds: Any) -> None:
+async def clean(pool: asyncpg.Pool, rds: Any, services: Services) -> None:
     """An empty database (only the `global` board) and an empty Redis db."""
     async with pool.acquire() as con:
         await con.execute(TRUNCATE)
         await con.execute("DELETE FROM leaderboards WHERE id <> 'global'")
+        await con.execute("UPDATE leaderboards SET season = 1, season_started_at = now() WHERE id = 'global'")
     await rds.flushdb()
+    # servers forget what they knew of global's season (a cluster carries the announcement on a shard channel)
+    await (rds.spublish if services.cluster else rds.publish)("lb:boards", "global")
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ async def test_submit_answers_after_commit(api: httpx.AsyncClient, pool: asyncpg
         "score": 120,
         "rank": 1,
         "session_id": sid,
+        "season": 1,
     }
     # Answered only after COMMIT: visible to another connection at once.
     assert await pg_values(pool) == {"alice": 120}

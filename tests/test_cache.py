@@ -98,6 +98,7 @@ def test_keys_name_every_key_of_a_board() -> None:
         "z": "lb:{my-board}:z",
         "v": "lb:{my-board}:v",
         "n": "lb:{my-board}:n",
+        "season": "lb:{my-board}:season",
         "seq": "lb:{my-board}:seq",
         "vmax": "lb:{my-board}:vmax",
         "verify": "lb:{my-board}:verify",
@@ -114,7 +115,7 @@ def test_keys_name_every_key_of_a_board() -> None:
 
 async def test_write_stores_committed_values_and_returns_ranks(cache: Cache, rds: aioredis.Redis) -> None:
     await mark_ready(cache, "global")
-    res = await cache.write("global", [row("a", -10, 1, "Ann"), row("b", -20, 2), row("c", -10, 3)], ["x", "a"], 1.5)
+    res = await cache.write("global", [row("a", -10, 1, "Ann"), row("b", -20, 2), row("c", -10, 3)], ["x", "a"], 1.5, 1)
     assert res.ready
     assert res.ranks == {"a": 2, "b": 1, "c": 2, "x": 0}  # competition ranks; x has no entry
     k = Keys("global")
@@ -125,10 +126,10 @@ async def test_write_stores_committed_values_and_returns_ranks(cache: Cache, rds
 
 async def test_an_older_version_never_overwrites_a_newer_one(cache: Cache, rds: aioredis.Redis) -> None:
     await mark_ready(cache, "global")
-    await cache.write("global", [row("a", -10, 5, "New")], [], 0.0)
+    await cache.write("global", [row("a", -10, 5, "New")], [], 0.0, 1)
     seq = await cache.seq("global")
     for stale in (row("a", -99, 3, "Old"), row("a", -50, 5, "Same")):  # older, and the same version again
-        res = await cache.write("global", [stale], [], 0.0)
+        res = await cache.write("global", [stale], [], 0.0, 1)
         assert res.ranks == {"a": 1} and res.seq == seq
     k = Keys("global")
     assert await rds.zscore(k.z, "a") == -10
@@ -144,8 +145,8 @@ async def test_a_write_publishes_one_event_with_its_changes(cache: Cache, events
     await mark_ready(cache, board)
     channel, reset = await next_event(events, ours)  # the rebuild's swap announces itself
     assert channel == Keys(board).ev and reset.get("reset") is True
-    await cache.write(board, [row("a", -10, 1), row("b", -5, 2)], [], 100.25)
-    res = await cache.write(board, [row("a", -15, 3), row("c", -1, 4), row("b", -5, 5)], [], 101.5)
+    await cache.write(board, [row("a", -10, 1), row("b", -5, 2)], [], 100.25, 1)
+    res = await cache.write(board, [row("a", -15, 3), row("c", -1, 4), row("b", -5, 5)], [], 101.5, 1)
     channel, first = await next_event(events, ours)
     assert channel == Keys(board).ev and board_of_channel(channel) == board
     assert changes(first) == [("a", None, -10.0), ("b", None, -5.0)]
@@ -154,14 +155,14 @@ async def test_a_write_publishes_one_event_with_its_changes(cache: Cache, events
     assert changes(second) == [("a", -10.0, -15.0), ("c", None, -1.0)]  # b: newer version, same key
     assert second["s"] == res.seq > first["s"]
     # a write that changes no key publishes nothing: the next event is the one after it
-    await cache.write(board, [row("a", -15, 6)], [], 102.0)
-    await cache.write(other, [row("z", -1, 7, board=other)], [], 103.0)
+    await cache.write(board, [row("a", -15, 6)], [], 102.0, 1)
+    await cache.write(other, [row("z", -1, 7, board=other)], [], 103.0, 1)
     channel, third = await next_event(events, ours)
     assert board_of_channel(channel) == other and changes(third) == [("z", None, -1.0)]
 
 
 async def test_reads_raise_not_ready_until_the_board_is_ready(cache: Cache, rds: aioredis.Redis) -> None:
-    res = await cache.write("global", [row("a", -10, 2)], ["a"], 0.0)
+    res = await cache.write("global", [row("a", -10, 2)], ["a"], 0.0, 1)
     assert not res.ready and res.ranks == {"a": 1}  # stored (versioned) all the same
     assert not await cache.is_ready("global")
     with pytest.raises(NotReady) as top:
@@ -188,7 +189,7 @@ def listing(page: TopSlice) -> list[tuple[int, str, int]]:
 async def test_reads_equal_the_reference(cache: Cache) -> None:
     await mark_ready(cache, "global")
     rows = [row(u, -v, i + 1, NAMED.get(u)) for i, (u, v) in enumerate(VALUES.items())]
-    await cache.write("global", rows, [], 0.0)
+    await cache.write("global", rows, [], 0.0, 1)
     seq = await cache.seq("global")
     want = [(e["rank"], e["user_id"], e["score"]) for e in ranked(VALUES, "desc")]
     for limit in (1, 3, 8, 20):
@@ -228,7 +229,7 @@ async def test_seq_only_grows(cache: Cache) -> None:
         (row("c", -3, 1), True),  # an old version of a new member (a write delayed in flight): seq + 1
     ]
     for written, changed in steps:
-        res = await cache.write("global", [written], [], 0.0)
+        res = await cache.write("global", [written], [], 0.0, 1)
         assert res.seq == await cache.seq("global")
         if changed:
             assert res.seq == max(seen[-1] + 1, written.version * 1024), (written, seen)
@@ -249,5 +250,5 @@ async def test_seq_stays_within_the_floor_postgres_vouches_for(cache: Cache, sto
     for i in range(5):
         sub = Submission(user_id=f"p{i % 3}", score=i + 1)
         result = await store.commit_batch([Write(sub, uuid.uuid4(), board)])
-        res = await cache.write("global", result.written, [], 0.0)
+        res = await cache.write("global", result.written, [], 0.0, 1)
         assert res.seq <= await store.seq_floor()

@@ -77,7 +77,7 @@ class RecordingHub(Hub):
     """A real Hub that notes when each flush starts (loop time) and counts finished flushes."""
 
     def __init__(self, client: redisconn.Client, ranks: Ranks, push_interval: float) -> None:
-        super().__init__(client, ranks, push_interval, ranks.store.forget_missing)
+        super().__init__(client, ranks, push_interval, ranks.store.forget)
         self.started: list[float] = []
         self.done = 0
 

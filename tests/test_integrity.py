@@ -251,7 +251,7 @@ async def test_an_unknown_board_is_remembered_for_a_moment(pool: asyncpg.Pool, c
     assert await store.board("no-such-board") is None
     await private.close()  # a second look-up that reached Postgres would now fail
     assert await store.board("no-such-board") is None
-    store.forget_missing("no-such-board")
+    store.forget("no-such-board")
     try:
         await store.board("no-such-board")
         raise AssertionError("the forgotten miss should have asked Postgres")

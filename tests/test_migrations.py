@@ -86,19 +86,19 @@ async def test_schema_refuses_what_the_contract_refuses(scratch_db: str) -> None
         await con.execute("INSERT INTO users (user_id) VALUES ('alice')")
         with pytest.raises(asyncpg.CheckViolationError):
             await con.execute(
-                "INSERT INTO leaderboard (board_id, user_id, value, sort_key, version)"
-                " VALUES ('global', 'alice', $1, 0, 1)",
+                "INSERT INTO leaderboard (board_id, season, user_id, value, sort_key, version)"
+                " VALUES ('global', 1, 'alice', $1, 0, 1)",
                 MAX_VALUE + 1,
             )
         with pytest.raises(asyncpg.UniqueViolationError):
             async with con.transaction():
                 await con.execute(
-                    "INSERT INTO game_sessions (session_id, board_id, user_id, score)"
-                    " VALUES ('00000000-0000-0000-0000-000000000001', 'global', 'alice', 1)"
+                    "INSERT INTO game_sessions (session_id, board_id, user_id, score, season)"
+                    " VALUES ('00000000-0000-0000-0000-000000000001', 'global', 'alice', 1, 1)"
                 )
                 await con.execute(
-                    "INSERT INTO game_sessions (session_id, board_id, user_id, score)"
-                    " VALUES ('00000000-0000-0000-0000-000000000001', 'global', 'alice', 2)"
+                    "INSERT INTO game_sessions (session_id, board_id, user_id, score, season)"
+                    " VALUES ('00000000-0000-0000-0000-000000000001', 'global', 'alice', 2, 1)"
                 )
     finally:
         await con.close()

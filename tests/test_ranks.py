@@ -84,7 +84,7 @@ async def test_a_read_on_a_board_not_ready_is_answered_by_postgres_and_starts_a_
     await ready(cache)
     await assert_cache_matches_pg(pool, rds)
     # served by Redis now: a change that only Redis has shows up
-    await cache.write("global", [Written("global", "redis-only", 1000, -1000, 10**9, None)], [], 0.0)
+    await cache.write("global", [Written("global", "redis-only", 1000, -1000, 10**9, None)], [], 0.0, 1)
     assert (await ranks.top(board, 0, 1)).members[0].user_id == "redis-only"
     assert (await ranks.follow(board, ["redis-only"]))[1]["redis-only"] is not None
 
@@ -230,8 +230,8 @@ async def _seed(pool: asyncpg.Pool, n: int, named_from: int) -> None:
         users, f"p{named_from:04d}",
     )  # fmt: skip
     await pool.execute(
-        "INSERT INTO leaderboard (board_id, user_id, value, sort_key, version) "
-        "SELECT 'global', u, v, -v, nextval('leaderboard_version_seq') "
+        "INSERT INTO leaderboard (board_id, season, user_id, value, sort_key, version) "
+        "SELECT 'global', 1, u, v, -v, nextval('leaderboard_version_seq') "
         "FROM unnest($1::text[], $2::bigint[]) AS t(u, v)",
         users, [i % 37 for i in range(n)],
     )  # fmt: skip
@@ -275,7 +275,7 @@ async def test_rebuild_keeps_a_newer_write_made_while_it_ran(
                     "version = nextval('leaderboard_version_seq') "
                     "WHERE board_id = 'global' AND user_id = 'p0001' RETURNING version"
                 )
-                await cache.write("global", [Written("global", "p0001", 1000, -1000, version, None)], [], 0.0)
+                await cache.write("global", [Written("global", "p0001", 1000, -1000, version, None)], [], 0.0, 1)
 
     store.scan = scan_with_a_concurrent_write  # type: ignore[method-assign]
     assert await ranks.rebuild("global") == 120

@@ -329,7 +329,9 @@ async def test_a_row_created_by_a_third_batch_does_not_deadlock_two_others(
         for con, hold, sid in zip(pacers, holds, (sid_c, sid_a), strict=True):
             await hold.start()
             await con.execute(
-                "INSERT INTO game_sessions (session_id, board_id, user_id, score) VALUES ($1, 'global', 'x', 1)", sid
+                "INSERT INTO game_sessions (session_id, board_id, user_id, score, season)"
+                " VALUES ($1, 'global', 'x', 1, 1)",
+                sid,
             )
         # C: step 1 finds neither x nor u, then waits to log its session
         tasks.append(asyncio.create_task(store.commit_batch([w(board, "x", 1, sid_c), w(board, "u", 1)])))
@@ -409,7 +411,7 @@ async def test_follow_and_ranks_equal_the_reference(store: Store, seeded: tuple[
     def would_rank(value: int) -> int:
         return 1 + sum(1 for v in VALUES.values() if key(v, sort) < key(value, sort))
 
-    asked = [(board.id, "a", key(5, sort)), (board.id, "x", key(100, sort)), (board.id, "y", key(-100, sort))]
+    asked = [(board.id, "a", key(5, sort), 1), (board.id, "x", key(100, sort), 1), (board.id, "y", key(-100, sort), 1)]
     assert await store.ranks(asked) == {
         (board.id, "a"): rank_of["a"],
         (board.id, "x"): would_rank(100),

@@ -153,6 +153,7 @@ async def test_submit_frame_ack(server: ServerURL, keys: ApiKeys, pool: asyncpg.
             "score": 5,
             "rank": 1,
             "session_id": sid,
+            "season": 1,
         }
         await ws.send({**frame, "ref": 2})
         dup = await ws.recv_type("ack")

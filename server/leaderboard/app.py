@@ -91,7 +91,7 @@ class Runtime:
         )  # fmt: skip
         rt = cls(
             settings, pool, client, listener, store, ranks, writer,
-            Hub(listener, ranks, settings.push_interval, store.forget_missing, settings.unsubscribe_grace_s),
+            Hub(listener, ranks, settings.push_interval, store.forget, settings.unsubscribe_grace_s),
             Service(store, ranks, writer), Authenticator(pool, rules), Health(pool, client),
         )  # fmt: skip
         with contextlib.suppress(*DB_DOWN):
@@ -102,6 +102,7 @@ class Runtime:
             asyncio.create_task(ranks.watch(), name="redis-watch"),
             asyncio.create_task(ranks.settle(), name="cache-debts"),
             asyncio.create_task(ranks.verify_all(settings.verify_interval_s), name="verify"),
+            asyncio.create_task(rt.service.run_schedule(), name="seasons"),
             asyncio.create_task(rt.auth.run(rt.sockets.revoked), name="api-keys"),
             asyncio.create_task(rt.health.run(lambda: rt.sockets.broadcast_status(rt.health.status())), name="health"),
             asyncio.create_task(watchdog(rt.sockets.outboxes, settings.slow_socket_timeout_s), name="watchdog"),

@@ -9,11 +9,15 @@ Per board (all keys share the `{board}` hash tag, so a board lives in one Redis 
                               (last version issued + 1) * 1024 and Postgres can vouch for a floor
                               (Store.seq_floor) when Redis is lost or unreachable.
     lb:{b}:vmax   number      the highest version stored in the board (for the integrity check in ranks.py)
+    lb:{b}:season number      the season z / v / n hold: Redis holds a board's live season only. A write of a
+                              newer season (or the switch that follows a reset) drops the old keys first; a
+                              write of an older one is ignored
     lb:{b}:ready  flag        present only while the sorted set is complete; absent = read Postgres
     lb:{b}:verify lease       held by the process checking the board against Postgres this interval
     lb:{b}:lock   lock        held by the process rebuilding the board
     lb:{b}:z~ v~ n~           the next z / v / n while a rebuild loads them
-    lb:{b}:ev     channel     change events: {"s": seq, "t": commit time, "c": [[user, old_key, new_key], ...]}
+    lb:{b}:ev     channel     change events: {"s": seq, "t": commit time, "c": [[user, old_key, new_key], ...]},
+                              {"s": seq, "reset": true} after a rebuild, {"s": seq, "season": n, "ended": n - 1}
 Global: lb:boards (channel) announces created boards; nothing else lives outside a board's slot.
 
 Redis Cluster (redisconn.py): the same scripts and calls, routed by the board's slot. Events go out with
@@ -56,11 +60,12 @@ BOARDS_CHANNEL = "lb:boards"  # a board was created (or changed): processes forg
 class Keys:
     """Key names of one board."""
 
-    __slots__ = ("ev", "lock", "n", "n_new", "ready", "seq", "v", "v_new", "verify", "vmax", "z", "z_new")
+    __slots__ = ("ev", "lock", "n", "n_new", "ready", "season", "seq", "v", "v_new", "verify", "vmax", "z", "z_new")
 
     def __init__(self, board: str) -> None:
         p = f"lb:{{{board}}}:"
         self.z, self.v, self.n, self.seq, self.vmax = p + "z", p + "v", p + "n", p + "seq", p + "vmax"
+        self.season = p + "season"
         self.ready, self.lock, self.ev, self.verify = p + "ready", p + "lock", p + "ev", p + "verify"
         self.z_new, self.v_new, self.n_new = p + "z~", p + "v~", p + "n~"  # built by a rebuild, then swapped in
 
@@ -74,13 +79,41 @@ def channel_of(board: str) -> str:
     return Keys(board).ev
 
 
-# KEYS z v n seq ready vmax; ARGV channel, commit_time, count, count * (member, key, version, name), rank-only members
-_WRITE = """
+# Moving a board's keys to a newer season (KEYS z v n seq season, ARGV channel season seq-floor): the ended
+# season's standings leave Redis (UNLINK: freed in the background), seq moves on, and the change goes out as a
+# season event. Shared by _WRITE (the first write of a new season) and _SWITCH (right after a reset commits).
+_NEW_SEASON = """
+local function new_season(z, v, n, seqk, seasonk, channel, s, floor)
+  local live = tonumber(redis.call('GET', seasonk) or '0')
+  if live == 0 then redis.call('SET', seasonk, s) return live end  -- a cold or pre-season board: adopt
+  if s <= live then return live end
+  redis.call('UNLINK', z, v, n)
+  redis.call('SET', seasonk, s)
+  local seq = math.max(tonumber(redis.call('GET', seqk) or '0') + 1, floor)
+  redis.call('SET', seqk, string.format('%.0f', seq))
+  redis.call('PUBLISH', channel, cjson.encode({s = seq, season = s, ended = live}))
+  return live
+end
+"""
+
+# KEYS z v n seq ready vmax season; ARGV channel, commit_time, season, count, count * (member, key, version,
+# name), rank-only members. A write of an ended season is ignored (its ranks then come from Postgres).
+_WRITE = (
+    _NEW_SEASON
+    + """
 local z, v, n, seqk = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local count = tonumber(ARGV[3])
+local season = tonumber(ARGV[3])
+local count = tonumber(ARGV[4])
+local live = tonumber(redis.call('GET', KEYS[7]) or '0')
+if live > 0 and season < live then
+  local zeros = {}
+  for _ = 1, count + #ARGV - 4 - 4 * count do zeros[#zeros + 1] = 0 end
+  return {0, tonumber(redis.call('GET', seqk) or '0'), zeros}
+end
+new_season(z, v, n, seqk, KEYS[7], ARGV[1], season, 0)
 local changes, members = {}, {}
 local vmax = 0
-local i = 4
+local i = 5
 for _ = 1, count do
   local m, key, ver, name = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3]
   i = i + 4
@@ -110,6 +143,18 @@ if #changes > 0 then
 end
 return {redis.call('EXISTS', KEYS[5]), seq, ranks}
 """
+)
+
+# KEYS z v n seq ready season; ARGV channel, season, seq floor -- after a reset committed: 1 if it moved
+_SWITCH = (
+    _NEW_SEASON
+    + """
+local before = tonumber(redis.call('GET', KEYS[6]) or '0')
+new_season(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[6], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]))
+if before == 0 then redis.call('DEL', KEYS[5]) return 0 end  -- what it holds is of no known season: rebuild
+return before < tonumber(ARGV[2]) and 1 or 0
+"""
+)
 
 # KEYS z n seq ready; ARGV offset limit -> {seq} alone when the board is not ready
 _TOP = """
@@ -159,10 +204,21 @@ end
 return out
 """
 
-# KEYS z v n z~ v~ n~ seq ready ev vmax; ARGV seq floor, version floor -- finish a rebuild. The live keys hold
-# only what writers stored since the rebuild emptied them: keep each of those unless the loaded copy is newer,
-# swap the loaded keys in, mark the board ready, and never let seq or vmax go back (even when Redis lost them).
-_SWAP = """
+# KEYS z v n z~ v~ n~ seq ready ev vmax season; ARGV seq floor, version floor, loaded season -- finish a
+# rebuild. The live keys hold only what writers stored since the rebuild emptied them: keep each of those unless
+# the loaded copy is newer, swap the loaded keys in, mark the board ready, and never let seq or vmax go back
+# (even when Redis lost them). If the board moved to a newer season while the rebuild loaded, what it loaded
+# is of an ended season: drop it and leave the board not ready (the next read rebuilds the new season).
+_SWAP = (
+    _NEW_SEASON
+    + """
+local loaded_season = tonumber(ARGV[3])
+local current = tonumber(redis.call('GET', KEYS[11]) or '0')
+if loaded_season > 0 and current > loaded_season then  -- the season ended while we loaded
+  redis.call('UNLINK', KEYS[4], KEYS[5], KEYS[6])
+  return tonumber(redis.call('GET', KEYS[7]) or '0')
+end
+new_season(KEYS[1], KEYS[2], KEYS[3], KEYS[7], KEYS[11], KEYS[9], loaded_season, tonumber(ARGV[1]))
 local live = redis.call('HGETALL', KEYS[2])
 for i = 1, #live, 2 do
   local m, ver = live[i], tonumber(live[i + 1])
@@ -185,6 +241,7 @@ redis.call('SET', KEYS[8], '1')
 redis.call('PUBLISH', KEYS[9], cjson.encode({s = seq, reset = true}))
 return seq
 """
+)
 
 _UNLOCK = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 
@@ -202,6 +259,7 @@ class State:
     members: int
     vmax: int  # highest version stored
     seq: int
+    season: int = 0  # the season the keys hold (0: unknown)
 
 
 class NotReady(Exception):
@@ -241,22 +299,24 @@ class Cache:
         self._rank = client.register_script(_RANK)
         self._follow = client.register_script(_FOLLOW)
         self._swap = client.register_script(_SWAP.replace("'PUBLISH'", f"'{publish}'"))
+        self._switch = client.register_script(_SWITCH.replace("'PUBLISH'", f"'{publish}'"))
         self._unlock = client.register_script(_UNLOCK)
 
     # ---- writes -------------------------------------------------------------------------------------------
 
     async def write(
-        self, board: str, rows: Sequence[Written], rank_of: Sequence[str], committed_at: float
+        self, board: str, rows: Sequence[Written], rank_of: Sequence[str], committed_at: float, season: int
     ) -> WriteResult:
-        """Store committed values (version-checked), publish the change, return the ranks asked for."""
+        """Store committed values of `season` (version-checked), publish the change, return the ranks asked
+        for. A write of an ended season is ignored (ready=False: ask Postgres for its ranks)."""
         k = Keys(board)
-        args: list[Any] = [k.ev, f"{committed_at:.6f}", len(rows)]
+        args: list[Any] = [k.ev, f"{committed_at:.6f}", season, len(rows)]
         for w in rows:
             args += (w.user_id, w.sort_key, w.version, w.display_name or "")
         changed = {w.user_id for w in rows}
         others = [u for u in dict.fromkeys(rank_of) if u not in changed]
         args += others
-        ready, seq, ranks = await self._eval(self._write, [k.z, k.v, k.n, k.seq, k.ready, k.vmax], args)
+        ready, seq, ranks = await self._eval(self._write, [k.z, k.v, k.n, k.seq, k.ready, k.vmax, k.season], args)
         members = [w.user_id for w in rows] + others
         return WriteResult(bool(ready), int(seq), dict(zip(members, ranks, strict=True)))
 
@@ -321,8 +381,16 @@ class Cache:
             p.zcard(k.z)
             p.get(k.vmax)
             p.get(k.seq)
-            ready, members, vmax, seq = await p.execute()
-        return State(bool(ready), int(members), int(vmax or 0), int(seq or 0))
+            p.get(k.season)
+            ready, members, vmax, seq, season = await p.execute()
+        return State(bool(ready), int(members), int(vmax or 0), int(seq or 0), int(season or 0))
+
+    async def switch(self, board: str, season: int, seq_floor: int) -> bool:
+        """After a reset committed: drop the ended season's keys and hold `season` (idempotent). True when it
+        moved the board on now (a season event went out)."""
+        k = Keys(board)
+        moved = await self._eval(self._switch, [k.z, k.v, k.n, k.seq, k.ready, k.season], [k.ev, season, seq_floor])
+        return bool(moved)
 
     async def lease(self, board: str, seconds: float) -> bool:
         """Take the board's verification lease for this interval (one process checks each board)."""
@@ -376,9 +444,10 @@ class Cache:
                 p.delete(k.z, k.v, k.n, k.z_new, k.v_new, k.n_new)
                 await p.execute()
             emptied()
-            count = await self._load(k, pages())
+            count, season = await self._load(k, pages())
             await self._swap(
-                keys=[k.z, k.v, k.n, k.z_new, k.v_new, k.n_new, k.seq, k.ready, k.ev, k.vmax], args=[*await floors()]
+                keys=[k.z, k.v, k.n, k.z_new, k.v_new, k.n_new, k.seq, k.ready, k.ev, k.vmax, k.season],
+                args=[*await floors(), season],
             )
             obs.gauge(obs.CACHE_READY, 1, board)
             obs.count(obs.REBUILDS, 1, board, "ok")
@@ -395,17 +464,20 @@ class Cache:
             except RedisError:
                 pass
 
-    async def _load(self, k: Keys, pages: Pages) -> int:
+    async def _load(self, k: Keys, pages: Pages) -> tuple[int, int]:
         """Stream the pages Postgres encoded (store.scan) into the z~/v~/n~ keys as raw commands, reading the
-        next page while Redis stores this one. Returns the member count."""
+        next page while Redis stores this one. Returns the member count and the season loaded."""
         targets = {b"ZADD": (b"ZADD", k.z_new), b"HSET-V": (b"HSET", k.v_new), b"HSET-N": (b"HSET", k.n_new)}
-        count = 0
+        count = season = 0
         con, release = await self._connection(k.z_new)
         ahead = asyncio.ensure_future(anext(pages, None))
         try:
             while (page := await ahead) is not None:
                 ahead = asyncio.ensure_future(anext(pages, None))
                 what, pairs, body = page
+                if what == b"SEASON":
+                    season = pairs
+                    continue
                 name, key = targets[what]
                 await con.send_packed_command(
                     [_command(name, key, pairs, body), _command(b"PEXPIRE", k.lock, 1, b"$5\r\n30000\r\n")]
@@ -413,7 +485,7 @@ class Cache:
                 await con.read_response()  # raises on an error reply
                 await con.read_response()
                 count += pairs if what == b"ZADD" else 0
-            return count
+            return count, season
         except BaseException:
             await con.disconnect()  # replies may be left unread on it (an error reply, a cancellation)
             raise

@@ -20,8 +20,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 from redis.exceptions import RedisError
@@ -227,6 +228,9 @@ class Hub:
         if b is None:
             return
         ev = orjson.loads(data)
+        if "season" in ev:  # a reset: the ended season's final standings go out first, then the new season
+            self._spawn_task(self._season_ended(b, ev["ended"], ev["season"]), f"season:{board_id}")
+            return
         if ev.get("reset"):
             self._dirty(board_id, full=True)
             return
@@ -250,9 +254,31 @@ class Hub:
         loop.call_later(delay, self._spawn, board_id)
 
     def _spawn(self, board_id: str) -> None:
-        task = asyncio.create_task(self._flush(board_id), name=f"flush:{board_id}")
+        self._spawn_task(self._flush(board_id), f"flush:{board_id}")
+
+    def _spawn_task(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(work, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _season_ended(self, b: _Board, ended: int, season: int) -> None:
+        """Tell the board's top subscribers that `ended` is over (its final standings, up to each one's limit),
+        then push the new season: an empty top, and every followed player's rank (none yet)."""
+        try:
+            if b.top and ended > 0:
+                final = await self.ranks.final(b.info, ended, max(b.top))
+                for limit, mailboxes in b.top.items():
+                    frame = Encoded(encode({"type": "season", "board": b.info.id, "ended": ended, "season": season,
+                                            "final": final[:limit]}))  # fmt: skip
+                    for mb in mailboxes:
+                        mb.reply(frame)
+                    obs.count(obs.WS_OUT, len(mailboxes), "season")
+        except (RedisError, OSError, Refused) as exc:
+            log.warning("final standings of %s season %d could not be read (%s)", b.info.id, ended, exc)
+        finally:
+            b.last_top.clear()
+            b.last_msg.clear()
+            self._dirty(b.info.id, full=True)
 
     async def _flush(self, board_id: str) -> None:
         b = self.boards.get(board_id)

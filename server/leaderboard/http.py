@@ -133,6 +133,20 @@ def board_param(request: Request) -> str:
     return board
 
 
+def season_param(request: Request) -> int | None:
+    """`season`: absent = the live one."""
+    if request.query_params.get("season") is None:
+        return None
+    return int_param(request, "season", 1, 1, 2**31 - 1)
+
+
+def board_path(request: Request) -> str:
+    board_id: str = request.path_params["board_id"]
+    if not _BOARD.match(board_id):
+        raise NotFound("no such board")
+    return board_id
+
+
 def user_param(user_id: str) -> str:
     if not _USER.match(user_id):
         raise Invalid(f"user_id: {USER_ID_RULE}", [{"loc": ["path", "user_id"], "msg": USER_ID_RULE}])
@@ -174,14 +188,26 @@ def handlers(context: Callable[[], Context]) -> dict[str, Endpoint]:
         board = board_param(request)
         limit = int_param(request, "limit", 10, 1, 100)
         offset = int_param(request, "offset", 0, 0, MAX_OFFSET)
-        return Response(await context().service.top_json(board, limit, offset), media_type="application/json")
+        season = season_param(request)
+        body = await context().service.top_json(board, limit, offset, season)
+        return Response(body, media_type="application/json")
 
     async def rank(request: Request) -> Response:
         await who(request, read=True)
         user = user_param(request.path_params["user_id"])
         board = board_param(request)
         around = int_param(request, "around", 0, 0, 25)
-        return JSON(await context().service.rank(board, user, around))
+        return JSON(await context().service.rank(board, user, around, season_param(request)))
+
+    async def seasons(request: Request) -> Response:
+        await who(request, read=True)
+        return JSON(await context().service.seasons(board_path(request)))
+
+    async def reset(request: Request) -> Response:
+        principal = await who(request, read=False)
+        if principal.role == "anonymous":
+            raise Unauthorized("resetting a board needs an admin key")
+        return JSON(await context().service.reset(principal, board_path(request)))
 
     async def list_boards(request: Request) -> Response:
         await who(request, read=True)
@@ -189,11 +215,8 @@ def handlers(context: Callable[[], Context]) -> dict[str, Endpoint]:
 
     async def get_board(request: Request) -> Response:
         await who(request, read=True)
-        board_id = request.path_params["board_id"]
-        if not _BOARD.match(board_id):
-            raise NotFound("no such board")
         service = context().service
-        info = await service.board(board_id)
+        info = await service.board(board_path(request), fresh=True)  # its live season as Postgres has it
         return JSON(info.detail(await service.board_total(info)))
 
     async def create_board(request: Request) -> Response:
@@ -206,7 +229,7 @@ def handlers(context: Callable[[], Context]) -> dict[str, Endpoint]:
 
     return {
         "submit": submit, "submit_batch": submit_batch, "top": top, "rank": rank, "list_boards": list_boards,
-        "get_board": get_board, "create_board": create_board,
+        "get_board": get_board, "create_board": create_board, "seasons": seasons, "reset": reset,
     }  # fmt: skip
 
 

@@ -49,7 +49,9 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._\-]{1,64}$")
 # Label values that come from the network are clamped to these sets (no unbounded series from junk input).
 ALLOWED = {
     "ws_in": frozenset({"auth", "submit", "subscribe", "unsubscribe", "ping", "invalid"}),
-    "ws_out": frozenset({"auth", "ack", "subscribed", "unsubscribed", "pong", "top", "rank", "error", "status"}),
+    "ws_out": frozenset(
+        {"auth", "ack", "subscribed", "unsubscribed", "pong", "top", "rank", "error", "status", "season"}
+    ),
     "result": frozenset({"accepted", "duplicate", "rejected"}),
     "method": frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}),
 }

@@ -22,8 +22,11 @@ from .protocol import (
     Board,
     BoardCreate,
     BoardDetail,
+    BoardList,
+    BoardSeasons,
     PlayerRank,
     Problem,
+    ResetReply,
     Submission,
     TopPage,
 )
@@ -58,6 +61,12 @@ def _int(lo: int, hi: int, default: int) -> dict[str, Any]:
     return {"type": "integer", "minimum": lo, "maximum": hi, "default": default}
 
 
+SEASON_Q = Param(
+    "season",
+    "query",
+    {"type": "integer", "minimum": 1, "maximum": 2**31 - 1},
+    "a season of the board (default: the live one); an ended season reads as it ended",
+)
 BOARD_Q = Param("board", "query", {"type": "string", "default": "global", "pattern": BOARD_ID_PATTERN}, "board id")
 
 ROUTES: tuple[Route, ...] = (
@@ -69,17 +78,22 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/api/leaderboard/top", "top", "A page of the board, best first", reply=TopPage,
           problems=(401, 404, 422, 503),
           params=(BOARD_Q, Param("limit", "query", _int(1, 100, 10), "entries"),
-                  Param("offset", "query", _int(0, MAX_OFFSET, 0), "entries to skip"))),
+                  Param("offset", "query", _int(0, MAX_OFFSET, 0), "entries to skip"), SEASON_Q)),
     Route("GET", "/api/leaderboard/rank/{user_id}", "rank", "A player's rank, score, percentile and neighbours",
           reply=PlayerRank, problems=(401, 404, 422, 503),
           params=(Param("user_id", "path", {"type": "string", "pattern": USER_ID_PATTERN}), BOARD_Q,
-                  Param("around", "query", _int(0, 25, 0), "entries above and below to include"))),
-    Route("GET", "/api/leaderboards", "list_boards", "List boards", reply=dict, problems=(401, 503)),
+                  Param("around", "query", _int(0, 25, 0), "entries above and below to include"), SEASON_Q)),
+    Route("GET", "/api/leaderboards", "list_boards", "List boards", reply=BoardList, problems=(401, 503)),
     Route("POST", "/api/leaderboards", "create_board", "Create a board (admin)", BEARER, BoardCreate, Board, 201,
           (400, 401, 403, 409, 413, 415, 422, 503)),
     Route("GET", "/api/leaderboards/{board_id}", "get_board", "One board, with its entry count",
           reply=BoardDetail, problems=(401, 404, 503),
           params=(Param("board_id", "path", {"type": "string"}),)),
+    Route("GET", "/api/leaderboards/{board_id}/seasons", "seasons",
+          "Every season of a board, newest (the live one) first, with its winners", reply=BoardSeasons,
+          problems=(401, 404, 503), params=(Param("board_id", "path", {"type": "string"}),)),
+    Route("POST", "/api/leaderboards/{board_id}/reset", "reset", "End the live season now (admin)", BEARER,
+          reply=ResetReply, problems=(401, 403, 404, 503), params=(Param("board_id", "path", {"type": "string"}),)),
     Route("GET", "/healthz", "healthz", "Liveness", NONE),
     Route("GET", "/readyz", "readyz", "Readiness: Postgres, Redis and migrations", NONE, problems=(503,)),
     Route("GET", "/metrics", "metrics", "Prometheus metrics", NONE, content_type="text/plain"),
@@ -93,8 +107,6 @@ def _ref(name: str) -> dict[str, str]:
 
 def _operation(route: Route, schemas: dict[str, Any]) -> dict[str, Any]:
     def schema_of(model: type) -> dict[str, Any]:
-        if model is dict:
-            return {"type": "object", "properties": {"boards": {"type": "array", "items": _ref("Board")}}}
         found = TypeAdapter(model).json_schema(ref_template="#/components/schemas/{model}")
         schemas.update(found.pop("$defs", {}))
         schemas[model.__name__] = found

@@ -27,8 +27,18 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, StringConstraints, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StringConstraints,
+    ValidationError,
+)
 
+from . import seasons
 from .errors import Invalid
 from .ranking import MAX_VALUE, Sort, TopSlice, value_of
 
@@ -79,6 +89,10 @@ class Submission(Strict):
     display_name: DisplayName | None = None
 
 
+def _reset(value: str) -> str | None:
+    return seasons.check(value)
+
+
 class BoardCreate(Strict):
     """POST /api/leaderboards body."""
 
@@ -87,6 +101,9 @@ class BoardCreate(Strict):
     sort: Literal["desc", "asc"] = "desc"
     operator: Literal["incr", "best", "set"] = "incr"
     format: Format = "number"
+    reset: Annotated[str, Field(pattern=seasons.SHAPE, max_length=128), AfterValidator(_reset)] | None = Field(
+        None, description=f"when the board resets: {seasons.RULE}"
+    )
 
 
 # ---- replies (plain dataclasses: orjson encodes them directly; the OpenAPI schema is derived from them) ----
@@ -102,6 +119,7 @@ class Ack:
     score: int
     rank: int | None
     session_id: uuid.UUID
+    season: int = 1  # the season it counted in (a duplicate: the one its first submission counted in)
     accepted: bool = True
 
 
@@ -141,6 +159,47 @@ class Board:
     operator: Literal["incr", "best", "set"]
     format: Format
     created_at: str
+    reset: str | None  # null (never), daily, weekly, monthly, or a 5-field cron expression in UTC
+    season: int  # the live season
+    season_started_at: str
+    next_reset_at: str | None  # null when the board never resets
+
+
+@dataclass(frozen=True, slots=True)
+class BoardList:
+    boards: list[Board]
+
+
+@dataclass(frozen=True, slots=True)
+class SeasonInfo:
+    """A season of a board: `ended_at` null for the live one; `winners` its top 3."""
+
+    season: int
+    started_at: str
+    ended_at: str | None
+    total: int
+    winners: list[Entry]
+
+
+@dataclass(frozen=True, slots=True)
+class BoardSeasons:
+    board: str
+    seasons: list[SeasonInfo]  # newest (the live one) first
+
+
+@dataclass(frozen=True, slots=True)
+class EndedSummary:
+    season: int
+    started_at: str
+    ended_at: str
+    total: int
+
+
+@dataclass(frozen=True, slots=True)
+class ResetReply:
+    board: str
+    ended: EndedSummary
+    season: int  # the new live season
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +285,7 @@ class ItemResult:
     score: int | None = None
     rank: int | None = None
     session_id: uuid.UUID | None = None
+    season: int | None = None
     error: ItemError | None = None
 
 
@@ -251,7 +311,7 @@ def parse_items(items: list[Any]) -> list[Submission | Invalid]:
 def item_result(index: int, outcome: Ack | Exception) -> ItemResult:
     if isinstance(outcome, Ack):
         a = outcome
-        return ItemResult(index, True, a.duplicate, a.board, a.user_id, a.score, a.rank, a.session_id)
+        return ItemResult(index, True, a.duplicate, a.board, a.user_id, a.score, a.rank, a.session_id, a.season)
     code, detail = getattr(outcome, "code", "internal_error"), getattr(outcome, "detail", str(outcome))
     return ItemResult(index, error=ItemError(code, detail))
 
@@ -302,6 +362,7 @@ RULES = {
     "user_id": "must be " + USER_ID_RULE, "board": "must be " + BOARD_ID_RULE, "id": "must be " + BOARD_ID_RULE,
     "ref": "must be a string of at most 64 characters, or an integer", "session_id": "must be a UUID",
     "score": f"must be an integer within ±{MAX_VALUE}", "display_name": TEXT_RULE, "title": TEXT_RULE,
+    "reset": "must be " + seasons.RULE,
 }  # fmt: skip
 _PLAIN = {"extra_forbidden": "unknown field", "missing": "required"}
 _RULED = {"string_pattern_mismatch", "int_type", "int_from_float", "int_parsing", "uuid_parsing", "uuid_type"}

@@ -30,6 +30,7 @@ from . import observability as obs
 from . import ranking
 from .cache import Cache, NotReady
 from .errors import Unavailable
+from .protocol import Entry, entries
 from .ranking import Position, Standing, TopSlice
 from .store import DB_DOWN, BoardInfo, Store, Written
 
@@ -123,6 +124,14 @@ class Ranks:
         except DB_DOWN:
             raise Unavailable(NEITHER) from None
 
+    async def final(self, board: BoardInfo, season: int, limit: int) -> list[Entry]:
+        """The final standings of an ended season (from Postgres: Redis holds the live season only)."""
+        try:
+            page = await self.store.top(board, 0, limit, 0, season)
+        except DB_DOWN:
+            raise Unavailable(NEITHER) from None
+        return entries(page, board.sort)
+
     async def seq(self, board: BoardInfo) -> int:
         try:
             return await self.cache.seq(board.id)
@@ -148,12 +157,13 @@ class Ranks:
         users: dict[str, int],
         committed_at: float,
         intent: int | None = None,
+        season: int = 1,
     ) -> dict[str, int | None]:
-        """Store a batch's committed rows of one board in Redis and return the ranks of `users` (user ->
-        committed value); the batch's cache debt `intent` is then paid. When the board is not ready or Redis
-        fails, the ranks come from Postgres."""
+        """Store a batch's committed rows of one board and season in Redis and return the ranks of `users`
+        (user -> committed value) in that season; the batch's cache debt `intent` is then paid. When the board
+        is not ready, the season has ended or Redis fails, the ranks come from Postgres."""
         try:
-            res = await self.cache.write(board.id, rows, list(users), committed_at)
+            res = await self.cache.write(board.id, rows, list(users), committed_at, season)
             self.changed(board.id)  # before the ack: a read after it never gets a page from before
             if intent is not None:
                 self._paid.append(intent)
@@ -164,7 +174,7 @@ class Ranks:
             log.warning("cache write for %s failed (%s); board marked stale", board.id, exc)
             self.stale.add(board.id)
             obs.count(obs.REDIS_FALLBACK, 1, "write")
-        keys = [(board.id, u, ranking.sort_key(v, board.sort)) for u, v in users.items()]
+        keys = [(board.id, u, ranking.sort_key(v, board.sort), season) for u, v in users.items()]
         try:
             found = await self.store.ranks(keys)
         except DB_DOWN as exc:
@@ -261,11 +271,26 @@ class Ranks:
                 log.warning("settling cache debts failed (%s); retrying", exc)
 
     async def repair(self, board_id: str, users: Sequence[str]) -> None:
-        """Write these players' committed rows to Redis again (version-checked: never overwrites newer)."""
+        """Bring Redis to the board's live season and write these players' committed rows in it again
+        (version-checked: never overwrites newer). A reset's debt has no players: only the season moves."""
+        season = await self.store.live_season(board_id)
+        if await self.cache.switch(board_id, season, await self.store.seq_floor()):
+            log.warning("moved board %s to season %d in Redis (its reset's switch had not happened)", board_id, season)
         rows = await self.store.current(board_id, users)
-        log.warning("repairing %d rows of board %s left unwritten by a failed or dead writer", len(rows), board_id)
         if rows:
-            await self.cache.write(board_id, rows, [], time.time())
+            log.warning("repairing %d rows of board %s left unwritten by a failed or dead writer", len(rows), board_id)
+            await self.cache.write(board_id, rows, [], time.time(), season)
+        self.changed(board_id)
+
+    async def switch(self, board_id: str, season: int, debt: int) -> None:
+        """Right after a reset committed: Redis drops the ended season and holds the new one (its debt is then
+        paid; if this fails, settle() repays it)."""
+        try:
+            await self.cache.switch(board_id, season, await self.store.seq_floor())
+            self.changed(board_id)
+            self._paid.append(debt)
+        except (*DB_DOWN, RedisError) as exc:
+            log.warning("switching board %s to season %d in Redis failed (%s); it is retried", board_id, season, exc)
 
     async def verify(self, board: BoardInfo) -> bool:
         """Compare the board in Redis with Postgres while no write is in flight; rebuild it if they disagree.
@@ -273,15 +298,15 @@ class Ranks:
         before = await self.cache.state(board.id)
         if not before.ready:
             return True  # being rebuilt, or cold: reads already go to Postgres
-        members, version, owed = await self.store.invariants(board.id)
+        members, version, owed, season = await self.store.invariants(board.id)
         after = await self.cache.state(board.id)
         if owed or after.seq != before.seq or not after.ready:
             return True  # writes in flight or debts unpaid: settle() covers those
-        if (after.members, after.vmax) == (members, version):
+        if (after.members, after.vmax, after.season) == (members, version, season):
             return True
         log.warning(
-            "board %s disagrees with Postgres (Redis: %d members, version %d; Postgres: %d, %d): rebuilding",
-            board.id, after.members, after.vmax, members, version,
+            "board %s disagrees with Postgres (Redis: %d members, version %d, season %d; Postgres: %d, %d, %d): "
+            "rebuilding", board.id, after.members, after.vmax, after.season, members, version, season,
         )  # fmt: skip
         self.ensure_rebuild(board.id)
         return False

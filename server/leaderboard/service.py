@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import logging
+from collections.abc import Awaitable, Callable
 from functools import partial
+from typing import TypeVar
 
 from .auth import Principal
 from .errors import Conflict, Forbidden, Invalid, NotFound, Refused, Unavailable
@@ -12,8 +14,11 @@ from .protocol import (
     Ack,
     BatchAck,
     BoardCreate,
+    BoardSeasons,
     ItemResult,
     PlayerRank,
+    ResetReply,
+    SeasonInfo,
     Submission,
     TopPage,
     encode,
@@ -22,8 +27,11 @@ from .protocol import (
 )
 from .ranking import TopSlice, percentile
 from .ranks import Ranks
-from .store import DB_DOWN, BoardInfo, Store
+from .store import DB_DOWN, BoardInfo, EndedSeason, Store
 from .writer import Done, Writer
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def _may_submit(who: Principal, user_id: str) -> None:
@@ -38,7 +46,10 @@ class Service:
         self.store, self.ranks, self.writer = store, ranks, writer
         self._bodies: dict[tuple[str, int], tuple[TopSlice, bytes]] = {}  # (board, limit) -> first page encoded
 
-    async def board(self, board_id: str) -> BoardInfo:
+    async def board(self, board_id: str, *, fresh: bool = False) -> BoardInfo:
+        """The board (404 if none); `fresh`: not from this process's cache (its live season may have moved)."""
+        if fresh:
+            self.store.forget(board_id)
         try:
             info = await self.store.board(board_id)
         except DB_DOWN:
@@ -96,10 +107,14 @@ class Service:
         page = await self.ranks.top(info, offset, limit, reader=True)
         return TopPage(info.id, page.total, page.seq, entries(page, info.sort))
 
-    async def top_json(self, board_id: str, limit: int, offset: int) -> bytes:
-        """GET /top's body. An unchanged first page (the read model hands back the same slice) is not encoded
-        again."""
+    async def top_json(self, board_id: str, limit: int, offset: int, season: int | None = None) -> bytes:
+        """GET /top's body, of the live season or an ended one. An unchanged first page of the live season (the
+        read model hands back the same slice) is not encoded again."""
         info = await self.board(board_id)
+        ended = await self._ended(info, season)
+        if ended is not None:
+            page = await self._in_ended(self.store.top(info, offset, limit, 0, ended.season, ended.total))
+            return encode(TopPage(info.id, page.total, page.seq, entries(page, info.sort)))
         page = await self.ranks.top(info, offset, limit, reader=True)
         key = (info.id, limit)
         known = self._bodies.get(key) if offset == 0 else None
@@ -110,9 +125,13 @@ class Service:
             self._bodies[key] = (page, body)
         return body
 
-    async def rank(self, board_id: str, user_id: str, around: int) -> PlayerRank:
+    async def rank(self, board_id: str, user_id: str, around: int, season: int | None = None) -> PlayerRank:
         info = await self.board(board_id)
-        found = await self.ranks.standing(info, user_id, around)
+        ended = await self._ended(info, season)
+        if ended is not None:
+            found = await self._in_ended(self.store.standing(info, user_id, around, 0, ended.season, ended.total))
+        else:
+            found = await self.ranks.standing(info, user_id, around)
         if found is None:
             raise NotFound(f"{user_id!r} has no entry on board {info.id!r}")
         window = entries(found.page, info.sort)
@@ -121,6 +140,76 @@ class Service:
             info.id, user_id, me.display_name, found.rank, me.score, found.total,
             percentile(found.rank, found.total), window,
         )  # fmt: skip
+
+    # ---- seasons ------------------------------------------------------------------------------------------
+
+    async def _ended(self, info: BoardInfo, season: int | None) -> EndedSeason | None:
+        """The ended season a read asks for; None for the live one; 404 for one that does not exist."""
+        if season is None:
+            return None
+        # An explicit season is checked against Postgres: a reset elsewhere may not have reached this process.
+        if season == (await self.board(info.id, fresh=True)).season:
+            return None
+        try:
+            ended = await self.store.season(info.id, season) if season >= 1 else None
+        except DB_DOWN:
+            raise Unavailable("the database is unavailable; retry") from None
+        if ended is None:
+            raise NotFound(f"board {info.id!r} has no season {season}")
+        return ended
+
+    @staticmethod
+    async def _in_ended(read: Awaitable[T]) -> T:
+        """An ended season is read from Postgres (Redis holds the live season only)."""
+        try:
+            return await read
+        except DB_DOWN:
+            raise Unavailable("the database is unavailable; retry") from None
+
+    async def reset(self, who: Principal, board_id: str) -> ResetReply:
+        """End the live season now (admin), whatever the schedule."""
+        if who.role != "admin":
+            raise Forbidden("resetting a board needs an admin key")
+        info = await self.board(board_id)
+        try:
+            ended = await self.store.reset_board(info.id)
+        except DB_DOWN:
+            raise Unavailable("the database is unavailable; retry") from None
+        if ended is None:
+            raise NotFound(f"board {board_id!r} does not exist")
+        await self._after_reset(ended)
+        return ResetReply(info.id, ended.summary(), ended.next_season)
+
+    async def _after_reset(self, ended: EndedSeason) -> None:
+        log.info("board %s: season %d ended (%d entries), season %d started", ended.board, ended.season,
+                 ended.total, ended.next_season)  # fmt: skip
+        self.store.forget(ended.board)
+        await self.ranks.switch(ended.board, ended.next_season, ended.debt)
+        await self.ranks.announce(ended.board)
+
+    async def seasons(self, board_id: str) -> BoardSeasons:
+        """Every season of a board, newest (the live one) first."""
+        info = await self.board(board_id, fresh=True)
+        live = await self.ranks.top(info, 0, 3)
+        try:
+            ended = await self.store.seasons(info.id)
+        except DB_DOWN:
+            raise Unavailable("the database is unavailable; retry") from None
+        current = SeasonInfo(info.season, info.public().season_started_at, None, live.total, entries(live, info.sort))
+        return BoardSeasons(info.id, [current, *(e.public() for e in ended)])
+
+    async def run_schedule(self, tick: float = 0.5) -> None:
+        """Reset every board whose time has come, within `tick` of it, exactly once across processes (the
+        reset is conditional on the season it ends)."""
+        while True:
+            try:
+                for board_id, season in await self.store.due_resets():
+                    ended = await self.store.reset_board(board_id, expect=season)
+                    if ended is not None:
+                        await self._after_reset(ended)
+            except DB_DOWN as exc:
+                log.debug("scheduled resets: Postgres unavailable (%s)", exc)
+            await asyncio.sleep(tick)
 
     async def boards(self) -> list[BoardInfo]:
         try:
@@ -137,7 +226,7 @@ class Service:
             raise Unavailable("the database is unavailable; retry") from None
         if info is None:
             raise Conflict(f"board {spec.id!r} already exists")
-        self.store.forget_missing(info.id)
+        self.store.forget(info.id)
         await self.ranks.announce(info.id)
         await self.ranks.rebuild_quietly(info.id)  # an empty board: marks it ready at once
         return info

@@ -159,7 +159,8 @@ class Writer:
                 p.done(o.error)
             else:
                 user = p.sub.user_id
-                p.done(Ack(o.duplicate, p.board.id, user, o.value, ranks.get((p.board.id, user)), p.session_id))
+                rank = ranks.get((p.board.id, o.season, user))
+                p.done(Ack(o.duplicate, p.board.id, user, o.value, rank, p.session_id, o.season))
         for kind, n in counts.items():
             if n:
                 obs.count(obs.SUBMISSIONS, n, kind)
@@ -176,24 +177,24 @@ class Writer:
 
     async def _record(
         self, batch: list[Pending], result: BatchResult, committed_at: float
-    ) -> dict[tuple[str, str], int | None]:
-        """Hand each board's committed rows to the read model (after COMMIT); collect each user's new rank."""
+    ) -> dict[tuple[str, int, str], int | None]:
+        """Hand the committed rows to the read model (after COMMIT), per board and season; collect each user's
+        new rank in the season the submission counted in."""
         boards: dict[str, BoardInfo] = {}
-        written: dict[str, list[Written]] = defaultdict(list)
+        written: dict[tuple[str, int], list[Written]] = defaultdict(list)
         for w in result.written:
-            written[w.board].append(w)
-        asked: dict[str, dict[str, int]] = defaultdict(dict)  # board -> user -> committed value
+            written[(w.board, w.season)].append(w)
+        asked: dict[tuple[str, int], dict[str, int]] = defaultdict(dict)  # -> user -> committed value
         for p, o in zip(batch, result.outcomes, strict=True):
             if o.error is None:
                 boards[p.board.id] = p.board
-                asked[p.board.id][p.sub.user_id] = o.value
+                asked[(p.board.id, o.season)][p.sub.user_id] = o.value
         started = time.perf_counter()
-        ranks: dict[tuple[str, str], int | None] = {}
-        for board_id, users in asked.items():
-            found = await self.ranks.record(
-                boards[board_id], written[board_id], users, committed_at, result.intents.get(board_id)
-            )
-            ranks.update(((board_id, u), r) for u, r in found.items())
+        ranks: dict[tuple[str, int, str], int | None] = {}
+        for (board_id, season), users in asked.items():
+            rows, intent = written[(board_id, season)], result.intents.get((board_id, season))
+            found = await self.ranks.record(boards[board_id], rows, users, committed_at, intent, season)
+            ranks.update(((board_id, season, u), r) for u, r in found.items())
         obs.observe(obs.CACHE_WRITE_SECONDS, time.perf_counter() - started)
         return ranks
 
