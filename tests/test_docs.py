@@ -7,6 +7,7 @@ import json
 import re
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -89,6 +90,49 @@ async def test_readme_usage_commands_work_verbatim(services: Services, server: s
         assert rank["user_id"] == user, rank
         replies.append(top)
     assert [e["user_id"] for e in replies[-1]["entries"]] == ["alice", "bob"]
+
+
+def _json_objects(text: str) -> list[Any]:
+    """The JSON documents printed one after another (curl -s prints no newline between them)."""
+    decoder, found, pos = json.JSONDecoder(), [], 0
+    while pos < len(text):
+        if text[pos].isspace():
+            pos += 1
+            continue
+        obj, pos = decoder.raw_decode(text, pos)
+        found.append(obj)
+    return found
+
+
+@pytest.mark.skipif(shutil.which("curl") is None or shutil.which("bash") is None, reason="needs curl and bash")
+async def test_readme_batch_example_works_verbatim(services: Services, server: str) -> None:
+    """The README's batch example, run after the 'Using it' block (whose $KEY it uses), twice: fresh session
+    ids each time, so both runs are accepted and the values add up."""
+    blocks = _code_blocks((ROOT / "README.md").read_text())
+    (usage,) = [b for b in blocks if "keys create" in b]
+    (batch,) = [b for b in blocks if "/submit/batch" in b]
+    script = (usage + batch).replace("http://127.0.0.1:8000", server)
+    script = script.replace(".venv/bin/leaderboard", " ".join(cli_command()))
+    for run in (1, 2):
+        proc = await asyncio.create_subprocess_exec(
+            "bash",
+            "-euo",
+            "pipefail",
+            "-c",
+            script,
+            env=cli_env(services.dsn, services.redis_url),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 120)
+        assert proc.returncode == 0, err.decode()
+        results = _json_objects(out.decode())[-1]["results"]
+        assert [(r["index"], r["user_id"], r["accepted"], r["duplicate"], r["error"]) for r in results] == [
+            (0, "carol", True, False, None),
+            (1, "dave", True, False, None),
+        ], results
+        assert [r["score"] for r in results] == [300 * run, 250 * run]
+        assert [r["rank"] for r in results] == [1, 2]
 
 
 @pytest.mark.parametrize("doc", [ROOT / "README.md", ROOT / "docs" / "operations.md"], ids=lambda p: p.name)
