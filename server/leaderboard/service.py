@@ -209,6 +209,8 @@ class Service:
                         await self._after_reset(ended)
             except DB_DOWN as exc:
                 log.debug("scheduled resets: Postgres unavailable (%s)", exc)
+            except Exception:  # the schedule must outlive any one failure; the next tick tries again
+                log.exception("scheduled resets failed; retrying")
             await asyncio.sleep(tick)
 
     async def boards(self) -> list[BoardInfo]:

@@ -178,7 +178,7 @@ SELECT l.user_id, l.sort_key,
 FROM leaderboard l WHERE l.board_id = $1 AND l.season = {S} AND l.user_id = ANY($3::text[])
 """
 SQL_LIVE_SEASON = "SELECT season FROM leaderboards WHERE id = $1"
-SQL_LOCK_BOARD = "SELECT season, season_started_at, reset FROM leaderboards WHERE id = $1 FOR UPDATE"
+SQL_LOCK_BOARD = f"SELECT {BOARD_COLUMNS} FROM leaderboards WHERE id = $1 FOR UPDATE"
 SQL_END_SEASON = """
 INSERT INTO seasons (board_id, season, started_at, ended_at, total, winners) VALUES ($1, $2, $3, now(), $4, $5)
 RETURNING ended_at
@@ -325,16 +325,15 @@ class Store:
             row = await con.fetchrow(SQL_LOCK_BOARD, board_id)
             if row is None or (expect is not None and row["season"] != expect):
                 return None
-            season, started = row["season"], row["season_started_at"]
-            info = await self.board(board_id)
-            assert info is not None
+            info = _board(row)  # read on this connection: a racer waiting for the lock holds one of the pool's
+            season, started = info.season, info.season_started_at
             total = await con.fetchval(SQL_TOTAL, board_id, season)
             top = [_member(r) for r in await con.fetch(SQL_PAGE, board_id, season, 3, 0)]
             winners = _winners(top, info.sort)
             ended_at = await con.fetchval(
                 SQL_END_SEASON, board_id, season, started, total, orjson.dumps(winners).decode()
             )
-            next_at = seasons.next_reset(row["reset"], ended_at)
+            next_at = seasons.next_reset(info.reset, ended_at)
             new = await con.fetchval(SQL_NEXT_SEASON, board_id, next_at)
             debt = await con.fetchval(SQL_SWITCH_DEBT, board_id, new)
         self._boards.pop(board_id, None)
