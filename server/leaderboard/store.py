@@ -326,7 +326,7 @@ class Store:
             if row is None or (expect is not None and row["season"] != expect):
                 return None
             info = _board(row)  # read on this connection: a racer waiting for the lock holds one of the pool's
-            season, started = info.season, info.season_started_at
+            season, started = info.season, row["season_started_at"]
             total = await con.fetchval(SQL_TOTAL, board_id, season)
             top = [_member(r) for r in await con.fetch(SQL_PAGE, board_id, season, 3, 0)]
             winners = _winners(top, info.sort)
