@@ -593,7 +593,7 @@ NAKAMA_REFERENCE = [
 def nakama_section() -> list[str]:
     """How a reader reproduces the side-by-side run against Nakama (no container engine on the bench machine)."""
     ref = "\n".join(f"| {a} | {b} |" for a, b in NAKAMA_REFERENCE)
-    return f"""## 8. Side by side with Nakama (reproduce on your machine)
+    return f"""## 9. Side by side with Nakama (reproduce on your machine)
 
 This suite cannot start Nakama (the benchmark machine runs no container engine), so this section says how to
 run the comparison yourself, and gives the reference figures from issue #11. Run everything on one machine.
