@@ -16,6 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ap.add_argument("scenario", choices=sorted(SCENARIO_DEFAULTS))
     ap.add_argument("--url", required=True, help="base URL, e.g. http://127.0.0.1:8000")
+    ap.add_argument("--watch-url", help="watchers connect here instead of --url (e.g. a watcher-only process)")
     ap.add_argument("--key", help="API key (submit or admin) sent as Bearer on every request and upgrade")
     ap.add_argument("--admin-key", help="key used to create the run's board (defaults to --key)")
     ap.add_argument("--board", help="use this board instead of a fresh bench-<random> one")
@@ -57,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     opts = RunOptions(
         url=a.url,
         scenario=a.scenario,
+        watch_url=a.watch_url,
         key=a.key,
         admin_key=a.admin_key,
         board=a.board,

@@ -53,9 +53,16 @@ def _log(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
+# The server's per-process connection cap (LEADERBOARD_MAX_CONNECTIONS, 10,000 by default, guard.py) counts
+# every HTTP and WebSocket connection; the largest watcher run opens 10,000 watchers + 100 rank watchers + 16
+# submit connections, so the servers under test get room for that (the cap itself is not what is measured).
+MAX_CONNECTIONS = 12_000
+
+
 def _clean_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LEADERBOARD_")}
     env["LEADERBOARD_LOG_LEVEL"] = "WARNING"
+    env["LEADERBOARD_MAX_CONNECTIONS"] = str(MAX_CONNECTIONS)
     env.setdefault("XDG_RUNTIME_DIR", "/tmp")
     return env
 
@@ -690,7 +697,9 @@ def main(argv: list[str] | None = None) -> int:
     results["read_members"] = plan.read_members
     with services(args.keep) as (srv, base, base_port):
         results["versions"] = _versions(srv)
-        results["server_command"] = f"{LEADERBOARD} serve --port {srv.port} --data-dir TMP"
+        results["server_command"] = (
+            f"LEADERBOARD_MAX_CONNECTIONS={MAX_CONNECTIONS} {LEADERBOARD} serve --port {srv.port} --data-dir TMP"
+        )
         results["baseline_command"] = (
             f"{sys.executable} -m loadtest.baseline --pg-dsn <server's embedded postgres> "
             f"--redis-url <server's embedded valkey>/1 --port {base_port} --pool-size 10"

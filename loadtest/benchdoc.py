@@ -165,11 +165,13 @@ def targets(res: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     )
     pushes = [r for r in res.get("watchers", []) if r["target"] == "leaderboard (push)"]
     if pushes:
-        big = max(pushes, key=lambda r: r["watch"]["watchers"])
+        big = max(pushes, key=lambda r: r["options"].get("watchers") or r["watch"]["watchers"])
         p99 = big["watch"]["push_latency_ms"]["p99"]
         rate = big["submissions"]["acked_per_s"]
         offered = big["options"]["rate"]
-        full = big["watch"]["watchers"] >= 10_000 and offered >= 5000
+        # Asked for, not connected: a run whose sockets were refused is a miss, not a quick run.
+        asked = big["options"].get("watchers") or big["watch"]["watchers"]
+        full = asked >= 10_000 and offered >= 5000
         met = p99 is not None and p99 <= 250 and rate >= 0.95 * offered
         rows.append(
             (
@@ -591,7 +593,7 @@ NAKAMA_REFERENCE = [
 def nakama_section() -> list[str]:
     """How a reader reproduces the side-by-side run against Nakama (no container engine on the bench machine)."""
     ref = "\n".join(f"| {a} | {b} |" for a, b in NAKAMA_REFERENCE)
-    return f"""## 8. Side by side with Nakama (reproduce on your machine)
+    return f"""## 9. Side by side with Nakama (reproduce on your machine)
 
 This suite cannot start Nakama (the benchmark machine runs no container engine), so this section says how to
 run the comparison yourself, and gives the reference figures from issue #11. Run everything on one machine.

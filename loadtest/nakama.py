@@ -2,7 +2,7 @@
 
 Untested against a real Nakama here (the benchmark machine runs no container engine); it speaks Nakama's public
 REST API as its API definition describes it, and the test suite checks it against a stand-in. See
-docs/benchmarks.md, section 8, for the whole recipe (Nakama on the same Postgres, a runtime module that creates
+docs/benchmarks.md, section 9, for the whole recipe (Nakama on the same Postgres, a runtime module that creates
 the leaderboard).
 
 Each client is one player: it authenticates a device once (``POST /v2/account/authenticate/device``, HTTP Basic

@@ -45,6 +45,7 @@ SCENARIO_DEFAULTS: dict[str, dict[str, Any]] = {
 class RunOptions:
     url: str
     scenario: str = "submit"
+    watch_url: str | None = None  # watchers connect here instead of `url` (another process of the deployment)
     key: str | None = None
     admin_key: str | None = None
     board: str | None = None
@@ -297,6 +298,8 @@ def run(opts_in: RunOptions) -> dict[str, Any]:
     nofile = raise_nofile()
     u = urlsplit(opts.url)
     host, port = u.hostname or "127.0.0.1", u.port or (443 if u.scheme == "https" else 80)
+    w = urlsplit(opts.watch_url or opts.url)
+    watch_host, watch_port = w.hostname or "127.0.0.1", w.port or (443 if w.scheme == "https" else 80)
     if opts.batch:
         note = asyncio.run(probe_batch(host, port, opts.key, opts.transport))
         if note is not None:
@@ -332,6 +335,8 @@ def run(opts_in: RunOptions) -> dict[str, Any]:
                 port=port,
                 key=opts.key,
                 board=board,
+                watch_host=watch_host,
+                watch_port=watch_port,
                 transport=opts.transport,
                 submit_conns=conns[i],
                 batch=opts.batch,

@@ -33,6 +33,8 @@ class WorkerConfig:
     port: int
     key: str | None
     board: str
+    watch_host: str = ""  # watchers (top and rank) connect here; "" = host/port
+    watch_port: int = 0
     transport: str = "ws"  # ws | rest
     submit_conns: int = 0  # submit connections, or read connections when ``read`` is set
     batch: int = 0  # items per submission request/frame (0 = one submission per request, the classic shape)
@@ -505,13 +507,16 @@ class Worker:
         cfg = self.cfg
         sem = asyncio.Semaphore(cfg.connect_concurrency)
 
+        watch_at = (cfg.watch_host or cfg.host, cfg.watch_port or cfg.port)
+
         async def connect_ws(role: str, tag: Any, on_message: Any) -> WSClient | None:
+            host, port = watch_at if role != "submit" else (cfg.host, cfg.port)
             async with sem:
                 for attempt in range(3):
                     try:
                         c = await ws_connect(
-                            cfg.host,
-                            cfg.port,
+                            host,
+                            port,
                             cfg.ws_path,
                             on_message,
                             headers=self.headers,
@@ -530,10 +535,10 @@ class Worker:
                         await asyncio.sleep(0.2 * (attempt + 1))
                 return None
 
-        async def connect_http() -> HTTPClient | None:
+        async def connect_http(watch: bool = False) -> HTTPClient | None:
             async with sem:
                 try:
-                    return await http_connect(cfg.host, cfg.port)
+                    return await http_connect(*(watch_at if watch else (cfg.host, cfg.port)))
                 except (OSError, TimeoutError) as e:
                     self.errors[f"connect:{type(e).__name__}"] += 1
                     return None
@@ -552,7 +557,7 @@ class Worker:
         if cfg.watch_mode == "push":
             wjobs = [connect_ws("watch", w, self._on_watch_message) for w in range(cfg.watchers)]
         else:
-            wjobs = [connect_http() for _ in range(cfg.watchers)]
+            wjobs = [connect_http(watch=True) for _ in range(cfg.watchers)]
         rjobs = [connect_ws("rank", 1_000_000 + i, self._on_watch_message) for i in range(len(cfg.rank_users))]
         watchers = await asyncio.gather(*wjobs)
         ranks = await asyncio.gather(*rjobs)
