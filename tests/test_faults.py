@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from typing import Any
 
 import asyncpg
@@ -170,3 +172,29 @@ async def test_cold_redis_at_start_is_warmed(
     await eventually(lambda: assert_cache_matches_pg(pool, rds), within=30)
     await check_reads(api2, expected, "w00", "w29")
     assert (await top(api2))["seq"] > seq_before
+
+
+async def test_a_read_after_an_ack_whose_cache_write_failed_shows_it(
+    make_server: Any, private_redis: Any, keys: ApiKeys, make_client: Any
+) -> None:
+    """Found by probing: with Redis paused (its connections open, its replies gone), a first page kept in
+    memory outlived an ack whose Redis write had failed."""
+    server = await make_server(redis_url=private_redis.url)
+    api = make_client(server, keys.submit)
+    await submit(api, "old", 10)
+    async with ws_connect(server) as ws:
+        await subscribe_top(ws)  # this process follows the board's events: its first page is kept
+        assert [e["user_id"] for e in (await top(api))["entries"]] == ["old"]
+        assert [e["user_id"] for e in (await top(api))["entries"]] == ["old"]  # from memory
+        assert private_redis._pid is not None
+        os.kill(private_redis._pid, signal.SIGSTOP)
+        try:
+            ack = await submit(api, "new", 20)  # its Redis write times out; the rank comes from Postgres
+            assert ack["rank"] == 1
+            page = await top(api)
+            assert [(e["user_id"], e["score"]) for e in page["entries"]] == [("new", 20), ("old", 10)]
+        finally:
+            os.kill(private_redis._pid, signal.SIGCONT)
+        page = await top(api)
+        assert [(e["user_id"], e["score"]) for e in page["entries"]] == [("new", 20), ("old", 10)]
+        assert (await rank(api, "new"))["rank"] == 1

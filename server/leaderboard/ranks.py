@@ -82,6 +82,8 @@ class Ranks:
         generation = self._generation.get(board.id, 0)
         seq = 0
         try:
+            if board.id in self.stale:  # Redis missed a write acked here: Postgres until the rebuild
+                raise NotReady(0)
             page = await self.cache.top(board.id, offset, limit)
             if live and self._generation.get(board.id, 0) == generation and self.events_live(board.id):
                 self._pages.setdefault(board.id, {})[limit] = page  # nothing changed while it was read
@@ -99,6 +101,8 @@ class Ranks:
     async def standing(self, board: BoardInfo, user_id: str, around: int) -> Standing | None:
         """The player's rank and neighbours, or None when they have no entry."""
         try:
+            if board.id in self.stale:
+                raise NotReady(0)
             return await self.cache.standing(board.id, user_id, around)
         except NotReady:
             self.ensure_rebuild(board.id)
@@ -173,6 +177,7 @@ class Ranks:
         except RedisError as exc:
             log.warning("cache write for %s failed (%s); board marked stale", board.id, exc)
             self.stale.add(board.id)
+            self.changed(board.id)  # no page kept from before this commit is served after its ack
             obs.count(obs.REDIS_FALLBACK, 1, "write")
         keys = [(board.id, u, ranking.sort_key(v, board.sort), season) for u, v in users.items()]
         try:
