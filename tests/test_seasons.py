@@ -21,7 +21,7 @@ from leaderboard.store import Store
 from support.clients import assert_problem, assert_seq_order, submit, subscribe_top, ws_connect
 from support.polling import eventually
 from support.reference import percentile, ranked
-from support.services import ApiKeys, ServerURL
+from support.services import ApiKeys, ServerURL, runtime_of
 
 UTC0 = datetime(2026, 11, 30, 15, 55, 12, tzinfo=UTC)  # a Monday
 
@@ -412,6 +412,27 @@ async def test_redis_holds_the_live_season_and_a_flush_rebuilds_only_it(
     # a write of the live season after the rebuild lands in it
     ack = await submit(api, "new0", 100, "cache")
     assert (ack["rank"], ack["season"]) == (1, 2)
+
+
+async def test_the_integrity_check_agrees_with_redis_after_a_reset(
+    server: ServerURL, admin: httpx.AsyncClient, api: httpx.AsyncClient
+) -> None:
+    """The verification compares Redis' highest version with the live season's: a reset must not leave the
+    ended season's versions behind (the board would be rebuilt at every check)."""
+    rt = runtime_of(server)
+    await make_board(admin, "checked")
+    for i in range(5):
+        await submit(api, f"p{i}", i + 1, "checked")
+    await reset(admin, "checked")
+    info = await rt.store.board("checked")
+
+    async def debts_paid() -> None:
+        assert (await rt.store.invariants("checked"))[2] == 0
+
+    await eventually(debts_paid)  # (the check skips a board with debts unpaid)
+    assert await rt.ranks.verify(info)  # an empty new season
+    await submit(api, "p0", 1, "checked")
+    assert await rt.ranks.verify(info)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -83,11 +83,12 @@ def channel_of(board: str) -> str:
 # season's standings leave Redis (UNLINK: freed in the background), seq moves on, and the change goes out as a
 # season event. Shared by _WRITE (the first write of a new season) and _SWITCH (right after a reset commits).
 _NEW_SEASON = """
-local function new_season(z, v, n, seqk, seasonk, channel, s, floor)
+local function new_season(z, v, n, seqk, seasonk, vmaxk, channel, s, floor)
   local live = tonumber(redis.call('GET', seasonk) or '0')
   if live == 0 then redis.call('SET', seasonk, s) return live end  -- a cold or pre-season board: adopt
   if s <= live then return live end
   redis.call('UNLINK', z, v, n)
+  redis.call('DEL', vmaxk)  -- the highest version stored is of the season held
   redis.call('SET', seasonk, s)
   local seq = math.max(tonumber(redis.call('GET', seqk) or '0') + 1, floor)
   redis.call('SET', seqk, string.format('%.0f', seq))
@@ -110,7 +111,7 @@ if live > 0 and season < live then
   for _ = 1, count + #ARGV - 4 - 4 * count do zeros[#zeros + 1] = 0 end
   return {0, tonumber(redis.call('GET', seqk) or '0'), zeros}
 end
-new_season(z, v, n, seqk, KEYS[7], ARGV[1], season, 0)
+new_season(z, v, n, seqk, KEYS[7], KEYS[6], ARGV[1], season, 0)
 local changes, members = {}, {}
 local vmax = 0
 local i = 5
@@ -145,12 +146,12 @@ return {redis.call('EXISTS', KEYS[5]), seq, ranks}
 """
 )
 
-# KEYS z v n seq ready season; ARGV channel, season, seq floor -- after a reset committed: 1 if it moved
+# KEYS z v n seq ready season vmax; ARGV channel, season, seq floor -- after a reset committed: 1 if it moved
 _SWITCH = (
     _NEW_SEASON
     + """
 local before = tonumber(redis.call('GET', KEYS[6]) or '0')
-new_season(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[6], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]))
+new_season(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[6], KEYS[7], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]))
 if before == 0 then redis.call('DEL', KEYS[5]) return 0 end  -- what it holds is of no known season: rebuild
 return before < tonumber(ARGV[2]) and 1 or 0
 """
@@ -218,7 +219,7 @@ if loaded_season > 0 and current > loaded_season then  -- the season ended while
   redis.call('UNLINK', KEYS[4], KEYS[5], KEYS[6])
   return tonumber(redis.call('GET', KEYS[7]) or '0')
 end
-new_season(KEYS[1], KEYS[2], KEYS[3], KEYS[7], KEYS[11], KEYS[9], loaded_season, tonumber(ARGV[1]))
+new_season(KEYS[1], KEYS[2], KEYS[3], KEYS[7], KEYS[11], KEYS[10], KEYS[9], loaded_season, tonumber(ARGV[1]))
 local live = redis.call('HGETALL', KEYS[2])
 for i = 1, #live, 2 do
   local m, ver = live[i], tonumber(live[i + 1])
@@ -389,7 +390,8 @@ class Cache:
         """After a reset committed: drop the ended season's keys and hold `season` (idempotent). True when it
         moved the board on now (a season event went out)."""
         k = Keys(board)
-        moved = await self._eval(self._switch, [k.z, k.v, k.n, k.seq, k.ready, k.season], [k.ev, season, seq_floor])
+        keys = [k.z, k.v, k.n, k.seq, k.ready, k.season, k.vmax]
+        moved = await self._eval(self._switch, keys, [k.ev, season, seq_floor])
         return bool(moved)
 
     async def lease(self, board: str, seconds: float) -> bool:
