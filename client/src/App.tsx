@@ -3,11 +3,14 @@ import { ProblemError, listBoards } from "./api";
 import { formatOf } from "./format";
 import { Board } from "./components/Board";
 import { PlayerPanel } from "./components/PlayerPanel";
+import { SeasonBanner } from "./components/SeasonBanner";
+import { SeasonBar } from "./components/SeasonBar";
 import { Status } from "./components/Status";
 import { KEY_FOR_SOCKET_STORAGE, KEY_STORAGE, SubmitPanel } from "./components/SubmitPanel";
 import { LiveRegion, Toasts } from "./components/Toasts";
-import { useHealth, useStore } from "./hooks";
+import { useHealth, useSeasonEnd, useStore } from "./hooks";
 import type { BoardInfo } from "./types";
+import { useBoardInfo } from "./useBoardInfo";
 
 const FALLBACK_BOARDS: BoardInfo[] = [
   { id: "global", title: "Global", sort: "desc", operator: "incr", created_at: "" },
@@ -96,6 +99,12 @@ export function App() {
 
   useEffect(() => writeParams(board, player), [board, player]);
 
+  // The live season: the board's info, read again after a `season` frame (which may know a newer one first).
+  const seasonEnd = useSeasonEnd(board);
+  const boardInfo = useBoardInfo(board, seasonEnd?.season);
+  const infoSeason = boardInfo.state.kind === "found" ? (boardInfo.state.info.season ?? null) : null;
+  const liveSeason = Math.max(infoSeason ?? 0, seasonEnd?.season ?? 0) || null;
+
   useEffect(() => {
     try {
       if (sessionStorage.getItem(KEY_FOR_SOCKET_STORAGE) === "1") store.setToken(sessionStorage.getItem(KEY_STORAGE));
@@ -123,11 +132,15 @@ export function App() {
               </span>
             )}
           </h1>
-          <Status compact />
+          <div className="tv-side">
+            <SeasonBar info={boardInfo.state} season={liveSeason} tv />
+            <Status compact />
+          </div>
         </header>
         <main>
           <Board board={board} title={`Top 10 · ${title}${sortNote}`} format={format} />
         </main>
+        <SeasonBanner board={board} format={format} tv />
         <LiveRegion />
       </div>
     );
@@ -168,6 +181,8 @@ export function App() {
       </header>
       <main id="main" className="layout">
         <div className="col-board">
+          <SeasonBar info={boardInfo.state} season={liveSeason} onRetry={boardInfo.refresh} />
+          <SeasonBanner board={board} format={format} />
           <Board
             board={board}
             title={`Top 10 · ${title}${sortNote}`}

@@ -522,6 +522,7 @@ describe("season frames (a board was reset)", () => {
       season: 2,
       winners: final.slice(0, 3),
       receivedAt: 1234,
+      dismissed: false,
     });
     expect(notified).toEqual({ season: 1, top: 0, rank: 0 }); // the frame alone does not touch the board
     expect(store.getAnnouncement()?.text).toBe("Season 1 ended. Winners: 1 yan, 2 xia, 3 zoe. Season 2 has started.");
@@ -570,6 +571,23 @@ describe("season frames (a board was reset)", () => {
     expect(store.getSeasonEnd("cup")?.winners).toHaveLength(1);
     expect(store.getAnnouncement()?.text).toBe("Season 2 ended. Winners: 1 Yan Li. Season 3 has started.");
     expect(announced).toBe(2);
+  });
+
+  it("dismissing the banner keeps the season known, and the next reset shows again", () => {
+    const { store, last } = followed();
+    let notified = 0;
+    store.listen(seasonKey("cup"), () => notified++);
+    store.dismissSeasonEnd("cup"); // nothing to dismiss yet
+    expect(notified).toBe(0);
+    last().receive(season(1, 2));
+    store.dismissSeasonEnd("cup");
+    store.dismissSeasonEnd("cup");
+    expect(store.getSeasonEnd("cup")).toMatchObject({ ended: 1, season: 2, dismissed: true });
+    expect(notified).toBe(2);
+    last().receive(season(1, 2)); // the same reset again does not bring the banner back
+    expect(store.getSeasonEnd("cup")?.dismissed).toBe(true);
+    last().receive(season(2, 3));
+    expect(store.getSeasonEnd("cup")).toMatchObject({ ended: 2, season: 3, dismissed: false });
   });
 
   it("ignores a malformed season frame", () => {

@@ -107,6 +107,8 @@ export interface SeasonEnd {
   /** The top 3 of the ended season's final standings (empty: nobody scored in it; null: not sent). */
   winners: readonly Entry[] | null;
   receivedAt: number;
+  /** The banner about it was closed (by the reader, or by time in TV mode). */
+  dismissed: boolean;
 }
 
 /** What the live region says about a reset. */
@@ -625,12 +627,22 @@ export class LiveStore {
       season: msg.season,
       winners: Array.isArray(msg.final) ? msg.final.slice(0, 3) : null,
       receivedAt: this.deps.timers.now(),
+      dismissed: false,
     };
     this.seasons.set(key, end);
     this.emit(key);
     this.seasonAnnouncements += 1;
     this.announce(-this.seasonAnnouncements, seasonEndedText(end));
     return true;
+  }
+
+  /** Close the banner about the board's last reset (what it says about the live season stays known). */
+  dismissSeasonEnd(board: string): void {
+    const key = seasonKey(board);
+    const end = this.seasons.get(key);
+    if (!end || end.dismissed) return;
+    this.seasons.set(key, { ...end, dismissed: true });
+    this.emit(key);
   }
 
   private applyError(msg: ErrorPush): void {

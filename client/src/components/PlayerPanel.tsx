@@ -69,12 +69,14 @@ export function PlayerPanel({ board, boardTitle, format, userId, onFollow }: Pro
 
   // Re-read the neighbourhood after a live change: at once after a quiet spell, then at most once per
   // 750 ms (a throttle, so a player who keeps moving still gets fresh neighbours). Not polling: only
-  // a push triggers it.
+  // a push triggers it. A push saying the player has no rank while the lookup found one (the board was reset
+  // into a new season) re-reads too: the lookup then says "No entry".
   const pendingRefresh = useRef<number | null>(null);
   const lastRefreshAt = useRef(0);
   const lastRefreshFor = useRef("");
   useEffect(() => {
-    if (!live || live.rank === null || pendingRefresh.current !== null) return;
+    if (!live || pendingRefresh.current !== null) return;
+    if (live.rank === null && lookup.kind !== "found") return;
     const sig = `${live.rank}:${live.score}`;
     const known = lookup.kind === "found" ? `${lookup.data.rank}:${lookup.data.score}` : "";
     // Once per distinct live state: if REST and the push ever disagree, this must not turn into polling.
