@@ -105,6 +105,8 @@ export function App() {
   const [player, setPlayer] = useState<string | null>(initial.player);
   const [view, setView] = useState<View>(initial.view);
   const [pastSeason, setPastSeason] = useState<number | null>(initial.season);
+  /** The past-seasons view was opened from a button (not the address bar): its heading takes the focus. */
+  const [pastFocus, setPastFocus] = useState(false);
   const pickerId = useId();
 
   useEffect(() => writeParams(board, player, view, pastSeason), [board, player, view, pastSeason]);
@@ -121,9 +123,11 @@ export function App() {
   const showPast = useCallback((season: number | null) => {
     setPastSeason(season);
     setView("past");
+    setPastFocus(true);
   }, []);
   const showView = useCallback((next: View) => {
     setView(next);
+    setPastFocus(next === "past");
     if (next === "live") setPastSeason(null);
   }, []);
 
@@ -233,6 +237,7 @@ export function App() {
               liveSeason={liveSeason}
               onSeason={setPastSeason}
               onBack={() => showView("live")}
+              focus={pastFocus}
             />
           )}
         </div>

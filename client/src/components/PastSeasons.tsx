@@ -1,4 +1,4 @@
-import { useCallback, useId } from "react";
+import { useCallback, useEffect, useId, useRef, useState } from "react";
 import { getSeasons } from "../api";
 import { formatDateTime, formatScore, nameOf } from "../format";
 import type { ScoreFormat, SeasonInfo } from "../types";
@@ -16,6 +16,8 @@ interface Props {
   liveSeason: number | null;
   onSeason(season: number): void;
   onBack(): void;
+  /** Move the focus to the heading when shown (opened from a button, which is gone now). */
+  focus?: boolean;
 }
 
 const span = (s: SeasonInfo): string => `${formatDateTime(s.started_at)} – ${formatDateTime(s.ended_at)}`;
@@ -24,10 +26,23 @@ const span = (s: SeasonInfo): string => `${formatDateTime(s.started_at)} – ${f
  * Past seasons of a board: pick one (GET /api/leaderboards/{id}/seasons), see its final standings and find a
  * player in it. Ended seasons are read-only: read over REST, never subscribed to.
  */
-export function PastSeasons({ board, boardTitle, format, season, liveSeason, onSeason, onBack }: Props) {
+export function PastSeasons({ board, boardTitle, format, season, liveSeason, onSeason, onBack, focus = false }: Props) {
   const id = useId();
+  const heading = useRef<HTMLHeadingElement>(null);
+  useEffect(() => {
+    if (focus) heading.current?.focus();
+  }, [focus]);
+  // Read the list again when the live season moves on (a reset while here), not when it first becomes known.
+  const [epoch, setEpoch] = useState(0);
+  const seen = useRef<string | null>(null);
+  useEffect(() => {
+    if (liveSeason === null) return;
+    const now = `${board}\n${liveSeason}`;
+    if (seen.current !== null && seen.current !== now && seen.current.startsWith(`${board}\n`)) setEpoch((n) => n + 1);
+    seen.current = now;
+  }, [board, liveSeason]);
   const load = useCallback((signal: AbortSignal) => getSeasons(board, signal), [board]);
-  const { state, retry } = useRequest(`${board}\n${liveSeason}`, load);
+  const { state, retry } = useRequest(`${board}\n${epoch}`, load);
   const all = state.kind === "done" ? state.data.seasons : [];
   const ended = all.filter((s) => s.ended_at !== null);
   const chosen = season ?? ended[0]?.season ?? null;
@@ -38,7 +53,9 @@ export function PastSeasons({ board, boardTitle, format, season, liveSeason, onS
   return (
     <section className="past-seasons" aria-labelledby={`${id}-h`} data-testid="past-seasons">
       <div className="past-head">
-        <h2 id={`${id}-h`}>Past seasons · {boardTitle}</h2>
+        <h2 id={`${id}-h`} ref={heading} tabIndex={-1}>
+          Past seasons · {boardTitle}
+        </h2>
         <button type="button" className="secondary" onClick={onBack}>
           Back to the live board
         </button>
