@@ -209,6 +209,7 @@ export function App() {
         <div className="col-board">
           <SeasonBar
             info={boardInfo.state}
+            listed={info}
             season={liveSeason}
             view={view}
             onView={showView}

@@ -1,7 +1,7 @@
 import { useCallback, useEffect, useRef, useState } from "react";
 import { ProblemError, getBoard } from "./api";
 import { MAX_TIMER_MS, dueRefreshDelay } from "./clock";
-import { useConnStatus } from "./hooks";
+import { useConnStatus, useHealth } from "./hooks";
 import type { BoardInfo } from "./types";
 
 export type BoardInfoState =
@@ -24,6 +24,7 @@ interface Stored {
  *  - its next reset is due (see dueRefreshDelay: a second after `next_reset_at`, then backing off while the
  *    answer still says it is due),
  *  - the socket has reconnected (a reset may have happened while it was down),
+ *  - the server reports itself healthy again after a read failed,
  *  - `refresh()` is called.
  * A failed re-read keeps what was known; the error shows only when nothing is.
  */
@@ -75,6 +76,13 @@ export function useBoardInfo(board: string, seasonHint?: number): { state: Board
     if (wasConnected.current) refresh();
     wasConnected.current = true;
   }, [connected, refresh]);
+
+  // A read that failed (say 503 while Postgres is down) is made again once the server is healthy.
+  const healthy = useHealth().state === "ok";
+  const failed = state.kind === "error";
+  useEffect(() => {
+    if (healthy && failed) refresh();
+  }, [healthy, failed, refresh]);
 
   return { state, refresh };
 }
