@@ -239,6 +239,24 @@ export class LeaderboardServer {
     return (await res.json()).boards;
   }
 
+  /** GET a JSON API path (e.g. `/api/leaderboards/cup`); throws unless 200. */
+  async get(path) {
+    const res = await fetch(`${this.url}${path}`, { signal: AbortSignal.timeout(10_000) });
+    if (res.status !== 200) throw new Error(`GET ${path} -> ${res.status} ${await res.text()}`);
+    return res.json();
+  }
+
+  /** End a board's live season now (POST /api/leaderboards/{id}/reset, admin key). */
+  async reset(adminKey, board) {
+    const res = await fetch(`${this.url}/api/leaderboards/${board}/reset`, {
+      method: "POST",
+      headers: { Authorization: `Bearer ${adminKey}` },
+      signal: AbortSignal.timeout(10_000),
+    });
+    if (res.status !== 200) throw new Error(`reset ${board} -> ${res.status} ${await res.text()}`);
+    return res.json();
+  }
+
   async top(board = "global", limit = 10) {
     const res = await fetch(`${this.url}/api/leaderboard/top?board=${board}&limit=${limit}`, {
       signal: AbortSignal.timeout(10_000),

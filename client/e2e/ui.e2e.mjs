@@ -88,6 +88,32 @@ function assertLayout(layout, { cut, topScore, where }) {
 
 const scoresOf = (page, selector) => page.$$eval(selector, (els) => els.map((e) => e.textContent));
 
+/** "resets in 2 d 3 h" / "3 h 12 min" / "12 min 5 s" / "45 s" as [seconds, the unit shown]; null for any other text. */
+function countdownSeconds(text) {
+  const m = /^resets in (?:(\d+) d (\d+) h|(\d+) h (\d+) min|(\d+) min (\d+) s|(\d+) s)$/.exec((text ?? "").trim());
+  if (!m) return null;
+  if (m[1] !== undefined) return [Number(m[1]) * 86_400 + Number(m[2]) * 3600, 3600];
+  if (m[3] !== undefined) return [Number(m[3]) * 3600 + Number(m[4]) * 60, 60];
+  if (m[5] !== undefined) return [Number(m[5]) * 60 + Number(m[6]), 1];
+  return [Number(m[7]), 1];
+}
+
+/** The page's countdown agrees with the board's next_reset_at as the API gives it (within the unit shown). */
+async function assertCountdown(server, page, board, where) {
+  const info = await server.get(`/api/leaderboards/${board}`);
+  assert.ok(info.next_reset_at, `${where}: ${board} has a next reset`);
+  const text = await page.textContent("[data-testid=countdown]");
+  const left = (Date.parse(info.next_reset_at) - Date.now()) / 1000;
+  const shown = countdownSeconds(text);
+  assert.ok(shown, `${where}: the countdown reads "${text}"`);
+  const [secs, unit] = shown;
+  assert.ok(secs <= left + 2 && secs >= left - unit - 2, `${where}: "${text}" with ${left.toFixed(1)} s left`);
+  assert.equal(await page.getAttribute("[data-testid=countdown]", "datetime"), info.next_reset_at);
+  return info;
+}
+
+const seasonOf = async (page) => Number(/\d+/.exec(await page.textContent("[data-testid=season]"))?.[0]);
+
 describe("leaderboard UI against the real server", { timeout: 600_000 }, () => {
   /** @type {LeaderboardServer} */
   let server;
@@ -521,6 +547,185 @@ describe("leaderboard UI against the real server", { timeout: 600_000 }, () => {
       );
     }, { timeoutMs: 3000 });
     assert.deepEqual(pageErrors, [], "no page errors");
+  });
+
+  test("seasons: a reset seen live (banner with the winners, the new season empty), past standings, TV mode, and a scheduled reset counting down to zero", async (t) => {
+    const adminKey = await admin();
+    const errors = [];
+    const watch = (p) => p.on("pageerror", (err) => errors.push(String(err)));
+    const en = (n) => n.toLocaleString("en-US");
+    // A board that resets every minute, followed in a page of its own while the rest of this test runs: at the
+    // end it must have gone through a scheduled reset by itself.
+    await server.createBoard(adminKey, { id: "minutely", title: "Minutely", sort: "desc", operator: "incr", reset: "* * * * *" });
+    const tickCtx = await browser.newContext({ viewport: { width: 1000, height: 760 } });
+    const ctx = await browser.newContext({ viewport: { width: 1280, height: 860 }, colorScheme: "dark" });
+    const tvCtx = await browser.newContext({ viewport: { width: 1920, height: 1080 }, colorScheme: "dark" });
+    try {
+      const tick = await tickCtx.newPage();
+      watch(tick);
+      await tick.goto(`${server.url}/?board=minutely`);
+      await tick.locator("[data-testid=countdown]").waitFor();
+      const startSeason = await seasonOf(tick);
+      await tick.evaluate(() => {
+        const log = (window.__countdown = []);
+        const record = () => {
+          const text = document.querySelector("[data-testid=countdown]")?.textContent ?? "(none)";
+          if (log.at(-1) !== text) log.push(text);
+        };
+        record();
+        new MutationObserver(record).observe(document.querySelector(".col-board"), { subtree: true, childList: true, characterData: true });
+      });
+      await server.submit(key, { board: "minutely", user_id: "tic", display_name: "Tic Toc", score: 3 });
+
+      // A monthly board with 13 players (two pages of final standings).
+      await server.createBoard(adminKey, { id: "cup", title: "Cup", sort: "desc", operator: "best", reset: "monthly" });
+      const players = [["ana", "Ana Ace", 900], ["bo", "Bo Brave", 700], ["cy", "Cy Clone", 500], ["di", null, 300]];
+      for (let i = 0; i < 9; i++) players.push([`extra-${i}`, null, 100 + i]);
+      for (const [user_id, display_name, score] of players) {
+        await server.submit(key, { board: "cup", user_id, score, ...(display_name ? { display_name } : {}) });
+      }
+      const podium = [...players].sort((a, b) => b[2] - a[2]).slice(0, 3);
+      const p = await ctx.newPage();
+      watch(p);
+      const sent = [];
+      p.on("websocket", (ws) => ws.on("framesent", (f) => sent.push({ at: Date.now(), frame: String(f.payload) })));
+      await p.goto(`${server.url}/?board=cup&player=bo`);
+      await waitFor("connected", async () => (await statusOf(p)).state === "connected", { timeoutMs: 15_000 });
+      await waitFor("10 rows", async () => (await boardRows(p)).length === 10);
+      await waitFor("bo's rank", async () => (await p.textContent("[data-testid=player-rank]")) === "2");
+      assert.equal((await p.textContent("[data-testid=season]")).trim(), "Season 1");
+      await assertCountdown(server, p, "cup", "cup, season 1");
+      assert.equal(await p.getByRole("button", { name: "Past seasons" }).count(), 0, "nothing has ended yet");
+      const seqBefore = Number(await p.getAttribute("table.board", "data-seq"));
+
+      // The admin ends the season: the page says so with the winners, and moves to the new (empty) season.
+      const reply = await server.reset(adminKey, "cup");
+      assert.deepEqual([reply.ended.season, reply.ended.total, reply.season], [1, players.length, 2]);
+      const banner = p.getByRole("region", { name: "Season 1 ended" });
+      await banner.waitFor({ timeout: 3000 });
+      const truth = await server.get("/api/leaderboard/top?board=cup&season=1&limit=3");
+      const expected = podium.map(([id, name, score]) => [name ?? id, en(score)]);
+      assert.deepEqual(truth.entries.map((e) => [e.display_name ?? e.user_id, en(e.score)]), expected);
+      const winners = await banner.locator("ol li").evaluateAll((lis) =>
+        lis.map((li) => [li.querySelector(".name")?.textContent, li.querySelector(".winner-score")?.textContent]),
+      );
+      assert.deepEqual(winners, expected);
+      await waitFor("season 2", async () => (await p.textContent("[data-testid=season]")).trim() === "Season 2");
+      await waitFor("an empty board", async () =>
+        (await boardRows(p)).length === 0 && /No scores/.test(await p.textContent("table.board tbody")),
+      );
+      assert.ok(Number(await p.getAttribute("table.board", "data-seq")) > seqBefore);
+      await waitFor("bo has no entry in season 2", async () => (await p.locator("[data-testid=no-entry]").count()) === 1);
+      const spoken = `Season 1 ended. Winners: ${podium.map(([id, name], i) => `${i + 1} ${name ?? id}`).join(", ")}.`;
+      assert.ok((await p.textContent("[data-testid=live-region]")).startsWith(spoken), "announced in the live region");
+      await assertCountdown(server, p, "cup", "cup, season 2");
+      // The new season is live.
+      await server.submit(key, { board: "cup", user_id: "eve", display_name: "Eve New", score: 42 });
+      await waitFor("eve on the season 2 board", async () => (await boardRows(p)).map((r) => r.user).join() === "eve");
+
+      // Past seasons: season 1's final standings, a page at a time, read over REST and never subscribed to.
+      await banner.getByRole("button", { name: "Final standings of season 1" }).click();
+      const pastFrom = Date.now();
+      const standings = p.getByRole("table", { name: /Season 1 · final standings/ });
+      await standings.waitFor();
+      assert.equal(await p.getByRole("combobox", { name: "Season" }).inputValue(), "1");
+      assert.match(p.url(), /[?&]view=seasons&season=1(&|$)/);
+      assert.equal(await p.locator("table.board:not(.standings-table)").count(), 0, "the live board is not shown");
+      const rowsOf = () =>
+        standings.locator("tbody tr[data-user]").evaluateAll((rows) =>
+          rows.map((r) => [Number(r.querySelector(".rank-badge")?.textContent), r.getAttribute("data-user"), r.querySelector(".col-score")?.textContent]),
+        );
+      const asRows = (page) => page.entries.map((e) => [e.rank, e.user_id, en(e.score)]);
+      const first = await server.get("/api/leaderboard/top?board=cup&season=1&limit=10");
+      await waitFor("season 1, page 1", async () => JSON.stringify(await rowsOf()) === JSON.stringify(asRows(first)));
+      assert.match(await standings.locator("caption").textContent(), new RegExp(`1–10 of ${players.length} players`));
+      await p.getByRole("button", { name: "Next" }).click();
+      const second = await server.get("/api/leaderboard/top?board=cup&season=1&limit=10&offset=10");
+      assert.equal(second.entries.length, players.length - 10);
+      await waitFor("season 1, page 2", async () => JSON.stringify(await rowsOf()) === JSON.stringify(asRows(second)));
+      assert.ok(await p.getByRole("button", { name: "Next" }).isDisabled());
+
+      const find = p.getByRole("search", { name: "Find a player in season 1" });
+      await find.getByRole("textbox").fill("cy");
+      await find.getByRole("button", { name: "Find" }).click();
+      const cy = await server.get("/api/leaderboard/rank/cy?board=cup&season=1&around=3");
+      await waitFor("cy's final rank", async () => (await p.textContent("[data-testid=season-player-rank]")) === String(cy.rank));
+      assert.equal(await p.textContent("[data-testid=season-player-score]"), en(cy.score));
+      await find.getByRole("textbox").fill("eve"); // she scored in season 2 only
+      await find.getByRole("button", { name: "Find" }).click();
+      await waitFor("no entry for eve in season 1", async () =>
+        /No entry for eve in season 1/.test(await p.textContent("[data-testid=season-player-result]")),
+      );
+      const subscribed = sent.filter((f) => f.at >= pastFrom && /"type":"subscribe"/.test(f.frame));
+      assert.deepEqual(subscribed, [], "an ended season is not subscribed to");
+
+      await p.getByRole("button", { name: "Back to the live board" }).click();
+      await waitFor("the live board again", async () => (await boardRows(p)).map((r) => r.user).join() === "eve");
+      assert.doesNotMatch(p.url(), /view=|season=/);
+
+      // A season that does not exist is a message, not a crash; the view fits a phone.
+      await p.goto(`${server.url}/?board=cup&view=seasons&season=99`);
+      await p.getByText("There is no season 99 of Cup.").waitFor({ timeout: 5000 });
+      await p.setViewportSize({ width: 375, height: 740 });
+      await p.goto(`${server.url}/?board=cup&view=seasons&season=1`);
+      await waitFor("season 1 on a phone", async () => JSON.stringify(await rowsOf()) === JSON.stringify(asRows(first)));
+      const overflow = await p.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+      assert.ok(overflow <= 0, `horizontal overflow ${overflow}px`);
+
+      // TV mode: the countdown in the header, and the banner over the board, without controls.
+      const tv = await tvCtx.newPage();
+      watch(tv);
+      await tv.goto(`${server.url}/?screen=1&board=cup`);
+      await waitFor("tv: eve", async () => (await boardRows(tv)).map((r) => r.user).join() === "eve");
+      assert.equal((await tv.textContent("[data-testid=season]")).trim(), "Season 2");
+      await assertCountdown(server, tv, "cup", "TV");
+      await server.reset(adminKey, "cup");
+      const tvBanner = tv.getByRole("region", { name: "Season 2 ended" });
+      await tvBanner.waitFor({ timeout: 3000 });
+      assert.deepEqual(await tvBanner.locator("ol li .name").allTextContents(), ["Eve New"]);
+      await waitFor("tv: season 3, empty", async () =>
+        (await tv.textContent("[data-testid=season]")).trim() === "Season 3" && (await boardRows(tv)).length === 0,
+      );
+      assert.equal(await tv.locator("form, input, select, button").count(), 0, "TV mode has no controls");
+      const box = await tvBanner.boundingBox();
+      assert.ok(box && box.x >= 0 && box.y >= 0 && box.x + box.width <= 1920 && box.y + box.height <= 1080, `banner at ${JSON.stringify(box)}`);
+
+      // The scheduled reset of the minutely board: its countdown reached zero, never went below, and the page
+      // moved to the next season by itself (the season frame, then the board read again).
+      const waitedFrom = Date.now();
+      await waitFor(`minutely: season ${startSeason + 1}`, async () => (await seasonOf(tick)) > startSeason, {
+        timeoutMs: 75_000,
+        intervalMs: 250,
+      });
+      t.diagnostic(`waited ${((Date.now() - waitedFrom) / 1000).toFixed(1)} s for the minutely reset`);
+      // (the season before the live one: this test may have taken long enough for more than one reset)
+      const endedSeason = (await seasonOf(tick)) - 1;
+      const ended = (await server.get("/api/leaderboards/minutely/seasons")).seasons.find((s) => s.season === endedSeason);
+      assert.ok(ended?.ended_at, `season ${endedSeason} of minutely has ended`);
+      const tickBanner = tick.getByRole("region", { name: `Season ${endedSeason} ended` });
+      await tickBanner.waitFor({ timeout: 3000 });
+      if (ended.winners.length) {
+        assert.deepEqual(await tickBanner.locator("ol li .name").allTextContents(), ended.winners.map((w) => w.display_name ?? w.user_id));
+      } else {
+        await tickBanner.getByText("Nobody scored in it.").waitFor({ timeout: 1000 });
+      }
+      await waitFor("the next countdown", async () => countdownSeconds(await tick.textContent("[data-testid=countdown]")) !== null);
+      await assertCountdown(server, tick, "minutely", "minutely, after its scheduled reset");
+      const log = await tick.evaluate(() => window.__countdown);
+      const zero = log.indexOf("resetting now…");
+      t.diagnostic(`countdown around the reset: ${log.slice(Math.max(0, zero - 3), zero + 2).join(" | ")}`);
+      for (const text of log) assert.ok(text === "resetting now…" || countdownSeconds(text) !== null, `the countdown read "${text}"`);
+      assert.ok(zero > 0, `the countdown reached zero: ${log.join(" | ")}`);
+      const before = log.slice(0, zero).map((text) => countdownSeconds(text)?.[0]);
+      assert.ok(before.length >= 3, `it ticked: ${log.slice(0, zero).join(" | ")}`);
+      for (let i = 1; i < before.length; i++) assert.ok(before[i] < before[i - 1], `counting down: ${log.slice(0, zero).join(" | ")}`);
+      assert.ok(before.at(-1) <= 2, `the last second before zero: ${log[zero - 1]}`);
+      assert.deepEqual(errors, [], "no page errors");
+    } finally {
+      await tickCtx.close();
+      await ctx.close();
+      await tvCtx.close();
+    }
   });
 
   test("Postgres unreachable: the status says connected but degraded, the picker that it has no boards; both recover", async (t) => {

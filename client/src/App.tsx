@@ -2,12 +2,16 @@ import { useCallback, useEffect, useId, useState } from "react";
 import { ProblemError, listBoards } from "./api";
 import { formatOf } from "./format";
 import { Board } from "./components/Board";
+import { PastSeasons } from "./components/PastSeasons";
 import { PlayerPanel } from "./components/PlayerPanel";
+import { SeasonBanner } from "./components/SeasonBanner";
+import { SeasonBar, type View } from "./components/SeasonBar";
 import { Status } from "./components/Status";
 import { KEY_FOR_SOCKET_STORAGE, KEY_STORAGE, SubmitPanel } from "./components/SubmitPanel";
 import { LiveRegion, Toasts } from "./components/Toasts";
-import { useHealth, useStore } from "./hooks";
+import { useHealth, useSeasonEnd, useStore } from "./hooks";
 import type { BoardInfo } from "./types";
+import { useBoardInfo } from "./useBoardInfo";
 
 const FALLBACK_BOARDS: BoardInfo[] = [
   { id: "global", title: "Global", sort: "desc", operator: "incr", created_at: "" },
@@ -15,20 +19,27 @@ const FALLBACK_BOARDS: BoardInfo[] = [
 
 function readParams() {
   const p = new URLSearchParams(window.location.search);
+  const season = Number(p.get("season"));
   return {
     board: p.get("board") || "global",
     player: p.get("player") || null,
     screen: p.get("screen") === "1",
+    view: (p.get("view") === "seasons" ? "past" : "live") as View,
+    season: Number.isSafeInteger(season) && season >= 1 ? season : null,
   };
 }
 
-/** Keep the chosen board and followed player in the address bar, so a link reproduces the view. */
-function writeParams(board: string, player: string | null) {
+/** Keep the chosen board, followed player and past season in the address bar, so a link reproduces the view. */
+function writeParams(board: string, player: string | null, view: View, season: number | null) {
   const p = new URLSearchParams(window.location.search);
   if (board === "global") p.delete("board");
   else p.set("board", board);
   if (player) p.set("player", player);
   else p.delete("player");
+  if (view === "past") p.set("view", "seasons");
+  else p.delete("view");
+  if (view === "past" && season !== null) p.set("season", String(season));
+  else p.delete("season");
   const qs = p.toString();
   window.history.replaceState(null, "", `${window.location.pathname}${qs ? `?${qs}` : ""}`);
 }
@@ -92,9 +103,33 @@ export function App() {
   const boards = boardList.boards;
   const [board, setBoard] = useState(initial.board);
   const [player, setPlayer] = useState<string | null>(initial.player);
+  const [view, setView] = useState<View>(initial.view);
+  const [pastSeason, setPastSeason] = useState<number | null>(initial.season);
+  /** The past-seasons view was opened from a button (not the address bar): its heading takes the focus. */
+  const [pastFocus, setPastFocus] = useState(false);
   const pickerId = useId();
 
-  useEffect(() => writeParams(board, player), [board, player]);
+  useEffect(() => writeParams(board, player, view, pastSeason), [board, player, view, pastSeason]);
+
+  // The live season: the board's info, read again after a `season` frame (which may know a newer one first).
+  const seasonEnd = useSeasonEnd(board);
+  const boardInfo = useBoardInfo(board, seasonEnd?.season);
+  const infoSeason = boardInfo.state.kind === "found" ? (boardInfo.state.info.season ?? null) : null;
+  const liveSeason = Math.max(infoSeason ?? 0, seasonEnd?.season ?? 0) || null;
+  const chooseBoard = useCallback((next: string) => {
+    setBoard(next);
+    setPastSeason(null);
+  }, []);
+  const showPast = useCallback((season: number | null) => {
+    setPastSeason(season);
+    setView("past");
+    setPastFocus(true);
+  }, []);
+  const showView = useCallback((next: View) => {
+    setView(next);
+    setPastFocus(next === "past");
+    if (next === "live") setPastSeason(null);
+  }, []);
 
   useEffect(() => {
     try {
@@ -123,11 +158,15 @@ export function App() {
               </span>
             )}
           </h1>
-          <Status compact />
+          <div className="tv-side">
+            <SeasonBar info={boardInfo.state} season={liveSeason} tv />
+            <Status compact />
+          </div>
         </header>
         <main>
           <Board board={board} title={`Top 10 · ${title}${sortNote}`} format={format} />
         </main>
+        <SeasonBanner board={board} format={format} tv />
         <LiveRegion />
       </div>
     );
@@ -147,7 +186,7 @@ export function App() {
         </h1>
         <div className="picker">
           <label htmlFor={pickerId}>Board</label>
-          <select id={pickerId} value={board} onChange={(e) => setBoard(e.target.value)}>
+          <select id={pickerId} value={board} onChange={(e) => chooseBoard(e.target.value)}>
             {boards.map((b) => (
               <option key={b.id} value={b.id}>
                 {b.title || b.id}
@@ -168,15 +207,40 @@ export function App() {
       </header>
       <main id="main" className="layout">
         <div className="col-board">
-          <Board
-            board={board}
-            title={`Top 10 · ${title}${sortNote}`}
-            highlight={player}
-            format={format}
+          <SeasonBar
+            info={boardInfo.state}
+            listed={info}
+            season={liveSeason}
+            view={view}
+            onView={showView}
+            onRetry={boardInfo.refresh}
           />
-          <p className="hint">
-            Live over WebSocket. TV view: <a href={`?screen=1${board !== "global" ? `&board=${board}` : ""}`}>?screen=1</a>
-          </p>
+          {view === "live" ? (
+            <>
+              <SeasonBanner board={board} format={format} onShowStandings={showPast} />
+              <Board
+                board={board}
+                title={`Top 10 · ${title}${sortNote}`}
+                highlight={player}
+                format={format}
+              />
+              <p className="hint">
+                Live over WebSocket. TV view:{" "}
+                <a href={`?screen=1${board !== "global" ? `&board=${board}` : ""}`}>?screen=1</a>
+              </p>
+            </>
+          ) : (
+            <PastSeasons
+              board={board}
+              boardTitle={title}
+              format={format}
+              season={pastSeason}
+              liveSeason={liveSeason}
+              onSeason={setPastSeason}
+              onBack={() => showView("live")}
+              focus={pastFocus}
+            />
+          )}
         </div>
         <div className="col-side">
           <PlayerPanel board={board} boardTitle={title} format={format} userId={player} onFollow={setPlayer} />

@@ -1,7 +1,7 @@
 // REST calls (docs/protocol.md). Errors come back as RFC 9457 problem details.
 
 import { type Health, healthFromReadyz } from "./health";
-import type { BoardInfo, PlayerRank, Problem, SubmitAck, SubmitBody } from "./types";
+import type { BoardInfo, BoardSeasons, PlayerRank, Problem, SubmitAck, SubmitBody, TopPage } from "./types";
 
 export class ProblemError extends Error {
   constructor(readonly problem: Problem) {
@@ -37,6 +37,27 @@ export async function listBoards(signal?: AbortSignal): Promise<BoardInfo[]> {
   return body.boards;
 }
 
+/** One board with its live season and next reset (GET /api/leaderboards/{id}). */
+export function getBoard(board: string, signal?: AbortSignal): Promise<BoardInfo> {
+  return request<BoardInfo>(`/api/leaderboards/${encodeURIComponent(board)}`, { signal });
+}
+
+/** Every season of a board, newest (the live one) first. */
+export function getSeasons(board: string, signal?: AbortSignal): Promise<BoardSeasons> {
+  return request<BoardSeasons>(`/api/leaderboards/${encodeURIComponent(board)}/seasons`, { signal });
+}
+
+/** A page of a board; with `season`, of that (ended) season as it ended. */
+export function getTop(
+  board: string,
+  opts: { limit?: number; offset?: number; season?: number | null } = {},
+  signal?: AbortSignal,
+): Promise<TopPage> {
+  const q = new URLSearchParams({ board, limit: String(opts.limit ?? 10), offset: String(opts.offset ?? 0) });
+  if (opts.season != null) q.set("season", String(opts.season));
+  return request<TopPage>(`/api/leaderboard/top?${q}`, { signal });
+}
+
 /** GET /readyz as health; null when it says nothing about the server (network error, not 200/503). */
 export async function probeReady(): Promise<Health | null> {
   let res: Response;
@@ -54,8 +75,16 @@ export async function probeReady(): Promise<Health | null> {
   return healthFromReadyz(res.status, body);
 }
 
-export function getRank(userId: string, board: string, around = 3, signal?: AbortSignal): Promise<PlayerRank> {
+/** A player's standing; with `season`, in that (ended) season. */
+export function getRank(
+  userId: string,
+  board: string,
+  around = 3,
+  signal?: AbortSignal,
+  season?: number | null,
+): Promise<PlayerRank> {
   const q = new URLSearchParams({ board, around: String(around) });
+  if (season != null) q.set("season", String(season));
   return request<PlayerRank>(`/api/leaderboard/rank/${encodeURIComponent(userId)}?${q}`, { signal });
 }
 

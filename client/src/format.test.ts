@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { formatOf, formatScore, scoreHeading } from "./format";
+import { formatCountdown, formatDateTime, formatOf, formatScore, scoreHeading } from "./format";
 import type { BoardInfo } from "./types";
 
 const board = (format?: unknown): BoardInfo =>
@@ -63,5 +63,50 @@ describe("formatScore", () => {
     expect(scoreHeading("number")).toBe("Score");
     expect(scoreHeading("time_ms")).toBe("Time");
     expect(scoreHeading("time_s")).toBe("Time");
+  });
+});
+
+describe("formatCountdown", () => {
+  const s = 1000;
+  const min = 60 * s;
+  const h = 60 * min;
+
+  it("days and hours, hours and minutes, minutes and seconds, seconds", () => {
+    expect(formatCountdown(2 * 24 * h + 3 * h + 59 * min)).toBe("2 d 3 h");
+    expect(formatCountdown(3 * h + 12 * min)).toBe("3 h 12 min");
+    expect(formatCountdown(3 * h + 12 * min + 30 * s)).toBe("3 h 12 min");
+    expect(formatCountdown(h)).toBe("1 h 0 min");
+    expect(formatCountdown(59 * min + 59 * s)).toBe("59 min 59 s");
+    expect(formatCountdown(12 * min + 5 * s)).toBe("12 min 5 s");
+    expect(formatCountdown(45 * s)).toBe("45 s");
+  });
+
+  it("rounds up to whole seconds: '1 s' until the moment itself", () => {
+    expect(formatCountdown(1)).toBe("1 s");
+    expect(formatCountdown(1500)).toBe("2 s");
+    expect(formatCountdown(min - 1)).toBe("1 min 0 s");
+    expect(formatCountdown(24 * h - 1)).toBe("1 d 0 h");
+  });
+
+  it("never shows a negative time", () => {
+    expect(formatCountdown(0)).toBe("0 s");
+    expect(formatCountdown(-1)).toBe("0 s");
+    expect(formatCountdown(-3 * h)).toBe("0 s");
+    expect(formatCountdown(Number.NaN)).toBe("0 s");
+  });
+
+  it("ticks down one second at a time near the end", () => {
+    const shown = [5000, 4000, 3000, 2000, 1000, 0, -1000].map(formatCountdown);
+    expect(shown).toEqual(["5 s", "4 s", "3 s", "2 s", "1 s", "0 s", "0 s"]);
+  });
+});
+
+describe("formatDateTime", () => {
+  it("formats an instant in the reader's time zone, and says '—' for none", () => {
+    const iso = "2026-11-30T18:50:43.371173Z";
+    const expected = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short" }).format(Date.parse(iso));
+    expect(formatDateTime(iso)).toBe(expected);
+    expect(formatDateTime(null)).toBe("—");
+    expect(formatDateTime("not a date")).toBe("—");
   });
 });

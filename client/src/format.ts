@@ -45,3 +45,28 @@ export function percentileOf(rank: number, total: number): number {
   if (total <= 0) return 0;
   return Math.round((10000 * (total - rank + 1)) / total) / 100;
 }
+
+/**
+ * Time left until a reset, for "resets in …": "2 d 3 h", "3 h 12 min", "12 min 5 s", "45 s". Whole seconds,
+ * rounded up (it says "1 s" until the moment itself); zero, negative or not a number reads "0 s", never a
+ * negative time.
+ */
+export function formatCountdown(ms: number): string {
+  const total = Number.isFinite(ms) && ms > 0 ? Math.ceil(ms / 1000) : 0;
+  const d = Math.floor(total / 86_400);
+  const h = Math.floor((total % 86_400) / 3600);
+  const m = Math.floor((total % 3600) / 60);
+  const s = total % 60;
+  if (d > 0) return `${d} d ${h} h`;
+  if (h > 0) return `${h} h ${m} min`;
+  if (m > 0) return `${m} min ${s} s`;
+  return `${s} s`;
+}
+
+const dateTimeFormat = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short" });
+
+/** An ISO 8601 instant in the reader's time zone ("30 Nov 2026, 18:50"); "—" when missing or unreadable. */
+export function formatDateTime(iso: string | null | undefined): string {
+  const t = iso ? Date.parse(iso) : Number.NaN;
+  return Number.isFinite(t) ? dateTimeFormat.format(t) : "—";
+}

@@ -1,5 +1,5 @@
 import { createContext, useCallback, useContext, useEffect, useSyncExternalStore } from "react";
-import { ANNOUNCE_KEY, HEALTH_KEY, STATUS_KEY, type LiveStore, rankKey, topKey } from "./store";
+import { ANNOUNCE_KEY, HEALTH_KEY, STATUS_KEY, type LiveStore, rankKey, seasonKey, topKey } from "./store";
 import type { Toast } from "./toasts";
 
 export const StoreContext = createContext<LiveStore | null>(null);
@@ -48,6 +48,14 @@ export function useRank(board: string, userId: string | null, label?: string) {
   const key = userId ? rankKey(board, userId) : "";
   const subscribe = useCallback((cb: () => void) => (key ? store.listen(key, cb) : () => {}), [store, key]);
   return useSyncExternalStore(subscribe, () => (userId ? store.getRank(board, userId) : undefined));
+}
+
+/** The last reset of this board seen on the socket (its `season` frame), or undefined. */
+export function useSeasonEnd(board: string) {
+  const store = useStore();
+  const key = seasonKey(board);
+  const subscribe = useCallback((cb: () => void) => store.listen(key, cb), [store, key]);
+  return useSyncExternalStore(subscribe, () => store.getSeasonEnd(board));
 }
 
 export function useToasts(): readonly Toast[] {

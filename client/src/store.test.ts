@@ -1,6 +1,17 @@
 import { describe, expect, it } from "vitest";
 import { healthFromReadyz } from "./health";
-import { DEFAULT_BACKOFF, HEALTH_KEY, LiveStore, STATUS_KEY, type StoreDeps, backoffDelay, rankKey, topKey } from "./store";
+import {
+  ANNOUNCE_KEY,
+  DEFAULT_BACKOFF,
+  HEALTH_KEY,
+  LiveStore,
+  STATUS_KEY,
+  type StoreDeps,
+  backoffDelay,
+  rankKey,
+  seasonKey,
+  topKey,
+} from "./store";
 import { FakeReadyProbe, FakeSocket, ManualClock, randomSeq } from "./testkit";
 import type { Entry } from "./types";
 
@@ -472,6 +483,121 @@ describe("rank pushes and toasts", () => {
     expect(shown).toEqual(["↑ 5 → 4"]);
     expect(store.toasts.visible).toHaveLength(0); // the first one expired, the held-back one never came
     expect(clock.scheduled()).toEqual([55_000]); // only the heartbeat is left
+  });
+});
+
+describe("season frames (a board was reset)", () => {
+  const final = [entry(1, "yan", 70), entry(2, "xia", 50), entry(3, "zoe", 30), entry(4, "ben", 20), entry(5, "kim", 10)];
+  const season = (ended: number, next: number, entries: Entry[] = final, board = "cup") => ({
+    type: "season",
+    board,
+    ended,
+    season: next,
+    final: entries,
+  });
+
+  function followed() {
+    const env = setup();
+    env.store.watchTop("cup");
+    env.store.watchRank("cup", "xia", "Xia");
+    env.store.start();
+    env.last().open();
+    env.last().receive(top("cup", 100, final));
+    env.last().receive({ type: "rank", board: "cup", user_id: "xia", rank: 2, previous_rank: null, score: 50, seq: 100 });
+    return env;
+  }
+
+  it("keeps the ended season, the new one and the top 3, then applies the empty snapshot that follows", () => {
+    const { store, last, clock } = followed();
+    const notified = { season: 0, top: 0, rank: 0 };
+    store.listen(seasonKey("cup"), () => notified.season++);
+    store.listen(topKey("cup"), () => notified.top++);
+    store.listen(rankKey("cup", "xia"), () => notified.rank++);
+    clock.advance(1234);
+
+    last().receive(season(1, 2));
+    expect(store.getSeasonEnd("cup")).toEqual({
+      board: "cup",
+      ended: 1,
+      season: 2,
+      winners: final.slice(0, 3),
+      receivedAt: 1234,
+      dismissed: false,
+    });
+    expect(notified).toEqual({ season: 1, top: 0, rank: 0 }); // the frame alone does not touch the board
+    expect(store.getAnnouncement()?.text).toBe("Season 1 ended. Winners: 1 yan, 2 xia, 3 zoe. Season 2 has started.");
+
+    // What the server sends next: the new season's (empty) top, and the followed player's rank (none yet).
+    last().receive(top("cup", 101, [], 0));
+    last().receive({ type: "rank", board: "cup", user_id: "xia", rank: null, previous_rank: 2, score: null, seq: 101 });
+    expect(store.getTop("cup")).toMatchObject({ seq: 101, total: 0, entries: [] });
+    expect(store.getRank("cup", "xia")).toMatchObject({ rank: null, score: null });
+    expect(notified).toEqual({ season: 1, top: 1, rank: 1 });
+    expect(store.toasts.visible).toEqual([]); // no rank toast for a reset
+
+    // The first score of the new season: a plain snapshot, and no toast from a rank of the old season.
+    last().receive(top("cup", 102, [entry(1, "xia", 5)], 1));
+    last().receive({ type: "rank", board: "cup", user_id: "xia", rank: 1, previous_rank: null, score: 5, seq: 102 });
+    expect(store.getTop("cup")?.entries.map((e) => e.user_id)).toEqual(["xia"]);
+    expect(store.toasts.visible).toEqual([]);
+  });
+
+  it("ignores the same reset twice and older news, and keeps boards apart", () => {
+    const { store, last } = followed();
+    let notified = 0;
+    store.listen(seasonKey("cup"), () => notified++);
+    last().receive(season(3, 4));
+    const kept = store.getSeasonEnd("cup");
+    last().receive(season(3, 4, [entry(1, "other", 1)]));
+    last().receive(season(2, 3));
+    expect(store.getSeasonEnd("cup")).toBe(kept);
+    expect(notified).toBe(1);
+    last().receive(season(1, 2, [], "arena"));
+    expect(store.getSeasonEnd("arena")).toMatchObject({ ended: 1, season: 2, winners: [] });
+    expect(store.getSeasonEnd("cup")).toBe(kept);
+    last().receive(season(4, 5));
+    expect(store.getSeasonEnd("cup")).toMatchObject({ ended: 4, season: 5 });
+    expect(notified).toBe(2);
+  });
+
+  it("says when nobody scored in the ended season, and keeps fewer than 3 winners as they are", () => {
+    const { store, last } = followed();
+    let announced = 0;
+    store.listen(ANNOUNCE_KEY, () => announced++);
+    last().receive(season(1, 2, []));
+    expect(store.getSeasonEnd("cup")?.winners).toEqual([]);
+    expect(store.getAnnouncement()?.text).toBe("Season 1 ended with no scores. Season 2 has started.");
+    last().receive(season(2, 3, [{ ...entry(1, "yan", 9), display_name: "Yan Li" }]));
+    expect(store.getSeasonEnd("cup")?.winners).toHaveLength(1);
+    expect(store.getAnnouncement()?.text).toBe("Season 2 ended. Winners: 1 Yan Li. Season 3 has started.");
+    expect(announced).toBe(2);
+  });
+
+  it("dismissing the banner keeps the season known, and the next reset shows again", () => {
+    const { store, last } = followed();
+    let notified = 0;
+    store.listen(seasonKey("cup"), () => notified++);
+    store.dismissSeasonEnd("cup"); // nothing to dismiss yet
+    expect(notified).toBe(0);
+    last().receive(season(1, 2));
+    store.dismissSeasonEnd("cup");
+    store.dismissSeasonEnd("cup");
+    expect(store.getSeasonEnd("cup")).toMatchObject({ ended: 1, season: 2, dismissed: true });
+    expect(notified).toBe(2);
+    last().receive(season(1, 2)); // the same reset again does not bring the banner back
+    expect(store.getSeasonEnd("cup")?.dismissed).toBe(true);
+    last().receive(season(2, 3));
+    expect(store.getSeasonEnd("cup")).toMatchObject({ ended: 2, season: 3, dismissed: false });
+  });
+
+  it("ignores a malformed season frame", () => {
+    const { store, last } = followed();
+    last().receive({ type: "season", board: "cup", ended: "1", season: 2, final: [] });
+    last().receive({ type: "season", board: "cup", ended: 1, final: [] });
+    expect(store.getSeasonEnd("cup")).toBeUndefined();
+    last().receive({ type: "season", board: "cup", ended: 1, season: 2 }); // no final: the winners are not known
+    expect(store.getSeasonEnd("cup")).toMatchObject({ ended: 1, season: 2, winners: null });
+    expect(store.getAnnouncement()?.text).toBe("Season 1 ended. Season 2 has started.");
   });
 });
 

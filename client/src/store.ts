@@ -9,6 +9,10 @@
 // Every (re)connect resubscribes every topic; the server answers each subscribe with a fresh snapshot.
 // A `top` snapshot whose seq is <= the last one applied for that board is dropped (seq only grows).
 //
+// Seasons: a `season` frame (a board was reset) is kept per board as a SeasonEnd (the ended season, the new live
+// one, the top 3 of its final standings) and announced in the polite live region. The `top` snapshot of the new
+// season that follows is an ordinary snapshot (seq keeps growing across seasons).
+//
 // Server health (health.ts): the `status` frame, which answers a subscribe to the `status` topic (sent on
 // every connect) and comes again on every change. Until one
 // arrives on the current socket, GET /readyz is probed at start (page load) and every `readyPollMs` while
@@ -17,8 +21,9 @@
 import { probeReady } from "./api";
 import type { TimerHandle, Timers } from "./clock";
 import { type Health, UNKNOWN_HEALTH, healthFromFrame } from "./health";
+import { nameOf } from "./format";
 import { DEFAULT_TOAST_OPTIONS, ToastQueue, type ToastOptions } from "./toasts";
-import type { Entry, ErrorPush, RankPush, ServerFrame, TopPush } from "./types";
+import type { Entry, ErrorPush, RankPush, SeasonPush, ServerFrame, TopPush } from "./types";
 
 export const WS_OPEN = 1;
 
@@ -92,6 +97,28 @@ export interface RankState {
   receivedAt: number;
 }
 
+/** The last reset of a board seen on the socket. */
+export interface SeasonEnd {
+  board: string;
+  /** The season that ended. */
+  ended: number;
+  /** The season live since. */
+  season: number;
+  /** The top 3 of the ended season's final standings (empty: nobody scored in it; null: not sent). */
+  winners: readonly Entry[] | null;
+  receivedAt: number;
+  /** The banner about it was closed (by the reader, or by time in TV mode). */
+  dismissed: boolean;
+}
+
+/** What the live region says about a reset. */
+export function seasonEndedText(end: Pick<SeasonEnd, "ended" | "season" | "winners">): string {
+  const started = `Season ${end.season} has started.`;
+  if (end.winners === null) return `Season ${end.ended} ended. ${started}`;
+  if (end.winners.length === 0) return `Season ${end.ended} ended with no scores. ${started}`;
+  return `Season ${end.ended} ended. Winners: ${end.winners.map((e) => `${e.rank} ${nameOf(e)}`).join(", ")}. ${started}`;
+}
+
 export interface Announcement {
   id: number;
   text: string;
@@ -103,6 +130,7 @@ type Sub =
 
 export const topKey = (board: string): string => `top:${board}`;
 export const rankKey = (board: string, userId: string): string => `rank:${board}:${userId}`;
+export const seasonKey = (board: string): string => `season:${board}`;
 export const STATUS_KEY = "status";
 export const HEALTH_KEY = "health";
 export const ANNOUNCE_KEY = "announce";
@@ -130,6 +158,9 @@ export class LiveStore {
   private readonly tops = new Map<string, TopState>();
   private readonly lastTopSeq = new Map<string, number>();
   private readonly ranks = new Map<string, RankState>();
+  private readonly seasons = new Map<string, SeasonEnd>();
+  /** Season announcements take negative ids, apart from the toasts' (which are positive). */
+  private seasonAnnouncements = 0;
   private readonly labels = new Map<string, string>();
   private readonly errors = new Map<string, ErrorPush>();
   private readonly listeners = new Map<string, Set<() => void>>();
@@ -283,6 +314,11 @@ export class LiveStore {
 
   getRank(board: string, userId: string): RankState | undefined {
     return this.ranks.get(rankKey(board, userId));
+  }
+
+  /** The last reset of this board seen on the socket (a `season` frame), if any. */
+  getSeasonEnd(board: string): SeasonEnd | undefined {
+    return this.seasons.get(seasonKey(board));
   }
 
   /** The last `error` frame that answered a subscribe for this topic key (e.g. unknown board). */
@@ -507,6 +543,9 @@ export class LiveStore {
       case "rank":
         this.applyRank(frame);
         break;
+      case "season":
+        this.applySeason(frame);
+        break;
       case "error":
         this.applyError(frame);
         break;
@@ -572,6 +611,38 @@ export class LiveStore {
     }
     this.emit(key);
     return true;
+  }
+
+  /** Apply a `season` frame (a reset) unless it is not newer than the last one seen for that board. */
+  applySeason(msg: SeasonPush): boolean {
+    if (typeof msg.board !== "string" || !Number.isSafeInteger(msg.ended) || !Number.isSafeInteger(msg.season)) {
+      return false;
+    }
+    const key = seasonKey(msg.board);
+    const prev = this.seasons.get(key);
+    if (prev && msg.season <= prev.season) return false; // the same reset again, or older news
+    const end: SeasonEnd = {
+      board: msg.board,
+      ended: msg.ended,
+      season: msg.season,
+      winners: Array.isArray(msg.final) ? msg.final.slice(0, 3) : null,
+      receivedAt: this.deps.timers.now(),
+      dismissed: false,
+    };
+    this.seasons.set(key, end);
+    this.emit(key);
+    this.seasonAnnouncements += 1;
+    this.announce(-this.seasonAnnouncements, seasonEndedText(end));
+    return true;
+  }
+
+  /** Close the banner about the board's last reset (what it says about the live season stays known). */
+  dismissSeasonEnd(board: string): void {
+    const key = seasonKey(board);
+    const end = this.seasons.get(key);
+    if (!end || end.dismissed) return;
+    this.seasons.set(key, { ...end, dismissed: true });
+    this.emit(key);
   }
 
   private applyError(msg: ErrorPush): void {

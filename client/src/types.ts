@@ -25,6 +25,18 @@ export interface RankPush {
   seq?: number | null;
 }
 
+/**
+ * Sent to a board's top subscribers right after a reset: season `ended` is over (`final`: its standings up
+ * to the subscriber's limit) and `season` is live. A `top` snapshot of the new (empty) season follows.
+ */
+export interface SeasonPush {
+  type: "season";
+  board: string;
+  ended: number;
+  season: number;
+  final: Entry[];
+}
+
 export interface ErrorPush {
   type: "error";
   ref?: string | number | null;
@@ -50,6 +62,7 @@ export interface AuthReply {
 export type ServerFrame =
   | TopPush
   | RankPush
+  | SeasonPush
   | ErrorPush
   | StatusPush
   | AuthReply
@@ -68,7 +81,39 @@ export interface BoardInfo {
   /** Read it through formatOf(): absent or unknown values are "number". */
   format?: ScoreFormat;
   created_at: string;
+  /** When it resets: null (never), "daily", "weekly", "monthly" or a cron expression (UTC). Servers before
+   * seasons send none of these four fields. */
+  reset?: string | null;
+  /** The live season. */
+  season?: number;
+  season_started_at?: string;
+  /** ISO 8601 UTC; null when the board never resets. */
+  next_reset_at?: string | null;
   total?: number | null;
+}
+
+/** A season of a board (GET /api/leaderboards/{id}/seasons): `ended_at` null for the live one. */
+export interface SeasonInfo {
+  season: number;
+  started_at: string;
+  ended_at: string | null;
+  total: number;
+  /** Its top 3. */
+  winners: Entry[];
+}
+
+export interface BoardSeasons {
+  board: string;
+  /** Newest (the live one) first. */
+  seasons: SeasonInfo[];
+}
+
+/** GET /api/leaderboard/top (also of an ended season, with `season=`). */
+export interface TopPage {
+  board: string;
+  total: number;
+  seq: number;
+  entries: Entry[];
 }
 
 export interface PlayerRank {

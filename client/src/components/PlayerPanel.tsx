@@ -3,6 +3,7 @@ import { ProblemError, getRank } from "../api";
 import { formatScore, nameOf, percentileOf, scoreHeading } from "../format";
 import { useRank } from "../hooks";
 import type { PlayerRank, ScoreFormat } from "../types";
+import { AroundTable } from "./AroundTable";
 
 /** The REST lookup, tagged with the search it answers (`key`), so its result never shows under another. */
 type Lookup =
@@ -23,7 +24,8 @@ interface Props {
   onFollow(userId: string | null): void;
 }
 
-const USER_ID = /^[A-Za-z0-9_.:@-]{1,64}$/;
+/** What a user_id may be (the server says the same). */
+export const USER_ID = /^[A-Za-z0-9_.:@-]{1,64}$/;
 
 /**
  * Find a player: REST lookup (rank, score, percentile, the players around them), then follow them live
@@ -69,12 +71,14 @@ export function PlayerPanel({ board, boardTitle, format, userId, onFollow }: Pro
 
   // Re-read the neighbourhood after a live change: at once after a quiet spell, then at most once per
   // 750 ms (a throttle, so a player who keeps moving still gets fresh neighbours). Not polling: only
-  // a push triggers it.
+  // a push triggers it. A push saying the player has no rank while the lookup found one (the board was reset
+  // into a new season) re-reads too: the lookup then says "No entry".
   const pendingRefresh = useRef<number | null>(null);
   const lastRefreshAt = useRef(0);
   const lastRefreshFor = useRef("");
   useEffect(() => {
-    if (!live || live.rank === null || pendingRefresh.current !== null) return;
+    if (!live || pendingRefresh.current !== null) return;
+    if (live.rank === null && lookup.kind !== "found") return;
     const sig = `${live.rank}:${live.score}`;
     const known = lookup.kind === "found" ? `${lookup.data.rank}:${lookup.data.score}` : "";
     // Once per distinct live state: if REST and the push ever disagree, this must not turn into polling.
@@ -186,45 +190,7 @@ export function PlayerPanel({ board, boardTitle, format, userId, onFollow }: Pro
               </strong>{" "}
               live on {boardTitle}
             </p>
-            {data && data.around.length > 0 && (
-              <table className="around">
-                <caption>
-                  <span className="trunc" title={nameOf(data)}>
-                    Around {nameOf(data)}
-                  </span>
-                </caption>
-                <thead>
-                  <tr>
-                    <th scope="col" className="col-rank">
-                      Rank
-                    </th>
-                    <th scope="col" className="col-name">
-                      Player
-                    </th>
-                    <th scope="col" className="col-score">
-                      {scoreHeading(format)}
-                    </th>
-                  </tr>
-                </thead>
-                <tbody>
-                  {data.around.map((e) => (
-                    <tr
-                      key={e.user_id}
-                      className={e.user_id === data.user_id ? "me" : undefined}
-                      aria-current={e.user_id === data.user_id ? "true" : undefined}
-                    >
-                      <td className="col-rank">{e.rank}</td>
-                      <th scope="row" className="col-name">
-                        <span className="name" title={nameOf(e)}>
-                          {nameOf(e)}
-                        </span>
-                      </th>
-                      <td className="col-score">{formatScore(e.score, format)}</td>
-                    </tr>
-                  ))}
-                </tbody>
-              </table>
-            )}
+            {data && data.around.length > 0 && <AroundTable data={data} format={format} />}
           </>
         )}
       </div>
