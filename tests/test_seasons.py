@@ -467,6 +467,10 @@ async def test_subscribers_see_the_season_end_then_the_new_season(
         assert empty["seq"] > snap["seq"]
         gone = await follower.recv_type("rank", where=lambda m: m["rank"] is None)
         assert (gone["previous_rank"], gone["seq"] > mine["seq"]) == (2, True)
+        # a socket that follows a player only hears of the end too, with the podium (three here), once
+        told = [f for f in follower.frames if f["type"] == "season"]
+        assert [(f["ended"], f["season"]) for f in told] == [(1, 2)]
+        assert [e["user_id"] for e in told[0]["final"]] == ["b", "c", "a"]
 
         # the new season goes on live, and seq keeps growing across the boundary
         await submit(api, "c", 1, "live")

@@ -45,6 +45,9 @@ READ_WATCH_S = 60.0  # a board read over REST is subscribed this long after its 
 RESUBSCRIBED = '{"reset":true}'  # the event on_event gets when a board's subscription is (re)confirmed
 
 
+PODIUM = 3  # the final standings a socket that follows players only is sent when a season ends
+
+
 @dataclass(slots=True)
 class _Follow:
     key: int | None = None
@@ -262,19 +265,25 @@ class Hub:
         task.add_done_callback(self._tasks.discard)
 
     async def _season_ended(self, b: _Board, ended: int, season: int) -> None:
-        """Tell the board's top subscribers that `ended` is over (its final standings, up to each one's limit),
-        then push the new season: an empty top, and every followed player's rank (none yet)."""
+        """Tell every subscriber of the board that `ended` is over, with its final standings (up to a top
+        subscriber's limit; the podium for a socket that follows players only), then push the new season: an
+        empty top, and every followed player's rank (none yet)."""
         try:
-            if b.top and ended > 0:
-                final = await self.ranks.final(b.info, ended, max(b.top))
-                for limit, mailboxes in b.top.items():
+            if ended > 0 and (b.top or b.follows):
+                try:
+                    final = await self.ranks.final(b.info, ended, max([*b.top, PODIUM if b.follows else 0]))
+                except (RedisError, OSError, Refused) as exc:  # the season still ended: say so, standings or not
+                    log.warning("final standings of %s season %d could not be read (%s)", b.info.id, ended, exc)
+                    final = []
+                told: set[Outbox] = set()
+                audiences = [*b.top.items(), (PODIUM, {mb for f in b.follows.values() for mb in f.mailboxes})]
+                for limit, mailboxes in audiences:
                     frame = Encoded(encode({"type": "season", "board": b.info.id, "ended": ended, "season": season,
                                             "final": final[:limit]}))  # fmt: skip
-                    for mb in mailboxes:
+                    for mb in mailboxes - told:
                         mb.reply(frame)
-                    obs.count(obs.WS_OUT, len(mailboxes), "season")
-        except (RedisError, OSError, Refused) as exc:
-            log.warning("final standings of %s season %d could not be read (%s)", b.info.id, ended, exc)
+                    obs.count(obs.WS_OUT, len(mailboxes - told), "season")
+                    told |= mailboxes
         finally:
             b.last_top.clear()
             b.last_msg.clear()
