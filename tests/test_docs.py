@@ -6,6 +6,7 @@ import asyncio
 import json
 import re
 import shutil
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +70,7 @@ def test_readme_examples_make_a_fresh_session_id_each_time() -> None:
 @pytest.mark.skipif(shutil.which("curl") is None or shutil.which("bash") is None, reason="needs curl and bash")
 async def test_readme_usage_commands_work_verbatim(services: Services, server: str) -> None:
     """The README's 'Using it' block, run twice (the second time for another player), against a server."""
-    (block,) = [b for b in _code_blocks((ROOT / "README.md").read_text()) if "keys create" in b]
+    (block,) = [b for b in _code_blocks((ROOT / "README.md").read_text()) if "keys create --role submit" in b]
     script = block.replace("http://127.0.0.1:8000", server).replace(".venv/bin/leaderboard", " ".join(cli_command()))
     replies = []
     for user in ("alice", "bob"):
@@ -109,7 +110,7 @@ async def test_readme_batch_example_works_verbatim(services: Services, server: s
     """The README's batch example, run after the 'Using it' block (whose $KEY it uses), twice: fresh session
     ids each time, so both runs are accepted and the values add up."""
     blocks = _code_blocks((ROOT / "README.md").read_text())
-    (usage,) = [b for b in blocks if "keys create" in b]
+    (usage,) = [b for b in blocks if "keys create --role submit" in b]
     (batch,) = [b for b in blocks if "/submit/batch" in b]
     script = (usage + batch).replace("http://127.0.0.1:8000", server)
     script = script.replace(".venv/bin/leaderboard", " ".join(cli_command()))
@@ -133,6 +134,57 @@ async def test_readme_batch_example_works_verbatim(services: Services, server: s
         ], results
         assert [r["score"] for r in results] == [300 * run, 250 * run]
         assert [r["rank"] for r in results] == [1, 2]
+
+
+@pytest.mark.skipif(shutil.which("curl") is None or shutil.which("bash") is None, reason="needs curl and bash")
+async def test_readme_seasons_example_works_verbatim(services: Services, server: str) -> None:
+    """The README's seasons example, run after the 'Using it' block (whose $KEY it uses): a weekly board whose
+    next reset is a Monday at 00:00 UTC, an ack in season 1, a reset by hand, the seasons listed newest first,
+    and season 1 read after it ended."""
+    blocks = _code_blocks((ROOT / "README.md").read_text())
+    (usage,) = [b for b in blocks if "keys create --role submit" in b]
+    (seasons,) = [b for b in blocks if "/reset" in b]
+    script = (usage + seasons).replace("http://127.0.0.1:8000", server)
+    script = script.replace(".venv/bin/leaderboard", " ".join(cli_command()))
+    proc = await asyncio.create_subprocess_exec(
+        "bash",
+        "-euo",
+        "pipefail",
+        "-c",
+        script,
+        env=cli_env(services.dsn, services.redis_url),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode == 0, err.decode()
+    board, ack, reset, listing, old = _json_objects(out.decode())[-5:]
+    assert (board["id"], board["reset"], board["season"]) == ("weekly", "weekly", 1), board
+    nxt = datetime.fromisoformat(board["next_reset_at"].replace("Z", "+00:00"))
+    assert (nxt.weekday(), nxt.hour, nxt.minute, nxt.second, nxt.utcoffset()) == (0, 0, 0, 0, timedelta(0))
+    assert (ack["board"], ack["user_id"], ack["score"], ack["season"], ack["duplicate"]) == (
+        "weekly",
+        "alice",
+        120,
+        1,
+        False,
+    ), ack
+    assert (reset["board"], reset["season"], reset["ended"]["season"], reset["ended"]["total"]) == (
+        "weekly",
+        2,
+        1,
+        1,
+    ), reset
+    assert [(s["season"], s["ended_at"] is None, s["total"]) for s in listing["seasons"]] == [
+        (2, True, 0),
+        (1, False, 1),
+    ], listing
+    assert [w["user_id"] for w in listing["seasons"][1]["winners"]] == ["alice"]
+    assert (old["board"], old["total"], [(e["rank"], e["user_id"], e["score"]) for e in old["entries"]]) == (
+        "weekly",
+        1,
+        [(1, "alice", 120)],
+    ), old
 
 
 @pytest.mark.parametrize("doc", [ROOT / "README.md", ROOT / "docs" / "operations.md"], ids=lambda p: p.name)
