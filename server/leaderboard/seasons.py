@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 
 PRESETS = {"daily": "0 0 * * *", "weekly": "0 0 * * 1", "monthly": "0 0 1 * *"}
 # What a schedule looks like (the schema says it; croniter then checks each field's range)
@@ -32,6 +32,10 @@ def check(reset: str | None) -> str | None:
         return text
     if len(text.split(" ")) != 5 or not croniter.is_valid(text):
         raise ValueError(f"must be {RULE}; got {reset!r}")
+    try:
+        next_reset(text, datetime.now(UTC))
+    except CroniterBadDateError:  # well-formed, but no date matches it (30 February)
+        raise ValueError(f"never occurs: no date matches {reset!r}") from None
     return text
 
 
