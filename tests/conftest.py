@@ -36,7 +36,7 @@ from leaderboard.writer import Writer
 from support.processes import free_port
 from support.services import SECRET, ApiKeys, ServerURL, Services, dsn_with_database
 
-TRUNCATE = "TRUNCATE users, game_sessions, leaderboard, api_keys, seasons, cache_intents RESTART IDENTITY"
+TRUNCATE = "TRUNCATE users, game_sessions, leaderboard, api_keys, seasons, cache_intents, bans, audit RESTART IDENTITY"
 
 
 @pytest.fixture(scope="session")
@@ -197,7 +197,9 @@ async def clean(pool: asyncpg.Pool, rds: Any, services: Services) -> None:
     async with pool.acquire() as con:
         await con.execute(TRUNCATE)
         await con.execute("DELETE FROM leaderboards WHERE id <> 'global'")
-        await con.execute("UPDATE leaderboards SET season = 1, season_started_at = now() WHERE id = 'global'")
+        await con.execute(
+            "UPDATE leaderboards SET season = 1, season_started_at = now(), removed_version = 0 WHERE id = 'global'"
+        )
     await rds.flushdb()
     # servers forget what they knew of global's season (a cluster carries the announcement on a shard channel)
     await (rds.spublish if services.cluster else rds.publish)("lb:boards", "global")

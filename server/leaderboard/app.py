@@ -251,7 +251,7 @@ def _cors(settings: Settings) -> list[Middleware]:
         return []
     return [
         Middleware(
-            CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST"],
+            CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["authorization", "content-type", "x-request-id"], expose_headers=["x-request-id"],
             max_age=600,
         )

@@ -2,7 +2,8 @@
 
 Per board (all keys share the `{board}` hash tag, so a board lives in one Redis Cluster slot):
     lb:{b}:z      sorted set  user_id -> sort key (smaller is better; see ranking.py)
-    lb:{b}:v      hash        user_id -> version of the committed row the member reflects
+    lb:{b}:v      hash        user_id -> version of the committed row the member reflects (or of its removal:
+                              a tombstone, for a user_id no longer in z)
     lb:{b}:n      hash        user_id -> display name
     lb:{b}:seq    counter     the board's change counter (the `seq` of pushes); only grows. Each change sets
                               it to max(seq + 1, highest version written * 1024), so it stays below
@@ -98,7 +99,9 @@ end
 """
 
 # KEYS z v n seq ready vmax season; ARGV channel, commit_time, season, count, count * (member, key, version,
-# name), rank-only members. A write of an ended season is ignored (its ranks then come from Postgres).
+# name), rank-only members. A write of an ended season is ignored (its ranks then come from Postgres). A key
+# '' is a removal (moderation): the member leaves, its version stays as a tombstone (an older write of it is
+# then ignored like any other), and the event says "reset" (subscribers re-read the board: removals are rare).
 _WRITE = (
     _NEW_SEASON
     + """
@@ -113,7 +116,7 @@ if live > 0 and season < live then
 end
 new_season(z, v, n, seqk, KEYS[7], KEYS[6], ARGV[1], season, 0)
 local changes, members = {}, {}
-local vmax = 0
+local vmax, removed = 0, false
 local i = 5
 for _ = 1, count do
   local m, key, ver, name = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3]
@@ -122,10 +125,15 @@ for _ = 1, count do
   local cur = redis.call('HGET', v, m)
   if (not cur) or tonumber(cur) < ver then
     local old = redis.call('ZSCORE', z, m)
-    redis.call('ZADD', z, key, m)
+    if key == '' then
+      if old then redis.call('ZREM', z, m) removed = true end
+      redis.call('HDEL', n, m)
+    else
+      redis.call('ZADD', z, key, m)
+      if name ~= '' then redis.call('HSET', n, m, name) end
+      if (not old) or tonumber(old) ~= tonumber(key) then changes[#changes + 1] = {m, old or false, key} end
+    end
     redis.call('HSET', v, m, ver)
-    if name ~= '' then redis.call('HSET', n, m, name) end
-    if (not old) or tonumber(old) ~= tonumber(key) then changes[#changes + 1] = {m, old or false, key} end
     if ver > vmax then vmax = ver end
   end
 end
@@ -137,10 +145,14 @@ for _, m in ipairs(members) do
 end
 local seq = tonumber(redis.call('GET', seqk) or '0')
 if vmax > tonumber(redis.call('GET', KEYS[6]) or '0') then redis.call('SET', KEYS[6], string.format('%.0f', vmax)) end
-if #changes > 0 then
+if #changes > 0 or removed then
   seq = math.max(seq + 1, vmax * 1024)
   redis.call('SET', seqk, string.format('%.0f', seq))
-  redis.call('PUBLISH', ARGV[1], cjson.encode({s = seq, t = ARGV[2], c = changes}))
+  if removed then
+    redis.call('PUBLISH', ARGV[1], cjson.encode({s = seq, reset = true}))
+  else
+    redis.call('PUBLISH', ARGV[1], cjson.encode({s = seq, t = ARGV[2], c = changes}))
+  end
 end
 return {redis.call('EXISTS', KEYS[5]), seq, ranks}
 """
@@ -208,8 +220,9 @@ return out
 # KEYS z v n z~ v~ n~ seq ready ev vmax season; ARGV seq floor, version floor, loaded season -- finish a
 # rebuild. The live keys hold only what writers stored since the rebuild emptied them: keep each of those unless
 # the loaded copy is newer, swap the loaded keys in, mark the board ready, and never let seq or vmax go back
-# (even when Redis lost them). If the board moved to a newer season while the rebuild loaded, what it loaded
-# is of an ended season: drop it and leave the board not ready (the next read rebuilds the new season).
+# (even when Redis lost them); a tombstone stored since (a removal) removes the member from what was loaded. If
+# the board moved to a newer season while the rebuild loaded, what it loaded is of an ended season: drop it and
+# leave the board not ready (the next read rebuilds the new season).
 _SWAP = (
     _NEW_SEASON
     + """
@@ -225,10 +238,16 @@ for i = 1, #live, 2 do
   local m, ver = live[i], tonumber(live[i + 1])
   local loaded = redis.call('HGET', KEYS[5], m)
   if (not loaded) or tonumber(loaded) < ver then
-    redis.call('ZADD', KEYS[4], redis.call('ZSCORE', KEYS[1], m), m)
+    local key = redis.call('ZSCORE', KEYS[1], m)
+    if key then
+      redis.call('ZADD', KEYS[4], key, m)
+      local name = redis.call('HGET', KEYS[3], m)
+      if name then redis.call('HSET', KEYS[6], m, name) end
+    else  -- a tombstone
+      redis.call('ZREM', KEYS[4], m)
+      redis.call('HDEL', KEYS[6], m)
+    end
     redis.call('HSET', KEYS[5], m, ver)
-    local name = redis.call('HGET', KEYS[3], m)
-    if name then redis.call('HSET', KEYS[6], m, name) end
   end
 end
 for j = 1, 3 do
@@ -313,7 +332,7 @@ class Cache:
         k = Keys(board)
         args: list[Any] = [k.ev, f"{committed_at:.6f}", season, len(rows)]
         for w in rows:
-            args += (w.user_id, w.sort_key, w.version, w.display_name or "")
+            args += (w.user_id, "" if w.removed else w.sort_key, w.version, w.display_name or "")
         changed = {w.user_id for w in rows}
         others = [u for u in dict.fromkeys(rank_of) if u not in changed]
         args += others

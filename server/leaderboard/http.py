@@ -22,11 +22,15 @@ from .errors import TITLES, Invalid, NotFound, Refused, Unauthorized
 from .protocol import (
     BOARD_ID_PATTERN,
     BOARD_ID_RULE,
+    TEXT_PATTERN,
+    TEXT_RULE,
     USER_ID_PATTERN,
     USER_ID_RULE,
+    BanBody,
     BatchBody,
     BoardCreate,
     Submission,
+    VoidBody,
     describe,
     parse_items,
 )
@@ -40,6 +44,7 @@ MAX_OFFSET = 10_000_000
 M = TypeVar("M", bound=BaseModel)
 _BOARD = re.compile(BOARD_ID_PATTERN)
 _USER = re.compile(USER_ID_PATTERN)
+_TEXT = re.compile(TEXT_PATTERN)
 _CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
 
 
@@ -147,6 +152,20 @@ def board_path(request: Request) -> str:
     return board_id
 
 
+def reason_param(request: Request, default: str | None = None) -> str:
+    """`reason` in the query (an action without a body): 1-500 characters of shown text."""
+    raw = request.query_params.get("reason", default)
+    text = (raw or "").strip()
+    if raw is None or not 1 <= len(text) <= 500 or not _TEXT.match(text):
+        msg = f"1-500 characters; {TEXT_RULE}"
+        raise Invalid(f"reason: {msg}", [{"loc": ["query", "reason"], "msg": msg}])
+    return text
+
+
+def optional_board(request: Request) -> str | None:
+    return board_param(request) if "board" in request.query_params else None
+
+
 def user_param(user_id: str) -> str:
     if not _USER.match(user_id):
         raise Invalid(f"user_id: {USER_ID_RULE}", [{"loc": ["path", "user_id"], "msg": USER_ID_RULE}])
@@ -227,9 +246,54 @@ def handlers(context: Callable[[], Context]) -> dict[str, Endpoint]:
         info = await context().service.create_board(principal, spec)
         return JSON(info.public(), status_code=201)
 
+    # ---- moderation: admin (submissions: admin and read keys); 401 without a credential -------------------
+
+    async def credential(request: Request, what: str) -> Principal:
+        principal = await who(request, read=False)
+        if principal.role == "anonymous":
+            raise Unauthorized(f"{what} needs an admin key")
+        return principal
+
+    async def void(request: Request) -> Response:
+        principal = await credential(request, "voiding a submission")
+        body = await body_of(request, VoidBody)
+        return JSON(await context().service.moderator.void(principal, body.session_id, body.reason))
+
+    async def remove_entry(request: Request) -> Response:
+        principal = await credential(request, "removing an entry")
+        user, board, reason = user_param(request.path_params["user_id"]), board_param(request), reason_param(request)
+        return JSON(await context().service.moderator.remove(principal, board, user, reason))
+
+    async def ban(request: Request) -> Response:
+        principal = await credential(request, "banning a player")
+        user = user_param(request.path_params["user_id"])
+        body = await body_of(request, BanBody)
+        return JSON(await context().service.moderator.ban(principal, user, body.reason))
+
+    async def unban(request: Request) -> Response:
+        principal = await credential(request, "lifting a ban")
+        user = user_param(request.path_params["user_id"])
+        return JSON(await context().service.moderator.unban(principal, user, reason_param(request, "ban lifted")))
+
+    async def audit(request: Request) -> Response:
+        principal = await credential(request, "reading the audit log")
+        limit = int_param(request, "limit", 50, 1, 500)
+        before = int_param(request, "before", 0, 1, 2**63 - 1) if "before" in request.query_params else None
+        return JSON(await context().service.moderator.audit(principal, limit, before))
+
+    async def submissions(request: Request) -> Response:
+        principal = await who(request, read=False)
+        if principal.role == "anonymous":
+            raise Unauthorized("a player's submissions are for admin and read keys")
+        user, board = user_param(request.path_params["user_id"]), optional_board(request)
+        limit = int_param(request, "limit", 50, 1, 500)
+        return JSON(await context().service.moderator.submissions(principal, user, board, limit))
+
     return {
         "submit": submit, "submit_batch": submit_batch, "top": top, "rank": rank, "list_boards": list_boards,
         "get_board": get_board, "create_board": create_board, "seasons": seasons, "reset": reset,
+        "void": void, "remove_entry": remove_entry, "ban": ban, "unban": unban, "audit": audit,
+        "submissions": submissions,
     }  # fmt: skip
 
 

@@ -15,8 +15,12 @@ from . import __version__
 from .http import MAX_OFFSET
 from .protocol import (
     BOARD_ID_PATTERN,
+    TEXT_PATTERN,
     USER_ID_PATTERN,
     Ack,
+    AuditPage,
+    BanBody,
+    BanReply,
     BatchAck,
     BatchBody,
     Board,
@@ -25,10 +29,14 @@ from .protocol import (
     BoardList,
     BoardSeasons,
     PlayerRank,
+    PlayerSubmissions,
     Problem,
+    RemoveReply,
     ResetReply,
     Submission,
     TopPage,
+    VoidBody,
+    VoidReply,
 )
 
 PUBLIC, BEARER, NONE = "public", "bearer", "none"
@@ -67,6 +75,8 @@ SEASON_Q = Param(
     {"type": "integer", "minimum": 1, "maximum": 2**31 - 1},
     "a season of the board (default: the live one); an ended season reads as it ended",
 )
+USER_P = Param("user_id", "path", {"type": "string", "pattern": USER_ID_PATTERN})
+REASON = {"type": "string", "minLength": 1, "maxLength": 500, "pattern": TEXT_PATTERN}
 BOARD_Q = Param("board", "query", {"type": "string", "default": "global", "pattern": BOARD_ID_PATTERN}, "board id")
 
 ROUTES: tuple[Route, ...] = (
@@ -94,6 +104,30 @@ ROUTES: tuple[Route, ...] = (
           problems=(401, 404, 503), params=(Param("board_id", "path", {"type": "string"}),)),
     Route("POST", "/api/leaderboards/{board_id}/reset", "reset", "End the live season now (admin)", BEARER,
           reply=ResetReply, problems=(401, 403, 404, 503), params=(Param("board_id", "path", {"type": "string"}),)),
+    Route("POST", "/api/leaderboard/void", "void",
+          "Void one submission (admin): kept in the log, the player's value recomputed without it", BEARER,
+          VoidBody, VoidReply, problems=(400, 401, 403, 404, 409, 413, 415, 422, 503)),
+    Route("DELETE", "/api/leaderboard/entries/{user_id}", "remove_entry",
+          "Remove a player's entry from a board's live season, voiding its submissions there (admin)", BEARER,
+          reply=RemoveReply, problems=(401, 403, 404, 422, 503),
+          params=(USER_P, BOARD_Q, Param("reason", "query", REASON, "why (kept in the audit log)"))),
+    Route("POST", "/api/players/{user_id}/ban", "ban",
+          "Ban a player (admin): removed from every board, every later submission refused with 403 banned",
+          BEARER, BanBody, BanReply, problems=(400, 401, 403, 409, 413, 415, 422, 503), params=(USER_P,)),
+    Route("DELETE", "/api/players/{user_id}/ban", "unban",
+          "Lift a ban (admin): the player's entries restored, recomputed from its non-voided log", BEARER,
+          reply=BanReply, problems=(401, 403, 404, 422, 503),
+          params=(USER_P, Param("reason", "query", {**REASON, "default": "ban lifted"}, "kept in the audit log"))),
+    Route("GET", "/api/players/{user_id}/submissions", "submissions",
+          "A player's logged submissions, newest first (admin and read keys)", BEARER, reply=PlayerSubmissions,
+          problems=(401, 403, 422, 503),
+          params=(USER_P, Param("board", "query", {"type": "string", "pattern": BOARD_ID_PATTERN}, "one board only"),
+                  Param("limit", "query", _int(1, 500, 50), "submissions"))),
+    Route("GET", "/api/audit", "audit", "Every moderation action, newest first (admin)", BEARER, reply=AuditPage,
+          problems=(401, 403, 422, 503),
+          params=(Param("limit", "query", _int(1, 500, 50), "entries"),
+                  Param("before", "query", {"type": "integer", "minimum": 1, "maximum": 2**63 - 1},
+                        "only entries with a smaller id (the previous page's next_before)"))),
     Route("GET", "/healthz", "healthz", "Liveness", NONE),
     Route("GET", "/readyz", "readyz", "Readiness: Postgres, Redis and migrations", NONE, problems=(503,)),
     Route("GET", "/metrics", "metrics", "Prometheus metrics", NONE, content_type="text/plain"),

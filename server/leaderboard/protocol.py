@@ -99,7 +99,7 @@ class BoardCreate(Strict):
     id: BoardId
     title: Title | None = None
     sort: Literal["desc", "asc"] = "desc"
-    operator: Literal["incr", "best", "set"] = "incr"
+    operator: Literal["incr", "decr", "best", "set"] = "incr"
     format: Format = "number"
     reset: Annotated[str, Field(pattern=seasons.SHAPE, max_length=128), AfterValidator(_reset)] | None = Field(
         None, description=f"when the board resets: {seasons.RULE}"
@@ -116,7 +116,7 @@ class Ack:
     duplicate: bool
     board: str
     user_id: str
-    score: int
+    score: int | None  # None only for a duplicate whose player's entry was since removed (moderation)
     rank: int | None
     session_id: uuid.UUID
     season: int = 1  # the season it counted in (a duplicate: the one its first submission counted in)
@@ -156,7 +156,7 @@ class Board:
     id: str
     title: str
     sort: Literal["desc", "asc"]
-    operator: Literal["incr", "best", "set"]
+    operator: Literal["incr", "decr", "best", "set"]
     format: Format
     created_at: str
     reset: str | None  # null (never), daily, weekly, monthly, or a 5-field cron expression in UTC
@@ -200,6 +200,84 @@ class ResetReply:
     board: str
     ended: EndedSummary
     season: int  # the new live season
+
+
+# ---- moderation (admin) -----------------------------------------------------------------------------------
+
+Reason = Annotated[str, StringConstraints(min_length=1, max_length=500, strip_whitespace=True, pattern=TEXT_PATTERN)]
+
+
+class VoidBody(Strict):
+    """POST /api/leaderboard/void body."""
+
+    session_id: uuid.UUID
+    reason: Reason
+
+
+class BanBody(Strict):
+    """POST /api/players/{user_id}/ban body."""
+
+    reason: Reason
+
+
+@dataclass(frozen=True, slots=True)
+class VoidReply:
+    board: str
+    user_id: str
+    session_id: uuid.UUID
+    score: int | None  # the player's value recomputed without it; None: nothing remains, the entry is gone
+    season: int
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveReply:
+    board: str
+    user_id: str
+    season: int
+    voided: int  # the player's submissions of the live season voided with it
+
+
+@dataclass(frozen=True, slots=True)
+class BanReply:
+    user_id: str
+    banned: bool
+    boards: dict[str, int | None]  # board -> the player's value there now (a ban: None everywhere it had one)
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    id: int
+    at: str
+    actor: str
+    action: Literal["void", "remove", "ban", "unban"]
+    board: str | None
+    user_id: str
+    session_id: uuid.UUID | None
+    reason: str
+    detail: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class AuditPage:
+    entries: list[AuditEntry]
+    next_before: int | None  # pass as `before` for the next (older) page; None: this is the last
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedSubmission:
+    session_id: uuid.UUID
+    board: str
+    season: int
+    score: int
+    submitted_at: str
+    voided_at: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class PlayerSubmissions:
+    user_id: str
+    banned: bool
+    submissions: list[LoggedSubmission]  # newest first
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 Sort = Literal["desc", "asc"]
-Operator = Literal["incr", "best", "set"]
+Operator = Literal["incr", "decr", "best", "set"]
 
 MAX_VALUE = 2**53 - 1  # largest integer a Redis double (and a JS number) holds exactly
 
@@ -32,7 +32,9 @@ def value_of(key: int, sort: Sort) -> int:
 
 def apply(op: Operator, sort: Sort, current: int | None, score: int) -> int:
     """The board value after one submission of `score` to a user whose value is `current`."""
-    if current is None or op == "set":
+    if op == "decr":
+        new = (current or 0) - score
+    elif current is None or op == "set":
         new = score
     elif op == "incr":
         new = current + score

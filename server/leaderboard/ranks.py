@@ -285,6 +285,9 @@ class Ranks:
         if rows:
             log.warning("repairing %d rows of board %s left unwritten by a failed or dead writer", len(rows), board_id)
             await self.cache.write(board_id, rows, [], time.time(), season)
+        if len(rows) < len(set(users)):  # an entry removed (moderation) since: its tombstone's version is not
+            log.warning("board %s owed the removal of an entry: rebuilding it", board_id)  # kept, so rebuild
+            self.ensure_rebuild(board_id)
         self.changed(board_id)
 
     async def switch(self, board_id: str, season: int, debt: int) -> None:

@@ -4,23 +4,32 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+import uuid
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import TypeVar
 
 from .auth import Principal
 from .errors import Conflict, Forbidden, Invalid, NotFound, Refused, Unavailable
+from .moderation import Change, Moderation
+from .moderation import Outcome as Moderated
 from .protocol import (
     Ack,
+    AuditPage,
+    BanReply,
     BatchAck,
     BoardCreate,
     BoardSeasons,
     ItemResult,
     PlayerRank,
+    PlayerSubmissions,
+    RemoveReply,
     ResetReply,
     SeasonInfo,
     Submission,
     TopPage,
+    VoidReply,
     encode,
     entries,
     item_result,
@@ -44,6 +53,7 @@ def _may_submit(who: Principal, user_id: str) -> None:
 class Service:
     def __init__(self, store: Store, ranks: Ranks, writer: Writer) -> None:
         self.store, self.ranks, self.writer = store, ranks, writer
+        self.moderator = Moderator(Moderation(store.pool), ranks)
         self._bodies: dict[tuple[str, int], tuple[TopSlice, bytes]] = {}  # (board, limit) -> first page encoded
 
     async def board(self, board_id: str, *, fresh: bool = False) -> BoardInfo:
@@ -235,3 +245,72 @@ class Service:
 
     async def board_total(self, info: BoardInfo) -> int:
         return (await self.ranks.top(info, 0, 1)).total
+
+
+def _admin(who: Principal, what: str) -> str:
+    """The actor the audit log names, or 403."""
+    if who.role != "admin":
+        raise Forbidden(f"{what} needs an admin key")
+    return who.name or f"key {who.key_id}"
+
+
+class Moderator:
+    """Void, remove, ban, unban (admin): the transaction in Postgres (moderation.py), then the changed rows to
+    Redis through the read model, which publishes them like a batch's (pushes on every process)."""
+
+    def __init__(self, moderation: Moderation, ranks: Ranks) -> None:
+        self.moderation, self.ranks = moderation, ranks
+
+    async def void(self, who: Principal, session_id: uuid.UUID, reason: str) -> VoidReply:
+        actor = _admin(who, "voiding a submission")
+        out = await self._run(self.moderation.void(session_id, reason, actor))
+        log.info("%s voided submission %s of %s on %s (%s)", actor, session_id, out.user, out.board, reason)
+        return VoidReply(out.board, out.user, session_id, out.values.get(out.board), out.season)
+
+    async def remove(self, who: Principal, board_id: str, user_id: str, reason: str) -> RemoveReply:
+        actor = _admin(who, "removing an entry")
+        out = await self._run(self.moderation.remove(board_id, user_id, reason, actor))
+        log.info("%s removed %s from %s (%s)", actor, user_id, board_id, reason)
+        return RemoveReply(board_id, user_id, out.season, out.voided)
+
+    async def ban(self, who: Principal, user_id: str, reason: str) -> BanReply:
+        actor = _admin(who, "banning a player")
+        out = await self._run(self.moderation.ban(user_id, reason, actor))
+        log.info("%s banned %s (%s): removed from %d boards", actor, user_id, reason, len(out.values))
+        return BanReply(user_id, True, out.values)
+
+    async def unban(self, who: Principal, user_id: str, reason: str) -> BanReply:
+        actor = _admin(who, "lifting a ban")
+        out = await self._run(self.moderation.unban(user_id, reason, actor))
+        log.info("%s lifted the ban of %s (%s): restored on %d boards", actor, user_id, reason, len(out.values))
+        return BanReply(user_id, False, out.values)
+
+    async def audit(self, who: Principal, limit: int, before: int | None) -> AuditPage:
+        _admin(who, "reading the audit log")
+        return await self._read(self.moderation.audit(limit, before))
+
+    async def submissions(self, who: Principal, user_id: str, board: str | None, limit: int) -> PlayerSubmissions:
+        if who.role not in ("admin", "read"):
+            raise Forbidden("a player's submissions are for admin and read keys")
+        return await self._read(self.moderation.submissions(user_id, board, limit))
+
+    async def _run(self, action: Awaitable[Moderated]) -> Moderated:
+        """Run the transaction, then write what it changed to Redis (a failure there leaves the board stale
+        and its debt behind: settle() and the rebuild converge it)."""
+        try:
+            result = await action
+        except DB_DOWN:
+            raise Unavailable("the database is unavailable; retry") from None
+        await self.publish(result.changes)
+        return result
+
+    async def publish(self, changes: list[Change]) -> None:
+        for c in changes:
+            await self.ranks.record(c.board, [c.row], {}, time.time(), c.intent, c.row.season)
+
+    @staticmethod
+    async def _read(read: Awaitable[T]) -> T:
+        try:
+            return await read
+        except DB_DOWN:
+            raise Unavailable("the database is unavailable; retry") from None

@@ -14,7 +14,7 @@ import asyncpg
 import orjson
 
 from . import ranking, seasons
-from .errors import Conflict, OutOfRange, Refused
+from .errors import Conflict, Forbidden, OutOfRange, Refused
 from .protocol import Board, BoardCreate, BoardDetail, EndedSummary, Entry, Format, SeasonInfo, Submission
 from .ranking import Member, Operator, Position, Sort, Standing, TopSlice
 
@@ -35,7 +35,7 @@ class BoardInfo:
     def public(self) -> Board:
         return Board(
             self.id, self.title, self.sort, self.operator, self.format, self.created_at.isoformat(), self.reset,
-            self.season, _iso(self.season_started_at or self.created_at) or "", _iso(self.next_reset_at),
+            self.season, iso(self.season_started_at or self.created_at) or "", iso(self.next_reset_at),
         )  # fmt: skip
 
     def detail(self, total: int) -> BoardDetail:
@@ -57,10 +57,10 @@ class EndedSeason:
 
     def public(self) -> SeasonInfo:
         winners = [Entry(**w) for w in self.winners]
-        return SeasonInfo(self.season, _iso(self.started_at) or "", _iso(self.ended_at), self.total, winners)
+        return SeasonInfo(self.season, iso(self.started_at) or "", iso(self.ended_at), self.total, winners)
 
     def summary(self) -> EndedSummary:
-        return EndedSummary(self.season, _iso(self.started_at) or "", _iso(self.ended_at) or "", self.total)
+        return EndedSummary(self.season, iso(self.started_at) or "", iso(self.ended_at) or "", self.total)
 
 
 @dataclass(slots=True)
@@ -77,7 +77,7 @@ class Outcome:
     """What the batch did with one submission. `error` set means it was refused and wrote nothing."""
 
     duplicate: bool = False
-    value: int = 0
+    value: int | None = 0  # None: a duplicate of a submission whose player no longer has an entry (moderation)
     season: int = 1
     error: Refused | None = None
 
@@ -94,6 +94,7 @@ class Written:
     display_name: str | None
     fresh: bool = True  # written by this batch (False: a duplicate's current row, written to Redis again)
     season: int = 1
+    removed: bool = False  # the row is gone (moderation): `version` is its tombstone's, value and key mean nothing
 
 
 @dataclass(slots=True)
@@ -137,7 +138,8 @@ SELECT i.id, i.board_id, i.users FROM cache_intents i JOIN leaderboards lb ON lb
 WHERE i.at < now() - make_interval(secs => $1) ORDER BY i.id LIMIT $2
 """
 SQL_INVARIANTS = f"""
-SELECT count(*) AS members, coalesce(max(version), 0) AS version,
+SELECT count(*) AS members,
+       greatest(coalesce(max(version), 0), (SELECT removed_version FROM leaderboards WHERE id = $1)) AS version,
        (SELECT count(*) FROM cache_intents WHERE board_id = $1) AS owed, {S} AS season
 FROM leaderboard WHERE board_id = $1 AND season = {S}
 """
@@ -184,7 +186,8 @@ INSERT INTO seasons (board_id, season, started_at, ended_at, total, winners) VAL
 RETURNING ended_at
 """
 SQL_NEXT_SEASON = """
-UPDATE leaderboards SET season = season + 1, season_started_at = now(), next_reset_at = $2 WHERE id = $1
+UPDATE leaderboards SET season = season + 1, season_started_at = now(), next_reset_at = $2, removed_version = 0
+WHERE id = $1
 RETURNING season
 """
 SQL_SWITCH_DEBT = "INSERT INTO cache_intents (board_id, season, users) VALUES ($1, $2, '{}') RETURNING id"
@@ -231,7 +234,7 @@ MISSING_TTL_S, MISSING_MAX = 5.0, 10_000
 SEQ_SCALE = 1024  # push seq = version * SEQ_SCALE + changes applied out of version order (cache.py _WRITE)
 
 
-def _board(row: asyncpg.Record) -> BoardInfo:
+def board_from_row(row: asyncpg.Record) -> BoardInfo:
     return BoardInfo(
         row["id"], row["title"], row["sort_order"], row["operator"], row["format"], row["created_at"], row["reset"],
         row["season"], row["season_started_at"], row["next_reset_at"],
@@ -254,7 +257,7 @@ def _winners(members: list[Member], sort: Sort) -> list[dict[str, Any]]:
     ]
 
 
-def _iso(at: datetime | None) -> str | None:
+def iso(at: datetime | None) -> str | None:
     return None if at is None else at.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
@@ -284,7 +287,7 @@ class Store:
                 return None
             row = await self.pool.fetchrow(SQL_BOARD, board_id)
             if row is not None:
-                found = self._boards[board_id] = _board(row)
+                found = self._boards[board_id] = board_from_row(row)
             else:
                 if len(self._missing) >= MISSING_MAX:
                     self._missing.clear()
@@ -302,8 +305,8 @@ class Store:
 
     async def boards(self) -> list[BoardInfo]:
         rows = await self.pool.fetch(SQL_BOARDS)
-        self._boards.update((r["id"], _board(r)) for r in rows)
-        return [_board(r) for r in rows]
+        self._boards.update((r["id"], board_from_row(r)) for r in rows)
+        return [board_from_row(r) for r in rows]
 
     async def create_board(self, spec: BoardCreate) -> BoardInfo | None:
         """The new board, or None if the id exists."""
@@ -312,7 +315,7 @@ class Store:
         row = await self.pool.fetchrow(
             SQL_CREATE_BOARD, spec.id, title, spec.sort, spec.operator, spec.format, spec.reset, next_at
         )
-        return None if row is None else _board(row)
+        return None if row is None else board_from_row(row)
 
     # ---- seasons ------------------------------------------------------------------------------------------
 
@@ -325,7 +328,7 @@ class Store:
             row = await con.fetchrow(SQL_LOCK_BOARD, board_id)
             if row is None or (expect is not None and row["season"] != expect):
                 return None
-            info = _board(row)  # read on this connection: a racer waiting for the lock holds one of the pool's
+            info = board_from_row(row)  # read on this connection: a racer waiting for the lock holds one of the pool's
             season, started = info.season, row["season_started_at"]
             total = await con.fetchval(SQL_TOTAL, board_id, season)
             top = [_member(r) for r in await con.fetch(SQL_PAGE, board_id, season, 3, 0)]
@@ -475,7 +478,8 @@ class Store:
 
 IDEMPOTENCY_CONFLICT = "session_id was already used for another submission"
 OUT_OF_RANGE = f"the board value would leave ±{ranking.MAX_VALUE}"
-DUPLICATE, CONFLICT, REFUSED_RANGE = 1, 2, 3  # lb_submit's status codes (sql/004); 0 is accepted
+BANNED = "this player is banned: its submissions are refused"
+DUPLICATE, CONFLICT, REFUSED_RANGE, REFUSED_BAN = 1, 2, 3, 5  # lb_submit's status codes (sql/007); 0 is accepted
 
 
 def _result(batch: Sequence[Write], rows: Sequence[asyncpg.Record]) -> BatchResult:
@@ -490,10 +494,14 @@ def _result(batch: Sequence[Write], rows: Sequence[asyncpg.Record]) -> BatchResu
         if status == REFUSED_RANGE:
             result.outcomes.append(Outcome(error=OutOfRange(OUT_OF_RANGE)))
             continue
+        if status == REFUSED_BAN:
+            result.outcomes.append(Outcome(error=Forbidden(BANNED, code="banned")))
+            continue
         season = r["season"]
         result.outcomes.append(Outcome(duplicate=status == DUPLICATE, value=r["value"], season=season))
-        # For the cache: the rows this batch changed, and (written again) the current rows of duplicates.
-        if r["changed"] or status == DUPLICATE:
+        # For the cache: the rows this batch changed, and (written again) the current rows of duplicates (a
+        # duplicate whose player's entry was removed has none).
+        if r["changed"] or (status == DUPLICATE and r["version"] is not None):
             key = (w.board.id, w.sub.user_id)
             rows_of.setdefault(
                 key, Written(*key, r["key_value"], r["sort_key"], r["version"], r["name"], r["changed"], season)

@@ -188,7 +188,8 @@ class Writer:
         for p, o in zip(batch, result.outcomes, strict=True):
             if o.error is None:
                 boards[p.board.id] = p.board
-                asked[(p.board.id, o.season)][p.sub.user_id] = o.value
+                if o.value is not None:  # (None: a duplicate whose player's entry is gone: no rank)
+                    asked[(p.board.id, o.season)][p.sub.user_id] = o.value
         started = time.perf_counter()
         ranks: dict[tuple[str, int, str], int | None] = {}
         for (board_id, season), users in asked.items():
