@@ -263,7 +263,7 @@ def _uuid(value: uuid.UUID | None) -> uuid.UUID | None:
 
 def _logged(r: asyncpg.Record) -> LoggedSubmission:
     return LoggedSubmission(
-        _uuid(r["session_id"]),
+        uuid.UUID(bytes=r["session_id"].bytes),
         r["board_id"],
         r["season"],
         r["score"],
