@@ -48,6 +48,7 @@ class Param:
     where: str  # query | path
     schema: dict[str, Any]
     description: str = ""
+    required: bool = False  # (a path parameter always is)
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,7 @@ ROUTES: tuple[Route, ...] = (
     Route("DELETE", "/api/leaderboard/entries/{user_id}", "remove_entry",
           "Remove a player's entry from a board's live season, voiding its submissions there (admin)", BEARER,
           reply=RemoveReply, problems=(401, 403, 404, 422, 503),
-          params=(USER_P, BOARD_Q, Param("reason", "query", REASON, "why (kept in the audit log)"))),
+          params=(USER_P, BOARD_Q, Param("reason", "query", REASON, "why (kept in the audit log)", required=True))),
     Route("POST", "/api/players/{user_id}/ban", "ban",
           "Ban a player (admin): removed from every board, every later submission refused with 403 banned",
           BEARER, BanBody, BanReply, problems=(400, 401, 403, 409, 413, 415, 422, 503), params=(USER_P,)),
@@ -153,7 +154,7 @@ def _operation(route: Route, schemas: dict[str, Any]) -> dict[str, Any]:
         op["security"] = [{}, {"bearer": []}]
     if route.params:
         op["parameters"] = [
-            {"name": p.name, "in": p.where, "required": p.where == "path", "schema": p.schema,
+            {"name": p.name, "in": p.where, "required": p.required or p.where == "path", "schema": p.schema,
              **({"description": p.description} if p.description else {})}
             for p in route.params
         ]  # fmt: skip
