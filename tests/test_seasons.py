@@ -507,7 +507,9 @@ async def test_a_second_process_pushes_the_season_frame_too(
 # Bad inputs: a clear 4xx, nothing written
 
 
-@pytest.mark.parametrize("bad", ["", "hourly", "0 0 * *", "61 * * * *", "0 0 30 2 * *", "0 0 30 2 *", "0 0 31 4 *", 7, ["daily"]])
+@pytest.mark.parametrize(
+    "bad", ["", "hourly", "0 0 * *", "61 * * * *", "0 0 30 2 * *", "0 0 30 2 *", "0 0 31 4 *", 7, ["daily"]]
+)
 async def test_an_invalid_schedule_is_a_422_naming_the_field(
     admin: httpx.AsyncClient, pool: asyncpg.Pool, bad: Any
 ) -> None:

@@ -320,6 +320,63 @@ def rebuild(args: argparse.Namespace) -> int:
         return asyncio.run(run(s.database_url, s.redis_url))
 
 
+def moderate(args: argparse.Namespace) -> int:
+    """void / remove / ban / unban: the same transactions and cache writes as the admin API."""
+    import getpass
+    import uuid
+
+    import asyncpg
+
+    from . import migrations, redisconn
+    from .auth import Principal
+    from .cache import Cache
+    from .errors import Refused
+    from .moderation import Moderation
+    from .ranks import Ranks
+    from .service import Moderator
+    from .store import Store
+
+    async def run(dsn: str, url: str) -> int:
+        await migrations.apply_migrations(dsn)
+        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
+        client = redisconn.connect(url, await redisconn.detect(url, s.redis_cluster), decode_responses=True)
+        ranks = Ranks(Cache(client), Store(pool), s.rebuild_batch)
+        mod, who = Moderator(Moderation(pool), ranks), Principal("admin", name=f"cli:{getpass.getuser()}")
+        try:
+            if args.command == "void":
+                v = await mod.void(who, uuid.UUID(args.session_id), args.reason)
+                now = "no entry left" if v.score is None else f"score now {v.score}"
+                print(f"voided {v.session_id} of {v.user_id} on {v.board} (season {v.season}): {now}")
+            elif args.command == "remove":
+                r = await mod.remove(who, args.board, args.user_id, args.reason)
+                print(f"removed {r.user_id} from {r.board} (season {r.season}); {r.voided} submissions voided")
+            else:
+                act = mod.ban if args.command == "ban" else mod.unban
+                b = await act(who, args.user_id, args.reason)
+                boards = ", ".join(f"{k}: {v}" for k, v in b.boards.items()) or "no board"
+                print(f"{'banned' if b.banned else 'unbanned'} {b.user_id} ({boards})")
+            return 0
+        except Refused as exc:
+            _say(f"{args.command}: {exc.detail} ({exc.code})")
+            return 1
+        finally:
+            await ranks.close()
+            await client.aclose()
+            await pool.close()
+
+    if args.command == "void":
+        try:
+            uuid.UUID(args.session_id)
+        except ValueError:
+            _say(f"void: {args.session_id!r} is not a session id (a UUID)")
+            return 2
+    settings = _settings(args)
+    check_servers(settings)
+    with Backends(settings) as s:
+        assert s.database_url and s.redis_url
+        return asyncio.run(run(s.database_url, s.redis_url))
+
+
 def demo(args: argparse.Namespace) -> int:
     import asyncpg
 
@@ -408,6 +465,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = with_data_dir(sub.add_parser("rebuild", help="reload boards from Postgres into Redis"))
     p.add_argument("--board", default=None, help="one board (default: all)")
     p.set_defaults(fn=rebuild)
+
+    p = with_data_dir(sub.add_parser("void", help="void one submission and recompute its player's value"))
+    p.add_argument("session_id", help="the submission's session_id")
+    p.add_argument("--reason", required=True, help="why (kept in the audit log)")
+    p.set_defaults(fn=moderate)
+    p = with_data_dir(sub.add_parser("remove", help="remove a player's entry from a board (voids its submissions)"))
+    p.add_argument("user_id")
+    p.add_argument("--board", required=True, help="the board")
+    p.add_argument("--reason", required=True, help="why (kept in the audit log)")
+    p.set_defaults(fn=moderate)
+    p = with_data_dir(sub.add_parser("ban", help="ban a player: removed from every board, submissions refused"))
+    p.add_argument("user_id")
+    p.add_argument("--reason", required=True, help="why (kept in the audit log)")
+    p.set_defaults(fn=moderate)
+    p = with_data_dir(sub.add_parser("unban", help="lift a ban: entries restored from the player's log"))
+    p.add_argument("user_id")
+    p.add_argument("--reason", default="ban lifted", help="why (kept in the audit log)")
+    p.set_defaults(fn=moderate)
 
     p = with_data_dir(sub.add_parser("demo", help="submit realistic demo traffic to a running server"))
     p.add_argument("--url", default="http://127.0.0.1:8000", help="the server (default http://127.0.0.1:8000)")

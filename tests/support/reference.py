@@ -12,6 +12,8 @@ MAX_VALUE = 2**53 - 1
 
 
 def apply_op(operator: str, sort: str, old: int | None, score: int) -> int:
+    if operator == "decr":
+        return (old or 0) - score
     if old is None:
         return score
     if operator == "incr":
@@ -35,3 +37,11 @@ def ranked(values: Mapping[str, int], sort: str) -> list[dict[str, Any]]:
 
 def percentile(rank_: int, total: int) -> float:
     return round(100 * (total - rank_ + 1) / total, 2)
+
+
+def recompute(operator: str, sort: str, scores: list[int]) -> int | None:
+    """A player's value from its kept submissions, oldest first (None: none kept)."""
+    value = None
+    for score in scores:
+        value = apply_op(operator, sort, value, score)
+    return value
