@@ -3,8 +3,9 @@
 // The tests run in order and share one server, one operator page and one public page.
 
 import assert from "node:assert/strict";
+import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import { LeaderboardServer, boardRows, launchBrowser, sleep, statusOf, waitFor } from "./harness.mjs";
+import { LeaderboardServer, REPO, boardRows, launchBrowser, sleep, statusOf, waitFor } from "./harness.mjs";
 
 /** A moderation call straight to the API (to act "behind the operator's back"). */
 async function api(server, key, method, path, body) {
@@ -250,6 +251,7 @@ describe("operator view (/admin) against the real server", { timeout: 300_000 },
     const entries = ops.locator("[data-testid=audit-entry]");
     assert.match(await entries.nth(0).textContent(), /lifted the ban on alice — restored on global \(100\).*“appeal upheld: alice2 is her brother” — ops-e2e/);
     assert.match(await entries.nth(1).textContent(), /banned alice — removed from global.*“multi-accounting with alice2” — ops-e2e/);
+    await ops.screenshot({ path: join(REPO, "docs", "img", "admin.png") });
     const audit = await api(server, adminKey, "GET", "/api/audit?limit=10");
     assert.deepEqual(
       audit.body.entries.map((e) => e.action),
@@ -313,6 +315,8 @@ describe("operator view (/admin) against the real server", { timeout: 300_000 },
     await ops.getByRole("button", { name: "Ban player…" }).click();
     const dialog = ops.getByRole("dialog");
     await dialog.waitFor();
+    await dialog.getByLabel(/^Reason/).fill("spam bot");
+    await ops.screenshot({ path: join(REPO, "docs", "img", "admin-phone.png") });
     const box = await dialog.boundingBox();
     assert.ok(box && box.x >= 0 && box.x + box.width <= 375 && box.y >= 0 && box.y + box.height <= 740, `dialog at ${JSON.stringify(box)}`);
     await dialog.getByRole("button", { name: "Cancel" }).click();

@@ -310,7 +310,7 @@ export function PlayerOps({ api, board, boardTitle, format, formatOf, userId, on
                         </code>
                       </th>
                       <td className="col-score">
-                        {formatScore(s.score, format)}
+                        <span className="score-of">{formatScore(s.score, format)}</span>
                         <span className="season-of">season {s.season}</span>
                       </td>
                       <td className="col-act">
