@@ -658,3 +658,21 @@ async def test_wrong_method_is_405(
     api = make_client(server, keys.submit)
     assert_problem(await api.request(method, path), 405, "method_not_allowed")
     assert (await api.get("/some/client/route")).status_code == 200  # the UI's own fallback still works
+
+
+async def test_operator_view_route_serves_the_ui(make_server: Any, make_client: Any, tmp_path: Path) -> None:
+    # /admin is a client-side route (the operator view): the UI's index.html, not a 404, and never cached stale
+    (tmp_path / "ui" / "assets").mkdir(parents=True)
+    (tmp_path / "ui" / "index.html").write_text("<!doctype html><title>ui</title>")
+    (tmp_path / "ui" / "assets" / "app.js").write_text("console.log(1)")
+    server = await make_server(static_dir=tmp_path / "ui")
+    client = make_client(server)
+    for path in ("/admin", "/admin/", "/admin?player=alice&board=cup", "/?view=admin"):
+        resp = await client.get(path)
+        assert resp.status_code == 200, path
+        assert resp.text == "<!doctype html><title>ui</title>", path
+        assert resp.headers["content-type"].startswith("text/html"), path
+        assert resp.headers["cache-control"] == "no-cache", path
+    assert (await client.get("/assets/app.js")).text == "console.log(1)"
+    # the API under it is not shadowed by the UI's fallback
+    assert_problem(await client.get("/api/audit"), 401, "unauthorized")

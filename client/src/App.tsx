@@ -1,5 +1,4 @@
 import { useCallback, useEffect, useId, useState } from "react";
-import { ProblemError, listBoards } from "./api";
 import { formatOf } from "./format";
 import { Board } from "./components/Board";
 import { PastSeasons } from "./components/PastSeasons";
@@ -9,13 +8,9 @@ import { SeasonBar, type View } from "./components/SeasonBar";
 import { Status } from "./components/Status";
 import { KEY_FOR_SOCKET_STORAGE, KEY_STORAGE, SubmitPanel } from "./components/SubmitPanel";
 import { LiveRegion, Toasts } from "./components/Toasts";
-import { useHealth, useSeasonEnd, useStore } from "./hooks";
-import type { BoardInfo } from "./types";
+import { useSeasonEnd, useStore } from "./hooks";
 import { useBoardInfo } from "./useBoardInfo";
-
-const FALLBACK_BOARDS: BoardInfo[] = [
-  { id: "global", title: "Global", sort: "desc", operator: "incr", created_at: "" },
-];
+import { useBoards } from "./useBoards";
 
 function readParams() {
   const p = new URLSearchParams(window.location.search);
@@ -42,58 +37,6 @@ function writeParams(board: string, player: string | null, view: View, season: n
   else p.delete("season");
   const qs = p.toString();
   window.history.replaceState(null, "", `${window.location.pathname}${qs ? `?${qs}` : ""}`);
-}
-
-interface BoardList {
-  boards: BoardInfo[];
-  /** Why the last GET /api/leaderboards failed, or null. */
-  error: string | null;
-  loading: boolean;
-  retry(): void;
-}
-
-function whyFailed(err: unknown): string {
-  if (err instanceof ProblemError) {
-    const p = err.problem;
-    return p.status ? `${p.status} ${p.detail || p.title}` : p.detail || p.title;
-  }
-  return String(err);
-}
-
-/**
- * The board picker's list. When it cannot be loaded the picker keeps what it had (at first only `global`
- * and the board in the address bar) and says so, with a retry, instead of silently offering fewer boards.
- * It retries by itself when the server reports itself healthy again.
- */
-function useBoards(): BoardList {
-  const [boards, setBoards] = useState<BoardInfo[]>(FALLBACK_BOARDS);
-  const [error, setError] = useState<string | null>(null);
-  const [loading, setLoading] = useState(true);
-  const [attempt, setAttempt] = useState(0);
-  const health = useHealth().state;
-  useEffect(() => {
-    const ctl = new AbortController();
-    setLoading(true);
-    listBoards(ctl.signal).then(
-      (list) => {
-        if (list.length) setBoards(list);
-        setError(null);
-        setLoading(false);
-      },
-      (err: unknown) => {
-        if (ctl.signal.aborted) return;
-        setError(whyFailed(err));
-        setLoading(false);
-      },
-    );
-    return () => ctl.abort();
-  }, [attempt]);
-  const retry = useCallback(() => setAttempt((n) => n + 1), []);
-  const failed = error !== null;
-  useEffect(() => {
-    if (health === "ok" && failed) retry();
-  }, [health, failed, retry]);
-  return { boards, error, loading, retry };
 }
 
 export function App() {

@@ -12,8 +12,9 @@ export class ProblemError extends Error {
 async function readProblem(res: Response): Promise<Problem> {
   try {
     const body = (await res.json()) as Partial<Problem>;
-    if (body && typeof body === "object" && typeof body.title === "string") {
-      return { ...body, status: body.status ?? res.status } as Problem;
+    // A problem has a title; the server's always does, but `{status, code, detail}` alone is still one.
+    if (body && typeof body === "object" && (typeof body.title === "string" || typeof body.detail === "string")) {
+      return { ...body, title: body.title ?? (res.statusText || "Error"), status: body.status ?? res.status } as Problem;
     }
   } catch {
     // Not JSON (a proxy error page, for instance): fall through to a synthetic problem.
@@ -21,7 +22,8 @@ async function readProblem(res: Response): Promise<Problem> {
   return { title: res.statusText || "Request failed", status: res.status, detail: `HTTP ${res.status}` };
 }
 
-async function request<T>(path: string, init?: RequestInit): Promise<T> {
+/** fetch, then the JSON body; a non-2xx answer or a network error is thrown as a ProblemError. */
+export async function request<T>(path: string, init?: RequestInit): Promise<T> {
   let res: Response;
   try {
     res = await fetch(path, init);

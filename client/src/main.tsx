@@ -1,6 +1,7 @@
 import { StrictMode } from "react";
 import { createRoot } from "react-dom/client";
 import { App } from "./App";
+import { AdminApp, isAdminLocation } from "./admin/AdminApp";
 import { StoreContext } from "./hooks";
 import { createBrowserStore } from "./store";
 import "./styles.css";
@@ -19,7 +20,7 @@ if (!root) throw new Error("#root missing");
 createRoot(root).render(
   <StrictMode>
     <StoreContext.Provider value={store}>
-      <App />
+      {isAdminLocation(window.location) ? <AdminApp /> : <App />}
     </StoreContext.Provider>
   </StrictMode>,
 );
