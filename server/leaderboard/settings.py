@@ -216,6 +216,8 @@ def _expected(name: str) -> str:
         return "one of " + ", ".join(str(a) for a in get_args(annotation))
     if annotation in (bool, bool | None):
         return "true or false"
+    if annotation in (int | None, float | None):  # optional numbers: unset means none (the README says what)
+        annotation = int if annotation == int | None else float
     if annotation not in (int, float):
         return "a path" if annotation in (Path, Path | None) else "text"
     noun = "an integer" if annotation is int else "a number"
