@@ -35,7 +35,7 @@ CREATE TABLE audit (
     detail      jsonb NOT NULL DEFAULT '{}'  -- what changed: {"boards": {board: value or null}}
 );
 
-DROP FUNCTION lb_submit(uuid[], text[], text[], bigint[], text[]);
+DROP FUNCTION lb_submit(uuid[], text[], text[], bigint[], text[], interval);
 DROP FUNCTION lb_apply(text[], text[], bigint[], smallint[], text[], text[], bigint[]);
 
 -- The operator of each submission's board (decr: subtract; from nothing: -score), in batch order per player,
@@ -82,25 +82,18 @@ BEGIN
 END
 $fn$;
 
--- One group-commit batch in one statement (see 004 and 005 for the semantics, which stay). With moderation:
+-- p_window: the idempotency window (LEADERBOARD_IDEMPOTENCY_WINDOW_DAYS): a session id logged longer ago than
+-- this is not looked for, so a retry within the window is a duplicate and the same id reused after it is new.
+-- lb_submit (sql/006) with moderation:
 --   * a submission for a banned player is refused (status 5) and not logged; the ban (moderation.py) holds
 --     every board row FOR UPDATE, so a batch sees a ban either wholly before it or wholly after;
 --   * the log records each submission's position in its batch (`ord`: "latest" for a `set` recompute);
 --   * a retry of a voided submission is a duplicate (the log keeps voided rows), answered with the player's
 --     current row, or none.
--- From 005, with seasons:
---   * each board's row is locked FOR SHARE first (a reset takes it FOR UPDATE), so a submission counts in the
---     season live when its transaction commits, and a reset waits for the batches in flight;
---   * player rows are keyed (board, season, user) in the live season; the log records the season;
---   * a duplicate answers with the value of the season its first submission counted in.
--- Returns one row per submission, in batch order:
---   status     0 accepted, 1 duplicate, 2 idempotency conflict, 3 out of range, 5 banned
---   value      the board value after this submission (a duplicate: the current value in its season)
---   season     the season it counted in (a duplicate: the one its first submission counted in)
---   key_value, sort_key, version, name: the player's committed row in that season after the batch
---   changed    this batch wrote that row
---   intent     the board's cache_intents row (accepted submissions only)
-CREATE FUNCTION lb_submit(p_sid uuid[], p_board text[], p_user text[], p_score bigint[], p_name text[])
+-- Returns one row per submission, in batch order: status 0 accepted, 1 duplicate, 2 idempotency conflict,
+-- 3 out of range, 5 banned; the other columns as in 005.
+CREATE FUNCTION lb_submit(p_sid uuid[], p_board text[], p_user text[], p_score bigint[], p_name text[],
+                          p_window interval DEFAULT interval '30 days')
 RETURNS TABLE (
     status smallint, value bigint, season integer, key_value bigint, sort_key bigint, version bigint, name text,
     changed boolean, intent bigint
@@ -130,14 +123,23 @@ BEGIN
 
     -- 1. Log the first occurrence of each session (in session_id order) in its board's live season; one
     --    logged before is a duplicate (in the season it counted in) or a conflict, and so is a repeat here.
+    --    sql/006: the log is partitioned, so no unique index on session_id: the batch's session ids are locked
+    --    (in one global order, after the boards and before the player rows), then looked up in the partitions
+    --    of the last p_window only (pruned on submitted_at), and the ones not found are logged. Taken after
+    --    the locks, each statement's snapshot sees every session logged by a batch that held one of them. (The
+    --    upper bound only prunes the future months and the DEFAULT partition: a row is logged at its
+    --    transaction's start, and a batch whose lock this one waited for started less than a day later.)
+    PERFORM lb_lock_sessions(p_sid);
     WITH firsts AS (
         SELECT DISTINCT ON (t.sid) t.sid, t.b, t.u, t.s, t.i
         FROM unnest(p_sid, p_board, p_user, p_score) WITH ORDINALITY AS t(sid, b, u, s, i)
         WHERE NOT coalesce(banned[t.i::int], false) ORDER BY t.sid, t.i
     ), ins AS (
         INSERT INTO game_sessions (session_id, board_id, user_id, score, season, ord)
-        SELECT f.sid, f.b, f.u, f.s, lb.season, f.i FROM firsts f JOIN leaderboards lb ON lb.id = f.b ORDER BY f.sid
-        ON CONFLICT (session_id) DO NOTHING
+        SELECT f.sid, f.b, f.u, f.s, lb.season, f.i FROM firsts f JOIN leaderboards lb ON lb.id = f.b
+        WHERE NOT EXISTS (SELECT 1 FROM game_sessions g WHERE g.session_id = f.sid
+                          AND g.submitted_at > now() - p_window AND g.submitted_at < now() + interval '1 day')
+        ORDER BY f.sid
         RETURNING session_id
     )
     SELECT coalesce(array_agg(ins.session_id), '{}') INTO inserted FROM ins;
@@ -158,7 +160,12 @@ BEGIN
               ORDER BY x.sid, x.i) f ON f.sid = t.sid
         JOIN leaderboards lb ON lb.id = t.b
         LEFT JOIN unnest(inserted) AS n(sid) ON n.sid = t.sid
-        LEFT JOIN game_sessions g ON g.session_id = t.sid AND n.sid IS NULL
+        LEFT JOIN LATERAL (  -- the latest in the window (one, even if a shorter window once let an id be reused)
+            SELECT g.session_id, g.board_id, g.user_id, g.score, g.season FROM game_sessions g
+            WHERE g.session_id = t.sid AND n.sid IS NULL
+              AND g.submitted_at > now() - p_window AND g.submitted_at < now() + interval '1 day'
+            ORDER BY g.submitted_at DESC LIMIT 1
+        ) g ON true
     ) c;
 
     -- 2. The player rows of the live season: lock them all in one pass, in (board, user) order, inserting the
@@ -230,8 +237,8 @@ BEGIN
         JOIN (SELECT DISTINCT ON (x.sid) x.sid, x.i FROM unnest(p_sid) WITH ORDINALITY AS x(sid, i)
               ORDER BY x.sid, x.i) f ON f.sid = t.sid
         LEFT JOIN unnest(inserted) AS n(sid) ON n.sid = t.sid;
-        DELETE FROM game_sessions g USING unnest(p_sid, st) AS t(sid, code)
-        WHERE t.code = 3 AND g.session_id = t.sid AND t.sid = ANY (inserted);
+        DELETE FROM game_sessions g USING unnest(p_sid, st) AS t(sid, code)  -- sql/006: only this batch's row
+        WHERE t.code = 3 AND g.session_id = t.sid AND t.sid = ANY (inserted) AND g.submitted_at = now();
     END IF;
 
     -- 4. Names: a player new on a board needs a users row; a submission with a name renames (the latest wins).

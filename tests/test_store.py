@@ -316,7 +316,7 @@ async def test_a_row_created_by_a_third_batch_does_not_deadlock_two_others(
 ) -> None:
     """Two batches of the same two players x and u, both new when the first (C) starts; a third (D) creates x
     in between, so the second (A) locks x in its step 1 while C finds x taken when it inserts. Two plain
-    transactions, each holding one session_id's log row, pace C and A through that interleaving. (The Python
+    transactions, each holding one session id's lock and log row, pace C and A through that interleaving. (The Python
     write path this pinned took row locks in two passes and deadlocked here; lb_submit locks every player row
     in one sorted pass.)"""
     board = await store.board("global")
@@ -328,6 +328,7 @@ async def test_a_row_created_by_a_third_batch_does_not_deadlock_two_others(
     try:
         for con, hold, sid in zip(pacers, holds, (sid_c, sid_a), strict=True):
             await hold.start()
+            await con.execute("SELECT lb_lock_sessions($1::uuid[])", [sid])  # as lb_submit does (sql/006)
             await con.execute(
                 "INSERT INTO game_sessions (session_id, board_id, user_id, score, season)"
                 " VALUES ($1, 'global', 'x', 1, 1)",

@@ -13,6 +13,7 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -27,7 +28,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from . import http, migrations, openapi, redisconn, ws
+from . import http, migrations, openapi, partitions, redisconn, ws
 from . import observability as obs
 from .auth import Authenticator, TokenRules
 from .cache import Cache
@@ -83,7 +84,7 @@ class Runtime:
         )
         listener = redisconn.connect(redis_url, cluster, decode_responses=True, health_check_interval=15)
         log.info("redis: %s", "a Redis Cluster (sharded pub/sub)" if cluster else "a single Redis")
-        store = Store(pool)
+        store = Store(pool, timedelta(days=settings.idempotency_window_days))
         ranks = Ranks(Cache(client, None if cluster else Pipe(redis_url)), store, settings.rebuild_batch)
         writer = Writer(store, ranks, settings.batch_max, settings.write_concurrency)
         rules = TokenRules(
@@ -104,6 +105,7 @@ class Runtime:
             asyncio.create_task(ranks.settle(), name="cache-debts"),
             asyncio.create_task(ranks.verify_all(settings.verify_interval_s), name="verify"),
             asyncio.create_task(rt.service.run_schedule(), name="seasons"),
+            asyncio.create_task(partitions.run(pool), name="log-partitions"),
             asyncio.create_task(rt.auth.run(rt.sockets.revoked), name="api-keys"),
             asyncio.create_task(rt.health.run(lambda: rt.sockets.broadcast_status(rt.health.status())), name="health"),
             asyncio.create_task(watchdog(rt.sockets.outboxes, settings.slow_socket_timeout_s), name="watchdog"),

@@ -1,4 +1,4 @@
-"""`leaderboard serve | migrate | keys | rebuild | demo`.
+"""`leaderboard serve | migrate | keys | rebuild | maintain | demo`.
 
 Every command reads its settings with `load_settings()`; a configuration problem, an unreachable
 database or Redis, or a data dir already served ends the command with one line per problem on stderr and
@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -377,6 +378,35 @@ def moderate(args: argparse.Namespace) -> int:
         return asyncio.run(run(s.database_url, s.redis_url))
 
 
+def maintain(args: argparse.Namespace) -> int:
+    import asyncpg
+
+    from . import migrations, partitions
+
+    async def run(dsn: str) -> int:
+        await migrations.apply_migrations(dsn)
+        con = await asyncpg.connect(dsn)
+        try:
+            report = await partitions.maintain(
+                con, s.log_retention_months, timedelta(days=s.idempotency_window_days), detach=args.detach,
+                dry_run=args.dry_run,
+            )  # fmt: skip
+        except asyncpg.LockNotAvailableError:
+            _say(f"maintain: game_sessions stayed locked for {partitions.LOCK_TIMEOUT} (a long query?); run it again")
+            return 1
+        finally:
+            await con.close()
+        for line in report.lines() or ["nothing to do"]:
+            print(line)
+        return 0
+
+    settings = _settings(args)
+    check_servers(settings, redis=False)
+    with Backends(settings, redis=False) as s:
+        assert s.database_url
+        return asyncio.run(run(s.database_url))
+
+
 def demo(args: argparse.Namespace) -> int:
     import asyncpg
 
@@ -483,6 +513,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("user_id", help="the player")
     p.add_argument("--reason", default="ban lifted", help="why (kept in the audit log)")
     p.set_defaults(fn=moderate)
+    p = with_data_dir(sub.add_parser("maintain", help="log partitions ahead and retention (run it daily from cron)"))
+    p.add_argument("--detach", action="store_true",
+                   help="detach the months past LEADERBOARD_LOG_RETENTION_MONTHS instead of dropping them (each "
+                        "stays a table of its own, game_sessions_YYYY_MM, to archive and drop)")  # fmt: skip
+    p.add_argument("--dry-run", action="store_true", help="say which months would be dropped; change nothing")
+    p.set_defaults(fn=maintain)
 
     p = with_data_dir(sub.add_parser("demo", help="submit realistic demo traffic to a running server"))
     p.add_argument("--url", default="http://127.0.0.1:8000", help="the server (default http://127.0.0.1:8000)")

@@ -83,6 +83,10 @@ class Settings(BaseSettings):
     redis_cluster: bool | None = None  # unset: ask the node at LEADERBOARD_REDIS_URL (INFO cluster)
     unsubscribe_grace_s: float = Field(default=5.0, ge=0, le=3600)  # a board's channel kept after its last follower
 
+    # The submission log (issue #14; docs/operations.md, "The submission log")
+    idempotency_window_days: int = Field(default=30, ge=1, le=366)  # a retry within this is a duplicate
+    log_retention_months: int | None = Field(default=None, ge=1, le=1200)  # `leaderboard maintain`; unset: keep all
+
     @property
     def push_interval(self) -> float:
         return self.push_interval_ms / 1000.0
@@ -133,6 +137,11 @@ class Settings(BaseSettings):
         if level not in LOG_LEVELS:
             raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}, got {value!r}")
         return level
+
+    @field_validator("log_retention_months", mode="before")
+    @classmethod
+    def _all_when_blank(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and value.strip() == "" else value
 
     @field_validator("redis_cluster", mode="before")
     @classmethod
@@ -207,6 +216,8 @@ def _expected(name: str) -> str:
         return "one of " + ", ".join(str(a) for a in get_args(annotation))
     if annotation in (bool, bool | None):
         return "true or false"
+    if annotation in (int | None, float | None):  # optional numbers: unset means none (the README says what)
+        annotation = int if annotation == int | None else float
     if annotation not in (int, float):
         return "a path" if annotation in (Path, Path | None) else "text"
     noun = "an integer" if annotation is int else "a number"

@@ -7,7 +7,7 @@ import time
 import uuid
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -121,7 +121,7 @@ VALUES ($1, $2, $3, $4, $5, $6, $7)
 ON CONFLICT (id) DO NOTHING
 RETURNING {BOARD_COLUMNS}
 """
-SQL_SUBMIT = "SELECT * FROM lb_submit($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::text[])"
+SQL_SUBMIT = "SELECT * FROM lb_submit($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::interval)"
 # The season a read is about: $2 when given, else the board's live season (so a read from Postgres, say while
 # Redis is away, never depends on a process's cached view of the live season).
 S = "coalesce($2::int, (SELECT lb.season FROM leaderboards lb WHERE lb.id = $1))"
@@ -231,6 +231,7 @@ FROM (
 """
 SQL_LAST_VERSION = "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM leaderboard_version_seq"
 MISSING_TTL_S, MISSING_MAX = 5.0, 10_000
+IDEMPOTENCY_WINDOW = timedelta(days=30)  # LEADERBOARD_IDEMPOTENCY_WINDOW_DAYS
 SEQ_SCALE = 1024  # push seq = version * SEQ_SCALE + changes applied out of version order (cache.py _WRITE)
 
 
@@ -268,8 +269,9 @@ def _member(row: asyncpg.Record) -> Member:
 class Store:
     """All SQL the service runs. The pool is owned by the app's lifespan."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, idempotency_window: timedelta = IDEMPOTENCY_WINDOW) -> None:
         self.pool = pool
+        self.idempotency_window = idempotency_window  # a session id logged longer ago is not looked for
         self._boards: dict[str, BoardInfo] = {}
         self._missing: dict[str, float] = {}  # board id -> until when "no such board" is believed
 
@@ -358,11 +360,12 @@ class Store:
     # ---- the write path -----------------------------------------------------------------------------------
 
     async def commit_batch(self, batch: Sequence[Write]) -> BatchResult:
-        """Apply a batch of submissions in one transaction and one round trip (lb_submit, sql/004); a refused
-        row never fails the others."""
+        """Apply a batch of submissions in one transaction and one round trip (lb_submit, sql/004 to 006); a
+        refused row never fails the others."""
         rows = await self.pool.fetch(
             SQL_SUBMIT, [w.session_id for w in batch], [w.board.id for w in batch],
             [w.sub.user_id for w in batch], [w.sub.score for w in batch], [w.sub.display_name for w in batch],
+            self.idempotency_window,
         )  # fmt: skip
         return _result(batch, rows)
 
