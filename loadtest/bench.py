@@ -286,8 +286,8 @@ async def redis_ceiling(url: str, seconds: float, pipeline: int) -> dict[str, An
 
 SEED_USERS = "INSERT INTO users (user_id) SELECT 'z' || g FROM generate_series(1, $1) g ON CONFLICT DO NOTHING"
 SEED_BOARD = """
-INSERT INTO leaderboard (board_id, user_id, value, sort_key, version)
-SELECT $2, 'z' || g, v, -v, nextval('leaderboard_version_seq')
+INSERT INTO leaderboard (board_id, season, user_id, value, sort_key, version)
+SELECT $2, (SELECT season FROM leaderboards WHERE id = $2), 'z' || g, v, -v, nextval('leaderboard_version_seq')
 FROM (SELECT g, (random() * 1e9)::bigint AS v FROM generate_series(1, $1) g) t
 """
 

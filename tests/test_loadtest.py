@@ -479,3 +479,13 @@ async def test_batch_scenario_against_a_server_with_batches(fake_batch_server: s
     # replays ride in later batches and must come back duplicate (else "unexpected_duplicate" or a double accept)
     assert s["idempotency"]["double_accepted"] == 0
     assert report["cpu"]["ops"] == sum(r["acked_in_window"] for r in report["raw"])
+
+
+async def test_the_bench_seeds_a_board_the_schema_accepts(services: Services, pool: asyncpg.Pool, clean: None) -> None:
+    """`make bench` seeds big boards straight into Postgres: the seeding must follow the schema (it once
+    lacked the season column and crashed the board-size step)."""
+    from loadtest.bench import _seed
+
+    await pool.execute("INSERT INTO leaderboards (id, title) VALUES ('seeded', 'seeded')")
+    await _seed(services.dsn, "seeded", 500)
+    assert await pool.fetchval("SELECT count(*) FROM leaderboard WHERE board_id = 'seeded' AND season = 1") == 500
