@@ -27,7 +27,7 @@ CREATE TABLE audit (
     id          bigserial PRIMARY KEY,
     at          timestamptz NOT NULL DEFAULT now(),
     actor       text NOT NULL,  -- the API key's name (or "cli")
-    action      text NOT NULL CHECK (action IN ('void', 'remove', 'ban', 'unban')),
+    action      text NOT NULL CHECK (action IN ('void', 'restore', 'remove', 'ban', 'unban')),
     board_id    text,
     user_id     text COLLATE "C" NOT NULL,
     session_id  uuid,

@@ -156,6 +156,33 @@ async def test_void_refusals_write_nothing(
     assert await counts(pool) == before
 
 
+async def test_restore_undoes_a_void_and_a_remove(
+    admin: httpx.AsyncClient, api: httpx.AsyncClient, pool: asyncpg.Pool, rds: Any
+) -> None:
+    a = await submit(api, "alice", 5)
+    b = await submit(api, "alice", 7)
+    await submit(api, "bob", 6)
+    await void(admin, b["session_id"])
+    resp = await admin.post("/api/leaderboard/restore", json={"session_id": b["session_id"], "reason": "mistake"})
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["score"] == 12
+    assert await listing(api) == [(1, "alice", 12), (2, "bob", 6)]
+    before = await counts(pool)
+    again = await admin.post("/api/leaderboard/restore", json={"session_id": b["session_id"], "reason": "x"})
+    assert_problem(again, 409, "not_voided")
+    assert await counts(pool) == before
+    # a removal voids every submission: restoring one brings the entry back with that one alone
+    await admin.delete("/api/leaderboard/entries/alice", params={"board": "global", "reason": "oops"})
+    assert await listing(api) == [(1, "bob", 6)]
+    resp = await admin.post("/api/leaderboard/restore", json={"session_id": a["session_id"], "reason": "appeal"})
+    assert resp.json()["score"] == 5
+    assert await listing(api) == [(1, "bob", 6), (2, "alice", 5)]
+    await assert_cache_matches_pg(pool, rds)
+    actions = (await admin.get("/api/audit", params={"user_id": "alice"})).json()["entries"]
+    assert [e["action"] for e in actions] == ["restore", "remove", "restore", "void"]
+    assert (await admin.get("/api/audit", params={"user_id": "bob"})).json()["entries"] == []
+
+
 async def test_a_void_that_would_leave_the_range_is_refused(admin: httpx.AsyncClient, api: httpx.AsyncClient) -> None:
     big = 2**53 - 1
     await submit(api, "edge", big)
@@ -288,6 +315,10 @@ async def test_submissions_lists_the_log_newest_first_with_voids(
     got = (await reader.get("/api/players/p/submissions", params={"board": "global"})).json()
     assert got["user_id"] == "p" and got["banned"] is False
     assert [(s["score"], s["voided_at"] is not None) for s in got["submissions"]] == [(3, False), (2, True), (1, False)]
+    assert all(s["live"] for s in got["submissions"])
+    assert (await admin.post("/api/leaderboards/other/reset")).status_code == 200
+    other = (await reader.get("/api/players/p/submissions", params={"board": "other"})).json()["submissions"]
+    assert [(s["score"], s["season"], s["live"]) for s in other] == [(9, 1, False)]
     assert len((await reader.get("/api/players/p/submissions")).json()["submissions"]) == 4
     assert len((await reader.get("/api/players/p/submissions", params={"limit": 1})).json()["submissions"]) == 1
 
@@ -298,6 +329,7 @@ async def test_submissions_lists_the_log_newest_first_with_voids(
 
 ACTIONS: list[tuple[str, str, dict[str, Any]]] = [
     ("POST", "/api/leaderboard/void", {"json": {"session_id": str(uuid.uuid4()), "reason": "x"}}),
+    ("POST", "/api/leaderboard/restore", {"json": {"session_id": str(uuid.uuid4()), "reason": "x"}}),
     ("DELETE", "/api/leaderboard/entries/p", {"params": {"board": "global", "reason": "x"}}),
     ("POST", "/api/players/p/ban", {"json": {"reason": "x"}}),
     ("DELETE", "/api/players/p/ban", {}),
@@ -335,6 +367,8 @@ async def test_only_admin_keys_moderate(
         ("GET", "/api/audit", {"params": {"limit": 0}}),
         ("GET", "/api/audit", {"params": {"limit": 501}}),
         ("GET", "/api/audit", {"params": {"before": "x"}}),
+        ("GET", "/api/audit", {"params": {"user_id": "no spaces"}}),
+        ("POST", "/api/leaderboard/restore", {"json": {"session_id": "x", "reason": "x"}}),
         ("GET", "/api/players/p/submissions", {"params": {"limit": 1000}}),
         ("GET", "/api/players/p/submissions", {"params": {"board": "BAD"}}),
     ],

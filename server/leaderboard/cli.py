@@ -344,17 +344,19 @@ def moderate(args: argparse.Namespace) -> int:
         ranks = Ranks(Cache(client), Store(pool), s.rebuild_batch)
         mod, who = Moderator(Moderation(pool), ranks), Principal("admin", name=f"cli:{getpass.getuser()}")
         try:
-            if args.command == "void":
-                v = await mod.void(who, uuid.UUID(args.session_id), args.reason)
+            if args.command in ("void", "restore"):
+                undo = mod.void if args.command == "void" else mod.restore
+                v = await undo(who, uuid.UUID(args.session_id), args.reason)
                 now = "no entry left" if v.score is None else f"score now {v.score}"
-                print(f"voided {v.session_id} of {v.user_id} on {v.board} (season {v.season}): {now}")
+                done = "voided" if args.command == "void" else "restored"
+                print(f"{done} {v.session_id} of {v.user_id} on {v.board} (season {v.season}): {now}")
             elif args.command == "remove":
                 r = await mod.remove(who, args.board, args.user_id, args.reason)
                 print(f"removed {r.user_id} from {r.board} (season {r.season}); {r.voided} submissions voided")
             else:
                 act = mod.ban if args.command == "ban" else mod.unban
                 b = await act(who, args.user_id, args.reason)
-                boards = ", ".join(f"{k}: {v}" for k, v in b.boards.items()) or "no board"
+                boards = ", ".join(f"{k}: {value}" for k, value in b.boards.items()) or "no board"
                 print(f"{'banned' if b.banned else 'unbanned'} {b.user_id} ({boards})")
             return 0
         except Refused as exc:
@@ -365,11 +367,11 @@ def moderate(args: argparse.Namespace) -> int:
             await client.aclose()
             await pool.close()
 
-    if args.command == "void":
+    if args.command in ("void", "restore"):
         try:
             uuid.UUID(args.session_id)
         except ValueError:
-            _say(f"void: {args.session_id!r} is not a session id (a UUID)")
+            _say(f"{args.command}: {args.session_id!r} is not a session id (a UUID)")
             return 2
     settings = _settings(args)
     check_servers(settings)
@@ -497,6 +499,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=rebuild)
 
     p = with_data_dir(sub.add_parser("void", help="void one submission and recompute its player's value"))
+    p.add_argument("session_id", help="the submission's session_id")
+    p.add_argument("--reason", required=True, help="why (kept in the audit log)")
+    p.set_defaults(fn=moderate)
+    p = with_data_dir(sub.add_parser("restore", help="undo a void: the submission counts again"))
     p.add_argument("session_id", help="the submission's session_id")
     p.add_argument("--reason", required=True, help="why (kept in the audit log)")
     p.set_defaults(fn=moderate)

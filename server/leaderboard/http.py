@@ -259,6 +259,11 @@ def handlers(context: Callable[[], Context]) -> dict[str, Endpoint]:
         body = await body_of(request, VoidBody)
         return JSON(await context().service.moderator.void(principal, body.session_id, body.reason))
 
+    async def restore(request: Request) -> Response:
+        principal = await credential(request, "restoring a submission")
+        body = await body_of(request, VoidBody)
+        return JSON(await context().service.moderator.restore(principal, body.session_id, body.reason))
+
     async def remove_entry(request: Request) -> Response:
         principal = await credential(request, "removing an entry")
         user, board, reason = user_param(request.path_params["user_id"]), board_param(request), reason_param(request)
@@ -279,7 +284,9 @@ def handlers(context: Callable[[], Context]) -> dict[str, Endpoint]:
         principal = await credential(request, "reading the audit log")
         limit = int_param(request, "limit", 50, 1, 500)
         before = int_param(request, "before", 0, 1, 2**63 - 1) if "before" in request.query_params else None
-        return JSON(await context().service.moderator.audit(principal, limit, before))
+        user = request.query_params.get("user_id")
+        user = user_param(user) if user is not None else None
+        return JSON(await context().service.moderator.audit(principal, limit, before, user))
 
     async def submissions(request: Request) -> Response:
         principal = await who(request, read=False)
@@ -292,7 +299,7 @@ def handlers(context: Callable[[], Context]) -> dict[str, Endpoint]:
     return {
         "submit": submit, "submit_batch": submit_batch, "top": top, "rank": rank, "list_boards": list_boards,
         "get_board": get_board, "create_board": create_board, "seasons": seasons, "reset": reset,
-        "void": void, "remove_entry": remove_entry, "ban": ban, "unban": unban, "audit": audit,
+        "void": void, "restore": restore, "remove_entry": remove_entry, "ban": ban, "unban": unban, "audit": audit,
         "submissions": submissions,
     }  # fmt: skip
 

@@ -31,6 +31,7 @@ SQL_SESSION = "SELECT board_id, user_id, season, voided_at FROM game_sessions WH
 SQL_LOCK = f"SELECT {BOARD_COLUMNS} FROM leaderboards WHERE id = $1 FOR UPDATE"
 SQL_LOCK_ALL = f"SELECT {BOARD_COLUMNS} FROM leaderboards ORDER BY id FOR UPDATE"
 SQL_VOID = "UPDATE game_sessions SET voided_at = now() WHERE session_id = $1"
+SQL_RESTORE = "UPDATE game_sessions SET voided_at = NULL WHERE session_id = $1"
 SQL_VOID_ALL = """
 UPDATE game_sessions SET voided_at = now()
 WHERE user_id = $1 AND board_id = $2 AND season = $3 AND voided_at IS NULL
@@ -72,14 +73,16 @@ WHERE g.user_id = $1 AND g.voided_at IS NULL ORDER BY g.board_id
 """
 SQL_AUDIT_PAGE = """
 SELECT id, at, actor, action, board_id, user_id, session_id, reason, detail FROM audit
-WHERE id < $1 ORDER BY id DESC LIMIT $2
+WHERE id < $1 AND ($3::text IS NULL OR user_id = $3) ORDER BY id DESC LIMIT $2
 """
 SQL_SUBMISSIONS = """
-SELECT session_id, board_id, season, score, submitted_at, voided_at FROM game_sessions
-WHERE user_id = $1 AND ($2::text IS NULL OR board_id = $2) ORDER BY submitted_at DESC, ord DESC LIMIT $3
+SELECT g.session_id, g.board_id, g.season, g.score, g.submitted_at, g.voided_at, g.season = lb.season AS live
+FROM game_sessions g JOIN leaderboards lb ON lb.id = g.board_id
+WHERE g.user_id = $1 AND ($2::text IS NULL OR g.board_id = $2) ORDER BY g.submitted_at DESC, g.ord DESC LIMIT $3
 """
 
 ALREADY_VOIDED = "this submission is already voided"
+NOT_VOIDED = "this submission is not voided"
 Con = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 
 
@@ -126,6 +129,14 @@ class Moderation:
     async def void(self, session_id: uuid.UUID, reason: str, actor: str) -> Outcome:
         """Void one submission and recompute its player's value. 404 unknown, 409 already voided or of an ended
         season, 409 out_of_range when the value without it would leave the board's range."""
+        return await self._set_voided(session_id, True, reason, actor)
+
+    async def restore(self, session_id: uuid.UUID, reason: str, actor: str) -> Outcome:
+        """Undo a void (the submission counts again) and recompute. 404 unknown, 409 not voided or of an ended
+        season, 409 out_of_range."""
+        return await self._set_voided(session_id, False, reason, actor)
+
+    async def _set_voided(self, session_id: uuid.UUID, voided: bool, reason: str, actor: str) -> Outcome:
         async with self.pool.acquire() as con, con.transaction():
             found = await con.fetchrow(SQL_SESSION, session_id)
             if found is None:
@@ -134,20 +145,22 @@ class Moderation:
             found = await con.fetchrow(SQL_SESSION, session_id)  # again, under the lock: a racing void is seen
             assert board_row is not None and found is not None
             board, user = board_from_row(board_row), found["user_id"]
-            if found["voided_at"] is not None:
+            if voided and found["voided_at"] is not None:
                 raise Conflict(ALREADY_VOIDED, code="already_voided")
+            if not voided and found["voided_at"] is None:
+                raise Conflict(NOT_VOIDED, code="not_voided")
             if found["season"] != board.season:
                 raise Conflict(
                     f"this submission counted in season {found['season']} of board {board.id!r}, which has ended: "
                     "its standings are final", code="season_ended",
                 )  # fmt: skip
-            await con.execute(SQL_VOID, session_id)
-            out = Outcome(season=board.season, voided=1, board=board.id, user=user)
+            await con.execute(SQL_VOID if voided else SQL_RESTORE, session_id)
+            out = Outcome(season=board.season, voided=1 if voided else 0, board=board.id, user=user)
             if await con.fetchval(SQL_BANNED, user) is None:  # a banned player has no entry to recompute
                 await self._recompute(con, board, user, out)
             else:
                 out.values[board.id] = None
-            await self._audit(con, actor, "void", board.id, user, session_id, reason, out)
+            await self._audit(con, actor, "void" if voided else "restore", board.id, user, session_id, reason, out)
         return out
 
     async def remove(self, board_id: str, user_id: str, reason: str, actor: str) -> Outcome:
@@ -194,8 +207,8 @@ class Moderation:
 
     # ---- reads --------------------------------------------------------------------------------------------
 
-    async def audit(self, limit: int, before: int | None) -> AuditPage:
-        rows = await self.pool.fetch(SQL_AUDIT_PAGE, before or 2**63 - 1, limit + 1)
+    async def audit(self, limit: int, before: int | None, user_id: str | None = None) -> AuditPage:
+        rows = await self.pool.fetch(SQL_AUDIT_PAGE, before or 2**63 - 1, limit + 1, user_id)
         page = [_audit_entry(r) for r in rows[:limit]]
         return AuditPage(page, page[-1].id if len(rows) > limit else None)
 
@@ -269,6 +282,7 @@ def _logged(r: asyncpg.Record) -> LoggedSubmission:
         r["score"],
         iso(r["submitted_at"]) or "",
         iso(r["voided_at"]),
+        r["live"],
     )
 
 

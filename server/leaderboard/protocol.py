@@ -208,7 +208,7 @@ Reason = Annotated[str, StringConstraints(min_length=1, max_length=500, strip_wh
 
 
 class VoidBody(Strict):
-    """POST /api/leaderboard/void body."""
+    """POST /api/leaderboard/void (and /restore) body."""
 
     session_id: uuid.UUID
     reason: Reason
@@ -249,7 +249,7 @@ class AuditEntry:
     id: int
     at: str
     actor: str
-    action: Literal["void", "remove", "ban", "unban"]
+    action: Literal["void", "restore", "remove", "ban", "unban"]
     board: str | None
     user_id: str
     session_id: uuid.UUID | None
@@ -271,6 +271,7 @@ class LoggedSubmission:
     score: int
     submitted_at: str
     voided_at: str | None
+    live: bool  # of the board's live season (moderation can change it); false: of an ended season, final
 
 
 @dataclass(frozen=True, slots=True)

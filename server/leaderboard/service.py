@@ -267,6 +267,12 @@ class Moderator:
         log.info("%s voided submission %s of %s on %s (%s)", actor, session_id, out.user, out.board, reason)
         return VoidReply(out.board, out.user, session_id, out.values.get(out.board), out.season)
 
+    async def restore(self, who: Principal, session_id: uuid.UUID, reason: str) -> VoidReply:
+        actor = _admin(who, "restoring a submission")
+        out = await self._run(self.moderation.restore(session_id, reason, actor))
+        log.info("%s restored submission %s of %s on %s (%s)", actor, session_id, out.user, out.board, reason)
+        return VoidReply(out.board, out.user, session_id, out.values.get(out.board), out.season)
+
     async def remove(self, who: Principal, board_id: str, user_id: str, reason: str) -> RemoveReply:
         actor = _admin(who, "removing an entry")
         out = await self._run(self.moderation.remove(board_id, user_id, reason, actor))
@@ -285,9 +291,9 @@ class Moderator:
         log.info("%s lifted the ban of %s (%s): restored on %d boards", actor, user_id, reason, len(out.values))
         return BanReply(user_id, False, out.values)
 
-    async def audit(self, who: Principal, limit: int, before: int | None) -> AuditPage:
+    async def audit(self, who: Principal, limit: int, before: int | None, user_id: str | None) -> AuditPage:
         _admin(who, "reading the audit log")
-        return await self._read(self.moderation.audit(limit, before))
+        return await self._read(self.moderation.audit(limit, before, user_id))
 
     async def submissions(self, who: Principal, user_id: str, board: str | None, limit: int) -> PlayerSubmissions:
         if who.role not in ("admin", "read"):
