@@ -197,3 +197,35 @@ def test_settings_tables_list_every_setting(doc: Path) -> None:
         expected -= {"LEADERBOARD_HOST", "LEADERBOARD_PORT"}
     assert sorted(expected - rows) == []
     assert sorted(rows - expected) == []
+
+
+@pytest.mark.skipif(shutil.which("curl") is None or shutil.which("bash") is None, reason="needs curl and bash")
+async def test_readme_moderation_example_works_verbatim(services: Services, server: str) -> None:
+    """The README's 'Remove a cheater' example, run after the 'Using it' block (whose $KEY and alice it uses):
+    the ban removes alice, her submission is refused 403 banned, the unban restores her value from the log, and
+    the audit log lists both actions newest first."""
+    blocks = _code_blocks((ROOT / "README.md").read_text())
+    (usage,) = [b for b in blocks if "keys create --role submit" in b]
+    (moderation,) = [b for b in blocks if "/ban" in b]
+    script = (usage + moderation).replace("http://127.0.0.1:8000", server)
+    script = script.replace(".venv/bin/leaderboard", " ".join(cli_command()))
+    proc = await asyncio.create_subprocess_exec(
+        "bash",
+        "-euo",
+        "pipefail",
+        "-c",
+        script,
+        env=cli_env(services.dsn, services.redis_url),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode == 0, err.decode()
+    banned, refused, lifted, audit = _json_objects(out.decode())[-4:]
+    assert banned == {"user_id": "alice", "banned": True, "boards": {"global": None}}, banned
+    assert (refused["status"], refused["code"]) == (403, "banned"), refused
+    assert lifted == {"user_id": "alice", "banned": False, "boards": {"global": 120}}, lifted
+    assert [(e["action"], e["user_id"], e["actor"], e["reason"]) for e in audit["entries"]] == [
+        ("unban", "alice", "moderator", "appeal accepted"),
+        ("ban", "alice", "moderator", "aimbot (ticket 4411)"),
+    ], audit
