@@ -16,6 +16,7 @@ from .http import MAX_OFFSET
 from .protocol import (
     BOARD_ID_PATTERN,
     USER_ID_PATTERN,
+    USER_IDS_MAX,
     Ack,
     BatchAck,
     BatchBody,
@@ -25,6 +26,7 @@ from .protocol import (
     BoardList,
     BoardSeasons,
     PlayerRank,
+    PlayersPage,
     Problem,
     ResetReply,
     Submission,
@@ -40,6 +42,7 @@ class Param:
     where: str  # query | path
     schema: dict[str, Any]
     description: str = ""
+    required: bool = False  # (path parameters always are)
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,8 @@ SEASON_Q = Param(
     {"type": "integer", "minimum": 1, "maximum": 2**31 - 1},
     "a season of the board (default: the live one); an ended season reads as it ended",
 )
+_ID = USER_ID_PATTERN.strip("^$")
+USER_IDS_PATTERN = f"^{_ID}(,{_ID}){{0,{USER_IDS_MAX - 1}}}$"
 BOARD_Q = Param("board", "query", {"type": "string", "default": "global", "pattern": BOARD_ID_PATTERN}, "board id")
 
 ROUTES: tuple[Route, ...] = (
@@ -83,6 +88,12 @@ ROUTES: tuple[Route, ...] = (
           reply=PlayerRank, problems=(401, 404, 422, 503),
           params=(Param("user_id", "path", {"type": "string", "pattern": USER_ID_PATTERN}), BOARD_Q,
                   Param("around", "query", _int(0, 25, 0), "entries above and below to include"), SEASON_Q)),
+    Route("GET", "/api/leaderboard/ranks", "ranks",
+          "Friends: some players' entries ordered by rank, with their ranks on the whole board (absent ones left "
+          "out)", reply=PlayersPage, problems=(401, 404, 422, 503),
+          params=(BOARD_Q, Param("user_ids", "query", {"type": "string", "pattern": USER_IDS_PATTERN},
+                                 f"comma-separated user ids, at most {USER_IDS_MAX} different ones (duplicates "
+                                 "count once)", required=True), SEASON_Q)),
     Route("GET", "/api/leaderboards", "list_boards", "List boards", reply=BoardList, problems=(401, 503)),
     Route("POST", "/api/leaderboards", "create_board", "Create a board (admin)", BEARER, BoardCreate, Board, 201,
           (400, 401, 403, 409, 413, 415, 422, 503)),
@@ -119,7 +130,7 @@ def _operation(route: Route, schemas: dict[str, Any]) -> dict[str, Any]:
         op["security"] = [{}, {"bearer": []}]
     if route.params:
         op["parameters"] = [
-            {"name": p.name, "in": p.where, "required": p.where == "path", "schema": p.schema,
+            {"name": p.name, "in": p.where, "required": p.where == "path" or p.required, "schema": p.schema,
              **({"description": p.description} if p.description else {})}
             for p in route.params
         ]  # fmt: skip
