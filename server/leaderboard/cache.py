@@ -212,11 +212,6 @@ end
 return out
 """
 
-# KEYS z v n z~ v~ n~ seq ready ev vmax season; ARGV seq floor, version floor, loaded season -- finish a
-# rebuild. The live keys hold only what writers stored since the rebuild emptied them: keep each of those unless
-# the loaded copy is newer, swap the loaded keys in, mark the board ready, and never let seq or vmax go back
-# (even when Redis lost them). If the board moved to a newer season while the rebuild loaded, what it loaded
-# is of an ended season: drop it and leave the board not ready (the next read rebuilds the new season).
 # KEYS z n seq ready; ARGV members -> seq, ready, total, then key, rank and name per member (key '' when absent)
 _PLAYERS = """
 local out = {tonumber(redis.call('GET', KEYS[3]) or '0'), redis.call('EXISTS', KEYS[4])}
@@ -238,6 +233,11 @@ end
 return out
 """
 
+# KEYS z v n z~ v~ n~ seq ready ev vmax season; ARGV seq floor, version floor, loaded season -- finish a
+# rebuild. The live keys hold only what writers stored since the rebuild emptied them: keep each of those unless
+# the loaded copy is newer, swap the loaded keys in, mark the board ready, and never let seq or vmax go back
+# (even when Redis lost them). If the board moved to a newer season while the rebuild loaded, what it loaded
+# is of an ended season: drop it and leave the board not ready (the next read rebuilds the new season).
 _SWAP = (
     _NEW_SEASON
     + """
