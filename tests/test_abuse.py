@@ -190,6 +190,8 @@ async def test_a_socket_that_neither_authenticates_nor_subscribes_is_closed(make
             assert (await authed.reply_to({"type": "auth", "token": keys.read}))["type"] == "auth"
             started = time.monotonic()
             assert (await idle.reply_to({"type": "ping"}))["type"] == "pong"  # pings are no excuse
+            refused = await idle.reply_to({"type": "subscribe", "board": "nope", "topics": ["top"]})
+            assert refused["code"] == "not_found"  # nor is a subscribe that was refused
             try:
                 while True:
                     await idle.conn.recv()

@@ -332,8 +332,8 @@ class Connection:
 
     async def _subscribe(self, frame: SubscribeFrame) -> None:
         hub, mb = self.ctx.hub, self.outbox
-        self.engaged = True
         if frame.topics == ["status"]:  # the server's health: not about a board
+            self.engaged = True
             self.wants_status = frame.type == "subscribe"
             mb.reply(Encoded(reply(frame.type + "d", frame.ref, {"topics": frame.topics})))
             if self.wants_status:
@@ -354,6 +354,7 @@ class Connection:
             mb.reply(Encoded(reply("unsubscribed", frame.ref, fields)))
             return
         _check_room(mb.subs | wanted, self.ctx.settings)
+        self.engaged = True  # (a refused subscribe does not count: a bad one cannot keep an idle socket open)
         mb.reply(Encoded(reply("subscribed", frame.ref, fields)))
         if "top" in frame.topics:
             await hub.subscribe_top(mb, board, frame.limit)
