@@ -59,10 +59,14 @@ def _log(msg: str) -> None:
 MAX_CONNECTIONS = 12_000
 
 
+SERVER_ENV: dict[str, str] = {}  # --server-env NAME=VALUE: settings of the servers under test
+
+
 def _clean_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LEADERBOARD_")}
     env["LEADERBOARD_LOG_LEVEL"] = "WARNING"
     env["LEADERBOARD_MAX_CONNECTIONS"] = str(MAX_CONNECTIONS)
+    env.update(SERVER_ENV)
     env.setdefault("XDG_RUNTIME_DIR", "/tmp")
     return env
 
@@ -676,7 +680,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep", action="store_true", help="keep the temporary data dir and logs")
     ap.add_argument("--render", metavar="JSON", help="only re-render the docs from a --json file of a run")
     ap.add_argument("--cluster-only", action="store_true", help="only the Redis Cluster runs: print their table")
+    ap.add_argument(
+        "--server-env", action="append", default=[], metavar="NAME=VALUE",
+        help="a setting of the servers under test, e.g. LEADERBOARD_PLAYER_SUBMIT_RATE=1000 (repeatable)",
+    )  # fmt: skip
     args = ap.parse_args(argv)
+    for item in args.server_env:
+        name, _, value = item.partition("=")
+        SERVER_ENV[name] = value
     if args.cluster_only:
         return _cluster_only(args)
     if args.render:

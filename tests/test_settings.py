@@ -43,6 +43,18 @@ def problem(env: pytest.MonkeyPatch, **variables: str) -> str:
         ("LEADERBOARD_MAX_FRAME_BYTES", "10", "LEADERBOARD_MAX_FRAME_BYTES: must be an integer >= 1024, got '10'"),
         ("LEADERBOARD_DRAIN_TIMEOUT_S", "-1", "LEADERBOARD_DRAIN_TIMEOUT_S: must be a number > 0, got '-1'"),
         ("LEADERBOARD_PUBLIC_READ", "maybe", "LEADERBOARD_PUBLIC_READ: must be true or false, got 'maybe'"),
+        (
+            "LEADERBOARD_PLAYER_SUBMIT_RATE",
+            "-1",
+            "LEADERBOARD_PLAYER_SUBMIT_RATE: must be a number 0-1000000, got '-1'",
+        ),
+        (
+            "LEADERBOARD_WS_IDLE_TIMEOUT_S",
+            "0",
+            "LEADERBOARD_WS_IDLE_TIMEOUT_S: must be a number > 0 and <= 86400, got '0'",
+        ),
+        ("LEADERBOARD_AUTH_FAILURES_MAX", "x", "LEADERBOARD_AUTH_FAILURES_MAX: must be an integer 0-1000000, got 'x'"),
+        ("LEADERBOARD_MAX_FOLLOWED", "0", "LEADERBOARD_MAX_FOLLOWED: must be an integer 1-100000, got '0'"),
         ("LEADERBOARD_LOG_FORMAT", "xml", "LEADERBOARD_LOG_FORMAT: must be one of auto, json, human, got 'xml'"),
         (
             "LEADERBOARD_LOG_LEVEL",

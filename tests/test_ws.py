@@ -327,7 +327,8 @@ async def _send_and_recv(ws: WS, frame: dict[str, Any]) -> dict[str, Any]:
 
 
 async def test_too_many_subscriptions(make_server: Any) -> None:
-    server = await make_server(max_subscriptions=2)
+    # followed players count towards max_followed (tests/test_friends.py has max_subscriptions: tops of boards)
+    server = await make_server(max_followed=1)
     async with ws_connect(server) as ws:
         assert (await ws.reply_to({"type": "subscribe", "topics": ["top"]}))["type"] == "subscribed"
         reply = await ws.reply_to({"type": "subscribe", "topics": ["rank"], "user_id": "alice"})
@@ -335,5 +336,6 @@ async def test_too_many_subscriptions(make_server: Any) -> None:
         err = await ws.reply_to({"type": "subscribe", "topics": ["rank"], "user_id": "bob"})
         assert err["type"] == "error" and err["code"] == "too_many_subscriptions"
         # unsubscribing frees a slot
-        assert (await ws.reply_to({"type": "unsubscribe", "topics": ["top"]}))["type"] == "unsubscribed"
+        off = await ws.reply_to({"type": "unsubscribe", "topics": ["rank"], "user_id": "alice"})
+        assert off["type"] == "unsubscribed"
         assert (await ws.reply_to({"type": "subscribe", "topics": ["rank"], "user_id": "bob"}))["type"] == "subscribed"

@@ -35,6 +35,7 @@ from .cache import Cache
 from .errors import NotFound, Refused, Unavailable
 from .fanout import Hub
 from .health import Health
+from .limits import AuthFailures, SubmitLimit
 from .logs import configure_logging, register_secret
 from .outbox import watchdog
 from .pipe import Pipe
@@ -86,7 +87,8 @@ class Runtime:
         log.info("redis: %s", "a Redis Cluster (sharded pub/sub)" if cluster else "a single Redis")
         store = Store(pool, timedelta(days=settings.idempotency_window_days))
         ranks = Ranks(Cache(client, None if cluster else Pipe(redis_url)), store, settings.rebuild_batch)
-        writer = Writer(store, ranks, settings.batch_max, settings.write_concurrency)
+        rate = SubmitLimit(ranks.cache, settings.player_submit_rate) if settings.player_submit_rate else None
+        writer = Writer(store, ranks, settings.batch_max, settings.write_concurrency, rate)
         rules = TokenRules(
             settings.player_token_secret, settings.player_token_max_lifetime_s, settings.player_token_audience,
             settings.player_token_issuer,
@@ -94,7 +96,9 @@ class Runtime:
         rt = cls(
             settings, pool, client, listener, store, ranks, writer,
             Hub(listener, ranks, settings.push_interval, store.forget, settings.unsubscribe_grace_s),
-            Service(store, ranks, writer), Authenticator(pool, rules), Health(pool, client),
+            Service(store, ranks, writer),
+            Authenticator(pool, rules, AuthFailures(settings.auth_failures_max, settings.auth_failure_window_s)),
+            Health(pool, client),
         )  # fmt: skip
         with contextlib.suppress(*DB_DOWN):
             await rt.auth.refresh()

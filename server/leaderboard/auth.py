@@ -3,7 +3,8 @@
 Every process keeps the active keys in memory and reloads them every few seconds, so a request costs no
 Postgres round trip, a key verified before a Postgres outage keeps working during it, and a revoked key is
 noticed within seconds (open sockets authenticated with it are then closed, see ws.py). A key not in memory
-(created a moment ago) is looked up once; such look-ups are rationed, so guessing keys costs us nothing.
+(created a moment ago) is looked up once; such look-ups are rationed, so guessing keys costs us nothing; and a
+client address whose credentials failed too often lately is refused for a while (limits.AuthFailures).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import asyncpg
 import jwt
 
 from .errors import Unauthorized, Unavailable
+from .limits import AuthFailures
 
 log = logging.getLogger(__name__)
 
@@ -93,20 +95,29 @@ class TokenRules:
 class Authenticator:
     """Turns a bearer credential into a Principal, or raises Unauthorized (401) / Unavailable (503)."""
 
-    def __init__(self, pool: asyncpg.Pool, rules: TokenRules) -> None:
+    def __init__(self, pool: asyncpg.Pool, rules: TokenRules, failures: AuthFailures | None = None) -> None:
         self.pool, self.rules = pool, rules
+        self.failures = failures or AuthFailures(0, 1.0)  # failed attempts per client address (limits.py)
         self._keys: dict[bytes, Principal] = {}
         self._lookups: dict[bytes, asyncio.Future[Principal | None]] = {}
         self._allowance, self._refilled = float(LOOKUPS_PER_SECOND), time.monotonic()
 
-    async def principal(self, credential: str | None) -> Principal:
+    async def principal(self, credential: str | None, address: str | None = None) -> Principal:
+        """`address`: the client's; one that failed too often lately is refused (TooMany) before any check."""
         if credential is None:
             return ANONYMOUS
-        if looks_like_jwt(credential):
-            return self._player(credential)
-        return await self._api_key(credential)
+        self.failures.check(address)
+        try:
+            if looks_like_jwt(credential):
+                return self._player(credential)
+            return await self._api_key(credential)
+        except Unauthorized:
+            self.failures.failed(address)
+            raise
 
-    async def from_header(self, header: str | None, api_key_header: str | None = None) -> Principal:
+    async def from_header(
+        self, header: str | None, api_key_header: str | None = None, address: str | None = None
+    ) -> Principal:
         if header is None:
             if api_key_header is not None:
                 raise Unauthorized("send the key as 'Authorization: Bearer <key>', not X-API-Key")
@@ -114,7 +125,7 @@ class Authenticator:
         scheme, _, credential = header.partition(" ")
         if scheme.lower() != "bearer" or not credential.strip():
             raise Unauthorized("use 'Authorization: Bearer <api key or player token>'")
-        return await self.principal(credential.strip())
+        return await self.principal(credential.strip(), address)
 
     # ---- API keys -----------------------------------------------------------------------------------------
 

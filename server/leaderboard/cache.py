@@ -17,6 +17,8 @@ Per board (all keys share the `{board}` hash tag, so a board lives in one Redis 
     lb:{b}:verify lease       held by the process checking the board against Postgres this interval
     lb:{b}:lock   lock        held by the process rebuilding the board
     lb:{b}:z~ v~ n~           the next z / v / n while a rebuild loads them
+    lb:{b}:rate:<user>        the player's submission rate (GCRA: when its next submission is due, µs of Redis
+                              TIME); expires once the player is within its burst again (limits.py)
     lb:{b}:ev     channel     change events: {"s": seq, "t": commit time, "c": [[user, old_key, new_key], ...]},
                               {"s": seq, "reset": true} after a rebuild, {"s": seq, "season": n, "ended": n - 1}
 Global: lb:boards (channel) announces created boards; nothing else lives outside a board's slot.
@@ -49,7 +51,7 @@ from redis.exceptions import NoScriptError, RedisError
 
 from . import observability as obs
 from .pipe import Pipe
-from .ranking import Member, Position, Standing, TopSlice
+from .ranking import Member, Players, Position, Standing, TopSlice
 from .redisconn import Client, owner
 from .store import Written
 
@@ -62,6 +64,11 @@ class Keys:
     """Key names of one board."""
 
     __slots__ = ("ev", "lock", "n", "n_new", "ready", "season", "seq", "v", "v_new", "verify", "vmax", "z", "z_new")
+
+    @staticmethod
+    def rate(board: str, user: str) -> str:
+        """The key of a player's submission rate on the board (in the board's slot)."""
+        return f"lb:{{{board}}}:rate:{user}"
 
     def __init__(self, board: str) -> None:
         p = f"lb:{{{board}}}:"
@@ -217,6 +224,27 @@ end
 return out
 """
 
+# KEYS z n seq ready; ARGV members -> seq, ready, total, then key, rank and name per member (key '' when absent)
+_PLAYERS = """
+local out = {tonumber(redis.call('GET', KEYS[3]) or '0'), redis.call('EXISTS', KEYS[4])}
+if out[2] == 0 then return out end
+out[3] = redis.call('ZCARD', KEYS[1])
+local names = #ARGV > 0 and redis.call('HMGET', KEYS[2], unpack(ARGV)) or {}
+for i, m in ipairs(ARGV) do
+  local s = redis.call('ZSCORE', KEYS[1], m)
+  if s then
+    out[#out + 1] = s
+    out[#out + 1] = redis.call('ZCOUNT', KEYS[1], '-inf', '(' .. s) + 1
+    out[#out + 1] = names[i] or ''
+  else
+    out[#out + 1] = ''
+    out[#out + 1] = 0
+    out[#out + 1] = ''
+  end
+end
+return out
+"""
+
 # KEYS z v n z~ v~ n~ seq ready ev vmax season; ARGV seq floor, version floor, loaded season -- finish a
 # rebuild. The live keys hold only what writers stored since the rebuild emptied them: keep each of those unless
 # the loaded copy is newer, swap the loaded keys in, mark the board ready, and never let seq or vmax go back
@@ -262,6 +290,33 @@ redis.call('PUBLISH', KEYS[9], cjson.encode({s = seq, reset = true}))
 return seq
 """
 )
+
+# KEYS one rate key per submission (a player may repeat); ARGV emission interval (µs), burst -> per submission 0
+# (admitted: counted) or the µs to wait. GCRA: a player's key holds the time its next submission is due; up to
+# `burst` may be early. Redis' clock, so every process shares one bucket per player.
+_RATE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval = tonumber(ARGV[1])
+local tolerance = interval * tonumber(ARGV[2])
+local due, out = {}, {}
+for i, key in ipairs(KEYS) do
+  local tat = due[key] or tonumber(redis.call('GET', key) or '0')
+  if tat < now then tat = now end
+  local wait = tat + interval - tolerance - now
+  if wait > 0 then
+    out[i] = math.ceil(wait)
+    due[key] = tat
+  else
+    out[i] = 0
+    due[key] = tat + interval
+  end
+end
+for key, tat in pairs(due) do
+  if tat > now then redis.call('SET', key, string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000)) end
+end
+return out
+"""
 
 _UNLOCK = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 
@@ -318,9 +373,11 @@ class Cache:
         self._top = client.register_script(_TOP)
         self._rank = client.register_script(_RANK)
         self._follow = client.register_script(_FOLLOW)
+        self._players = client.register_script(_PLAYERS)
         self._swap = client.register_script(_SWAP.replace("'PUBLISH'", f"'{publish}'"))
         self._switch = client.register_script(_SWITCH.replace("'PUBLISH'", f"'{publish}'"))
         self._unlock = client.register_script(_UNLOCK)
+        self._rate = client.register_script(_RATE)
 
     # ---- writes -------------------------------------------------------------------------------------------
 
@@ -373,6 +430,28 @@ class Cache:
             key, rank = res[2 + 2 * i], res[3 + 2 * i]
             out[user] = Position(int(float(key)), int(rank)) if key != "" else None
         return int(res[0]), out
+
+    async def players(self, board: str, users: Sequence[str]) -> Players:
+        """Some players of the board (friends, a group) in listing order, with their competition ranks; those
+        without an entry are left out. One round trip whatever the number of players."""
+        k = Keys(board)
+        res = await self._eval(self._players, [k.z, k.n, k.seq, k.ready], list(users))
+        if not res[1]:
+            raise NotReady(int(res[0]))
+        found: list[tuple[int, str, int, str | None]] = []  # (key, user, rank, name)
+        for i, user in enumerate(users):
+            key, rank, name = res[3 + 3 * i], res[4 + 3 * i], res[5 + 3 * i]
+            if key != "":
+                found.append((int(float(key)), user, int(rank), name or None))
+        found.sort(key=lambda f: (f[0], f[1]))  # listing order: ties by user_id (ASCII: code point = byte order)
+        return Players(int(res[0]), int(res[2]), [(Member(u, n, key), rank) for key, u, rank, n in found])
+
+    async def take(self, board: str, users: Sequence[str], rate: float, burst: float) -> list[float]:
+        """One submission of each of `users` (repeats allowed) against its player's rate on the board, in one
+        round trip: per submission 0.0 (admitted and counted) or the seconds to wait (refused, not counted)."""
+        keys = [Keys.rate(board, u) for u in users]
+        waits = await self._eval(self._rate, keys, [f"{1e6 / rate:.3f}", f"{burst:g}"])
+        return [int(w) / 1e6 for w in waits]
 
     async def announce(self, board: str) -> None:
         if self.cluster:

@@ -86,7 +86,13 @@ class OutOfRange(Refused):
 
 
 class TooMany(Refused):
+    """Over a rate: `retry_after` seconds until a retry can succeed (the Retry-After header), when known."""
+
     status, code = 429, "rate_limited"
+
+    def __init__(self, detail: str, *, code: str | None = None, retry_after: float | None = None) -> None:
+        super().__init__(detail, code=code)
+        self.retry_after = retry_after
 
 
 class Unavailable(Refused):

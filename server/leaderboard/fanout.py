@@ -161,20 +161,29 @@ class Hub:
         mb.push(key, message, seq)
 
     async def subscribe_rank(self, mb: Outbox, board: BoardInfo, user_id: str) -> None:
+        await self.subscribe_ranks(mb, board, [user_id])
+
+    async def subscribe_ranks(self, mb: Outbox, board: BoardInfo, users: list[str]) -> None:
+        """Follow these players (friends): one read for those no socket here follows yet, then each one's
+        current rank is pushed."""
         b = self._follow(board)
-        f = b.follows.get(user_id)
-        if f is None:
-            f = b.follows[user_id] = _Follow()
-            seq, found = await self.ranks.follow(board, [user_id])
-            _place(f, found[user_id])
+        new = [u for u in users if u not in b.follows]
+        if new:
+            seq, found = await self.ranks.follow(board, new)
+            for user in new:
+                if user not in b.follows:  # (another socket may have started following it meanwhile)
+                    f = b.follows[user] = _Follow()
+                    _place(f, found[user])
         else:
             seq = await self.ranks.seq(board)
-        f.mailboxes.add(mb)
-        mb.subs.add(("rank", board.id, user_id))
+        for user in users:
+            f = b.follows.setdefault(user, _Follow())
+            f.mailboxes.add(mb)
+            key = ("rank", board.id, user)
+            mb.subs.add(key)
+            mb.seqs.pop(key, None)
+            mb.push(key, _rank_message(b.info, user, f, None, seq), seq)
         obs.gauge(obs.SUBSCRIBERS, _count(b, "rank"), board.id, "rank")
-        key = ("rank", board.id, user_id)
-        mb.seqs.pop(key, None)
-        mb.push(key, _rank_message(b.info, user_id, f, None, seq), seq)
 
     def unsubscribe(self, mb: Outbox, topic: str, board_id: str, user_id: str = "") -> None:
         mb.subs.discard((topic, board_id, user_id))

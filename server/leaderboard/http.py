@@ -18,7 +18,8 @@ from starlette.responses import Response
 from starlette.routing import Match, Route
 
 from .auth import Authenticator, Principal
-from .errors import TITLES, Invalid, NotFound, Refused, Unauthorized
+from .errors import TITLES, Invalid, NotFound, Refused, TooMany, Unauthorized
+from .limits import retry_after
 from .protocol import (
     BOARD_ID_PATTERN,
     BOARD_ID_RULE,
@@ -26,6 +27,7 @@ from .protocol import (
     TEXT_RULE,
     USER_ID_PATTERN,
     USER_ID_RULE,
+    USER_IDS_MAX,
     BanBody,
     BatchBody,
     BoardCreate,
@@ -75,6 +77,8 @@ def problem(exc: Refused, headers: Mapping[str, str] | None = None) -> Response:
         body["errors"] = exc.errors
     if exc.status == 401:
         headers = {**(headers or {}), "WWW-Authenticate": 'Bearer realm="leaderboard"'}
+    if isinstance(exc, TooMany) and exc.retry_after is not None:
+        headers = {**(headers or {}), "Retry-After": retry_after(exc.retry_after)}
     return Response(orjson.dumps(body), exc.status, headers=headers, media_type="application/problem+json")
 
 
@@ -172,6 +176,27 @@ def user_param(user_id: str) -> str:
     return user_id
 
 
+def user_ids_param(request: Request) -> list[str]:
+    """`user_ids=a,b,c` (or repeated): 1 to USER_IDS_MAX distinct valid ids, duplicates collapsed, in order."""
+    raw = ",".join(request.query_params.getlist("user_ids"))
+    if not raw:
+        raise Invalid("user_ids: required, 1-100 comma-separated user ids", [{"loc": ["query", "user_ids"],
+                      "msg": "required"}])  # fmt: skip
+    ids = list(dict.fromkeys(raw.split(",")))
+    bad = next((u for u in ids if not _USER.match(u)), None)
+    if bad is not None:
+        raise Invalid(
+            f"user_ids: {bad[:70]!r} is not a user id ({USER_ID_RULE})",
+            [{"loc": ["query", "user_ids"], "msg": f"each must be {USER_ID_RULE}"}],
+        )
+    if len(ids) > USER_IDS_MAX:
+        raise Invalid(
+            f"user_ids: at most {USER_IDS_MAX} different ids, got {len(ids)}",
+            [{"loc": ["query", "user_ids"], "msg": f"at most {USER_IDS_MAX}"}],
+        )
+    return ids
+
+
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
@@ -180,7 +205,10 @@ def handlers(context: Callable[[], Context]) -> dict[str, Endpoint]:
 
     async def who(request: Request, read: bool) -> Principal:
         ctx = context()
-        principal = await ctx.auth.from_header(request.headers.get("authorization"), request.headers.get("x-api-key"))
+        principal = await ctx.auth.from_header(
+            request.headers.get("authorization"), request.headers.get("x-api-key"),
+            request.client.host if request.client else None,
+        )  # fmt: skip
         if read and not principal.can_read(ctx.settings.public_read):
             raise Unauthorized("reads need an API key or a player token on this server")
         return principal
@@ -200,7 +228,12 @@ def handlers(context: Callable[[], Context]) -> dict[str, Endpoint]:
         limit = context().settings.batch_items_max
         if len(body.items) > limit:
             raise Invalid(f"items: at most {limit} in one request, got {len(body.items)}")
-        return JSON(await context().service.submit_batch(principal, parse_items(body.items)))
+        ack = await context().service.submit_batch(principal, parse_items(body.items))
+        rate = context().settings.player_submit_rate
+        if rate and any(r.error is not None and r.error.code == TooMany.code for r in ack.results):
+            # items over their player's rate are refused one by one; a GCRA wait is at most one interval
+            return JSON(ack, headers={"Retry-After": retry_after(1 / rate)})
+        return JSON(ack)
 
     async def top(request: Request) -> Response:
         await who(request, read=True)
@@ -217,6 +250,12 @@ def handlers(context: Callable[[], Context]) -> dict[str, Endpoint]:
         board = board_param(request)
         around = int_param(request, "around", 0, 0, 25)
         return JSON(await context().service.rank(board, user, around, season_param(request)))
+
+    async def ranks(request: Request) -> Response:
+        await who(request, read=True)
+        board = board_param(request)
+        user_ids = user_ids_param(request)
+        return JSON(await context().service.players(board, user_ids, season_param(request)))
 
     async def seasons(request: Request) -> Response:
         await who(request, read=True)
@@ -301,6 +340,7 @@ def handlers(context: Callable[[], Context]) -> dict[str, Endpoint]:
         "get_board": get_board, "create_board": create_board, "seasons": seasons, "reset": reset,
         "void": void, "restore": restore, "remove_entry": remove_entry, "ban": ban, "unban": unban, "audit": audit,
         "submissions": submissions,
+        "ranks": ranks,
     }  # fmt: skip
 
 

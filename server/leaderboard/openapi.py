@@ -17,6 +17,7 @@ from .protocol import (
     BOARD_ID_PATTERN,
     TEXT_PATTERN,
     USER_ID_PATTERN,
+    USER_IDS_MAX,
     Ack,
     AuditPage,
     BanBody,
@@ -29,6 +30,7 @@ from .protocol import (
     BoardList,
     BoardSeasons,
     PlayerRank,
+    PlayersPage,
     PlayerSubmissions,
     Problem,
     RemoveReply,
@@ -78,6 +80,8 @@ SEASON_Q = Param(
 )
 USER_P = Param("user_id", "path", {"type": "string", "pattern": USER_ID_PATTERN})
 REASON = {"type": "string", "minLength": 1, "maxLength": 500, "pattern": TEXT_PATTERN}
+_ID = USER_ID_PATTERN.strip("^$")
+USER_IDS_PATTERN = f"^{_ID}(,{_ID}){{0,{USER_IDS_MAX - 1}}}$"
 BOARD_Q = Param("board", "query", {"type": "string", "default": "global", "pattern": BOARD_ID_PATTERN}, "board id")
 
 ROUTES: tuple[Route, ...] = (
@@ -94,6 +98,12 @@ ROUTES: tuple[Route, ...] = (
           reply=PlayerRank, problems=(401, 404, 422, 503),
           params=(Param("user_id", "path", {"type": "string", "pattern": USER_ID_PATTERN}), BOARD_Q,
                   Param("around", "query", _int(0, 25, 0), "entries above and below to include"), SEASON_Q)),
+    Route("GET", "/api/leaderboard/ranks", "ranks",
+          "Friends: some players' entries ordered by rank, with their ranks on the whole board (absent ones left "
+          "out)", reply=PlayersPage, problems=(401, 404, 422, 503),
+          params=(BOARD_Q, Param("user_ids", "query", {"type": "string", "pattern": USER_IDS_PATTERN},
+                                 f"comma-separated user ids, at most {USER_IDS_MAX} different ones (duplicates "
+                                 "count once)", required=True), SEASON_Q)),
     Route("GET", "/api/leaderboards", "list_boards", "List boards", reply=BoardList, problems=(401, 503)),
     Route("POST", "/api/leaderboards", "create_board", "Create a board (admin)", BEARER, BoardCreate, Board, 201,
           (400, 401, 403, 409, 413, 415, 422, 503)),
@@ -169,7 +179,9 @@ def _operation(route: Route, schemas: dict[str, Any]) -> dict[str, Any]:
         ok["content"] = {route.content_type: {"schema": schema_of(route.reply)}}
     problem = {"description": "Problem details (RFC 9457)",
                "content": {"application/problem+json": {"schema": _ref("Problem")}}}  # fmt: skip
-    op["responses"] = {str(route.status): ok, **{str(s): problem for s in route.problems}}
+    # Any request that carries a credential may meet the failed-authentication slowdown (limits.py): 429.
+    problems = sorted({*route.problems, 429}) if route.security != NONE else route.problems
+    op["responses"] = {str(route.status): ok, **{str(s): problem for s in problems}}
     return op
 
 

@@ -6,7 +6,7 @@ Client -> server frames (JSON objects with a `type`; an optional `ref` is echoed
                                                                              user_id, score, rank, session_id}
     submit      {items: [submission, ...]}                             -> ack {results: [{index, ...ack} |
                                                                              {index, error: {code, detail}}]}
-    subscribe   {board?, topics: ["top"|"rank"], limit?, user_id?}     -> subscribed, then a top/rank push
+    subscribe   {board?, topics: ["top"|"rank"], limit?, user_id?, user_ids?}  -> subscribed, then top/rank pushes
                 {topics: ["status"]}                                  -> subscribed, then a status push
     unsubscribe {board?, topics, user_id?}                             -> unsubscribed
     ping        {}                                                     -> pong
@@ -40,11 +40,12 @@ from pydantic import (
 
 from . import seasons
 from .errors import Invalid
-from .ranking import MAX_VALUE, Sort, TopSlice, value_of
+from .ranking import MAX_VALUE, Players, Sort, TopSlice, value_of
 
 USER_ID_PATTERN = r"^[A-Za-z0-9_.:@-]{1,64}$"
 BOARD_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 USER_ID_RULE = "1-64 characters of A-Z a-z 0-9 _ . : @ -"
+USER_IDS_MAX = 100  # players in one friends read (user_ids=) or one rank subscribe frame
 BOARD_ID_RULE = "1-64 characters of a-z 0-9 _ -, starting with a letter or digit"
 
 UserId = Annotated[str, StringConstraints(pattern=USER_ID_PATTERN)]
@@ -136,6 +137,17 @@ class TopPage:
     board: str
     total: int
     seq: int
+    entries: list[Entry]
+
+
+@dataclass(frozen=True, slots=True)
+class PlayersPage:
+    """GET /api/leaderboard/ranks: some players (friends, a group) in listing order, with their ranks on the
+    whole board; players without an entry are left out."""
+
+    board: str
+    season: int
+    total: int
     entries: list[Entry]
 
 
@@ -308,6 +320,11 @@ def entries(page: TopSlice, sort: Sort) -> list[Entry]:
     ]
 
 
+def player_entries(players: Players, sort: Sort) -> list[Entry]:
+    """Players as wire entries, shaped as /top's."""
+    return [Entry(rank, m.user_id, m.display_name, value_of(m.key, sort)) for m, rank in players.ranked]
+
+
 # ---- WebSocket frames -------------------------------------------------------------------------------------
 
 RefField = Annotated[str, StringConstraints(max_length=64)] | StrictInt | None
@@ -404,6 +421,11 @@ class SubscribeFrame(Frame):
     topics: Annotated[list[Topic], Field(min_length=1, max_length=2)]
     limit: Annotated[StrictInt, Field(ge=1, le=100)] = 10
     user_id: UserId | None = None
+    user_ids: Annotated[list[UserId], Field(min_length=1, max_length=USER_IDS_MAX)] | None = None  # friends
+
+    def players(self) -> list[str]:
+        """The players of the rank topic: `user_id` and `user_ids`, each once, in order."""
+        return list(dict.fromkeys([*([self.user_id] if self.user_id else []), *(self.user_ids or [])]))
 
 
 class PingFrame(Frame):
@@ -486,8 +508,8 @@ def parse_frame(data: str | bytes) -> ClientFrame:
         frame = model.model_validate(obj)
     except ValidationError as exc:
         raise FrameError("validation_error", describe(exc).detail, ref) from None
-    if isinstance(frame, SubscribeFrame) and "rank" in frame.topics and frame.user_id is None:
-        raise FrameError("validation_error", "user_id: required for the rank topic", ref)
+    if isinstance(frame, SubscribeFrame) and "rank" in frame.topics and frame.user_id is None and not frame.user_ids:
+        raise FrameError("validation_error", "user_id (or user_ids): required for the rank topic", ref)
     return frame
 
 
@@ -504,5 +526,9 @@ def reply(kind: str, ref: Ref, body: Any) -> bytes:
     return head + (b"}" if fields == b"{}" else b"," + fields[1:])
 
 
-def error_frame(code: str, detail: str, ref: Ref = None) -> bytes:
-    return encode({"type": "error", "ref": ref, "code": code, "detail": detail})
+def error_frame(code: str, detail: str, ref: Ref = None, retry_after: float | None = None) -> bytes:
+    """An `error` frame; `retry_after` (seconds) only on a `rate_limited` refusal that knows its wait."""
+    frame: dict[str, Any] = {"type": "error", "ref": ref, "code": code, "detail": detail}
+    if retry_after is not None:
+        frame["retry_after"] = round(retry_after, 3)
+    return encode(frame)

@@ -149,3 +149,13 @@ class Position:
 
     key: int
     rank: int
+
+
+@dataclass(frozen=True, slots=True)
+class Players:
+    """Some players of a board (friends, a group) in listing order, each with its competition rank on the whole
+    board; players without an entry are left out."""
+
+    seq: int
+    total: int
+    ranked: list[tuple[Member, int]]

@@ -23,6 +23,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
 
 from redis.exceptions import RedisError
 
@@ -31,13 +32,14 @@ from . import ranking
 from .cache import Cache, NotReady
 from .errors import Unavailable
 from .protocol import Entry, entries
-from .ranking import Position, Standing, TopSlice
+from .ranking import Players, Position, Standing, TopSlice
 from .store import DB_DOWN, BoardInfo, Store, Written
 
 log = logging.getLogger(__name__)
 
 NEITHER = "neither Redis nor Postgres can answer; retry"
 REPAIR_AFTER_S = 5.0  # a cache debt older than this was not paid by its writer (it died or failed)
+T = TypeVar("T")
 REBUILDS_AT_ONCE = 2  # concurrent rebuilds per process (after a Redis restart every board is rebuilt)
 
 
@@ -98,20 +100,41 @@ class Ranks:
         except DB_DOWN:
             raise Unavailable(NEITHER) from None
 
-    async def standing(self, board: BoardInfo, user_id: str, around: int) -> Standing | None:
-        """The player's rank and neighbours, or None when they have no entry."""
+    async def _either(
+        self, board: BoardInfo, op: str, cached: Callable[[], Awaitable[T]], stored: Callable[[int], Awaitable[T]]
+    ) -> T:
+        """The policy of a read: `cached()` (Redis) when the board is ready and has missed no write; otherwise
+        `stored(seq)` (Postgres, same semantics; seq: what Redis last said, 0 if nothing) and the board is
+        rebuilt. Neither answering: Unavailable."""
+        seq = 0
         try:
-            if board.id in self.stale:
+            if board.id in self.stale:  # Redis missed a write acked here: Postgres until the rebuild
                 raise NotReady(0)
-            return await self.cache.standing(board.id, user_id, around)
-        except NotReady:
+            return await cached()
+        except NotReady as exc:
+            seq = exc.seq
             self.ensure_rebuild(board.id)
         except RedisError:
-            obs.count(obs.REDIS_FALLBACK, 1, "rank")
+            obs.count(obs.REDIS_FALLBACK, 1, op)
         try:
-            return await self.store.standing(board, user_id, around, 0)
+            return await stored(seq)
         except DB_DOWN:
             raise Unavailable(NEITHER) from None
+
+    async def standing(self, board: BoardInfo, user_id: str, around: int) -> Standing | None:
+        """The player's rank and neighbours, or None when they have no entry."""
+        return await self._either(
+            board, "rank", lambda: self.cache.standing(board.id, user_id, around),
+            lambda _: self.store.standing(board, user_id, around, 0),
+        )  # fmt: skip
+
+    async def players(self, board: BoardInfo, users: Sequence[str]) -> Players:
+        """Some players (friends) in listing order with their ranks in the live season; absent ones left out."""
+
+        async def stored(seq: int) -> Players:
+            return await self.store.players(board, users, seq or await self.store.seq_floor())
+
+        return await self._either(board, "players", lambda: self.cache.players(board.id, users), stored)
 
     async def follow(self, board: BoardInfo, users: Sequence[str]) -> tuple[int, dict[str, Position | None]]:
         """(seq, {user: position or None}) for followed players."""

@@ -23,6 +23,7 @@ from .protocol import (
     BoardSeasons,
     ItemResult,
     PlayerRank,
+    PlayersPage,
     PlayerSubmissions,
     RemoveReply,
     ResetReply,
@@ -33,6 +34,7 @@ from .protocol import (
     encode,
     entries,
     item_result,
+    player_entries,
 )
 from .ranking import TopSlice, percentile
 from .ranks import Ranks
@@ -150,6 +152,17 @@ class Service:
             info.id, user_id, me.display_name, found.rank, me.score, found.total,
             percentile(found.rank, found.total), window,
         )  # fmt: skip
+
+    async def players(self, board_id: str, user_ids: list[str], season: int | None = None) -> PlayersPage:
+        """Friends: these players' entries in listing order with their ranks on the whole board (the live
+        season from the read model; an ended one from Postgres). Players without an entry are left out."""
+        info = await self.board(board_id)
+        ended = await self._ended(info, season)
+        if ended is not None:
+            found = await self._in_ended(self.store.players(info, user_ids, 0, ended.season, ended.total))
+            return PlayersPage(info.id, ended.season, found.total, player_entries(found, info.sort))
+        found = await self.ranks.players(info, user_ids)
+        return PlayersPage(info.id, info.season, found.total, player_entries(found, info.sort))
 
     # ---- seasons ------------------------------------------------------------------------------------------
 

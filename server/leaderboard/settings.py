@@ -49,7 +49,8 @@ class Settings(BaseSettings):
     push_interval_ms: int = Field(default=100, ge=1, le=60_000)
     max_frame_bytes: int = Field(default=65_536, ge=1024)
     slow_socket_timeout_s: float = Field(default=5.0, gt=0)
-    max_subscriptions: int = Field(default=64, ge=1)
+    max_subscriptions: int = Field(default=64, ge=1)  # boards whose top one socket follows
+    max_followed: int = Field(default=200, ge=1, le=100_000)  # players one socket follows (rank topic)
     drain_timeout_s: float = Field(default=10.0, gt=0)
 
     public_read: bool = True
@@ -86,6 +87,11 @@ class Settings(BaseSettings):
     # The submission log (issue #14; docs/operations.md, "The submission log")
     idempotency_window_days: int = Field(default=30, ge=1, le=366)  # a retry within this is a duplicate
     log_retention_months: int | None = Field(default=None, ge=1, le=1200)  # `leaderboard maintain`; unset: keep all
+    # Abuse limits (issue #13; limits.py, docs/operations.md, "Abuse limits")
+    player_submit_rate: float = Field(default=0.0, ge=0, le=1_000_000)  # per (board, user_id) per s; 0 = off
+    auth_failures_max: int = Field(default=10, ge=0, le=1_000_000)  # per client address per window; 0 = off
+    auth_failure_window_s: float = Field(default=60.0, gt=0, le=86_400)
+    ws_idle_timeout_s: float = Field(default=30.0, gt=0, le=86_400)  # a socket without auth or subscribe
 
     @property
     def push_interval(self) -> float:

@@ -16,7 +16,7 @@ import orjson
 from . import ranking, seasons
 from .errors import Conflict, Forbidden, OutOfRange, Refused
 from .protocol import Board, BoardCreate, BoardDetail, EndedSummary, Entry, Format, SeasonInfo, Submission
-from .ranking import Member, Operator, Position, Sort, Standing, TopSlice
+from .ranking import Member, Operator, Players, Position, Sort, Standing, TopSlice
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +178,15 @@ SELECT l.user_id, l.sort_key,
        (SELECT count(*) FROM leaderboard b WHERE b.board_id = l.board_id AND b.season = l.season
         AND b.sort_key < l.sort_key) + 1
 FROM leaderboard l WHERE l.board_id = $1 AND l.season = {S} AND l.user_id = ANY($3::text[])
+"""
+# Some players (friends): their rows in listing order, each with its competition rank on the whole board.
+SQL_PLAYERS = f"""
+SELECT l.user_id, u.display_name, l.sort_key,
+       (SELECT count(*) FROM leaderboard b WHERE b.board_id = l.board_id AND b.season = l.season
+        AND b.sort_key < l.sort_key) + 1 AS rank
+FROM leaderboard l JOIN users u ON u.user_id = l.user_id
+WHERE l.board_id = $1 AND l.season = {S} AND l.user_id = ANY($3::text[])
+ORDER BY l.sort_key, l.user_id
 """
 SQL_LIVE_SEASON = "SELECT season FROM leaderboards WHERE id = $1"
 SQL_LOCK_BOARD = f"SELECT {BOARD_COLUMNS} FROM leaderboards WHERE id = $1 FOR UPDATE"
@@ -422,6 +431,18 @@ class Store:
         rows = await self.pool.fetch(SQL_FOLLOW, board_id, None, list(users))
         found = {r[0]: Position(r[1], r[2]) for r in rows}
         return {u: found.get(u) for u in users}
+
+    async def players(
+        self, board: BoardInfo, users: Sequence[str], seq: int, season: int | None = None, total: int | None = None
+    ) -> Players:
+        """These players in `season` (None: the live one) in listing order with their ranks, from one snapshot;
+        `total` when known (an ended season's is)."""
+        b, s = board.id, season
+        async with self.pool.acquire() as con, con.transaction(readonly=True, isolation="repeatable_read"):
+            if total is None:
+                total = await con.fetchval(SQL_TOTAL, b, s)
+            rows = await con.fetch(SQL_PLAYERS, b, s, list(users))
+        return Players(seq, total, [(_member(r), r["rank"]) for r in rows])
 
     async def scan(self, board_id: str, batch: int) -> AsyncGenerator[tuple[bytes, int, bytes], None]:
         """A whole board's live season as RESP pages `(command, pairs, body)`: first b"SEASON" (pairs = the season

@@ -8,6 +8,9 @@ is committed at once, with no timer. Nothing is acknowledged before its COMMIT. 
 in flight (big batches: a batch costs Postgres a fixed ~0.4 ms plus ~35 µs per submission); when a full batch
 waits behind it, up to `concurrency` run at once. A player in a transaction in flight waits for the next one,
 so one player's submissions commit in order and concurrent transactions never share a row.
+
+With a per-player submission rate (limits.py), a batch is first checked against it: one Redis call per board
+of the batch; the submissions over their player's rate are refused there and never reach the transaction.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import asyncpg
 
 from . import observability as obs
 from .errors import Invalid, Refused, Unavailable
+from .limits import SubmitLimit
 from .protocol import Ack, Submission
 from .ranks import Ranks
 from .store import DB_DOWN, BatchResult, BoardInfo, Outcome, Store, Write, Written
@@ -46,8 +50,11 @@ class Writer:
     """One per process. `enqueue()` (a callback) or `submit()` (awaitable) take submissions; `run()` lasts
     until `close()` has been called and everything received is committed and acknowledged."""
 
-    def __init__(self, store: Store, ranks: Ranks, batch_max: int = 500, concurrency: int = 4) -> None:
+    def __init__(
+        self, store: Store, ranks: Ranks, batch_max: int = 500, concurrency: int = 4, limit: SubmitLimit | None = None
+    ) -> None:
         self.store, self.ranks, self.batch_max, self.concurrency = store, ranks, batch_max, concurrency
+        self.limit = limit  # the per-player submission rate (limits.py); None: no limit
         self._queue: list[Pending] = []
         self._busy: set[tuple[str, str]] = set()  # players with a submission in a transaction in flight
         self._active = 0  # transactions in flight
@@ -116,10 +123,24 @@ class Writer:
     async def _guarded(self, batch: list[Pending]) -> None:
         with obs.background_task("writer.batch"):
             try:
-                await self._commit(batch)
+                if self.limit is not None:
+                    batch = await self._admit(batch)
+                if batch:
+                    await self._commit(batch)
             except Exception:  # one failed batch must not stop the writer; retries are idempotent
                 log.exception("batch of %d failed", len(batch))
                 _fail(batch, Unavailable("internal error; retry"))
+
+    async def _admit(self, batch: list[Pending]) -> list[Pending]:
+        """The batch without the submissions over their player's rate: those are answered now, write nothing."""
+        assert self.limit is not None
+        refused = await self.limit.refused(batch)
+        if not refused:
+            return batch
+        for i, error in refused.items():
+            batch[i].done(error)
+        obs.count(obs.SUBMISSIONS, len(refused), "rejected")
+        return [p for i, p in enumerate(batch) if i not in refused]
 
     async def close(self) -> None:
         """Refuse new submissions; run() returns once what was already received is committed and acked."""

@@ -26,6 +26,7 @@ from .errors import (
     Close,
     Invalid,
     Refused,
+    TooMany,
     Unauthorized,
     Unavailable,
 )
@@ -41,6 +42,7 @@ from .protocol import (
     ClientFrame,
     FrameError,
     PingFrame,
+    Ref,
     SubmitFrame,
     SubscribeFrame,
     error_frame,
@@ -157,6 +159,7 @@ class Connection:
         self._task: asyncio.Task[None] | None = None
         self.wants_status = False
         self._ended: Close | None = None
+        self.engaged = False  # authenticated or subscribed: not closed for idling (ws_idle_timeout_s)
 
     async def _send(self, text: str) -> None:
         await self.ws.send_text(text)
@@ -178,7 +181,7 @@ class Connection:
         ctx = self.ctx
         try:
             self.principal = await ctx.auth.from_header(
-                self.ws.headers.get("authorization"), self.ws.headers.get("x-api-key")
+                self.ws.headers.get("authorization"), self.ws.headers.get("x-api-key"), self._address()
             )
         except Unauthorized as exc:
             await self.ws.accept()
@@ -194,6 +197,8 @@ class Connection:
         obs.count(obs.WS_CONNECTIONS, 1)
         ctx.sockets.open.add(self)
         self._task = asyncio.current_task()
+        self.engaged = self.principal.role != "anonymous"
+        idle = asyncio.get_running_loop().call_later(ctx.settings.ws_idle_timeout_s, self._idle)
         try:
             await self._receive_loop()
         except Close as exc:
@@ -209,10 +214,19 @@ class Connection:
             log.exception("websocket handler failed")
             await self._close(CLOSE_ERROR, "internal error")
         finally:
+            idle.cancel()
             ctx.sockets.open.discard(self)
             ctx.hub.detach(self.outbox)
             self.outbox.cancel()
             obs.count(obs.WS_CONNECTIONS, -1)
+
+    def _address(self) -> str | None:
+        return self.ws.client.host if self.ws.client else None
+
+    def _idle(self) -> None:
+        """A socket that neither authenticated nor subscribed within ws_idle_timeout_s is closed (1008)."""
+        if not self.engaged:
+            self.end(Close(CLOSE_POLICY, f"no auth or subscribe within {self.ctx.settings.ws_idle_timeout_s:g} s"))
 
     async def _receive_loop(self) -> None:
         limit, rate = self.ctx.settings.max_frame_bytes, self.ctx.settings.ws_frame_rate
@@ -255,7 +269,7 @@ class Connection:
             with obs.background_task(f"ws.{frame.type}"):
                 await self._handle(frame)
         except Refused as exc:
-            self.outbox.reply(Encoded(error_frame(exc.code, exc.detail, frame.ref)))
+            self.outbox.reply(Encoded(_error(exc, frame.ref)))
 
     async def _handle(self, frame: ClientFrame) -> None:
         ctx = self.ctx
@@ -274,9 +288,10 @@ class Connection:
             await self._subscribe(frame)
         elif isinstance(frame, AuthFrame):
             try:
-                self.principal = await ctx.auth.principal(frame.token)
+                self.principal = await ctx.auth.principal(frame.token, self._address())
             except Unauthorized as exc:
                 raise Close(CLOSE_POLICY, exc.detail) from None
+            self.engaged = True
             p = self.principal
             self.outbox.reply(Encoded(reply("auth", frame.ref, {"ok": True, "role": p.role, "user_id": p.user_id})))
         elif isinstance(frame, PingFrame):
@@ -293,7 +308,7 @@ class Connection:
                 self.outbox.reply_soon(Encoded(reply("ack", ref, outcome)))
                 obs.count(obs.WS_OUT, 1, "ack")
             else:
-                self.outbox.reply_soon(Encoded(error_frame(outcome.code, outcome.detail, ref)))
+                self.outbox.reply_soon(Encoded(_error(outcome, ref)))
 
         try:
             await self.ctx.service.enqueue(self.principal, frame, done)
@@ -318,6 +333,7 @@ class Connection:
     async def _subscribe(self, frame: SubscribeFrame) -> None:
         hub, mb = self.ctx.hub, self.outbox
         if frame.topics == ["status"]:  # the server's health: not about a board
+            self.engaged = True
             self.wants_status = frame.type == "subscribe"
             mb.reply(Encoded(reply(frame.type + "d", frame.ref, {"topics": frame.topics})))
             if self.wants_status:
@@ -326,20 +342,24 @@ class Connection:
         if "status" in frame.topics:
             raise Invalid("topics: subscribe to status on its own, without a board topic")
         board = await self.ctx.service.board(frame.board)
-        fields = {"board": board.id, "topics": frame.topics, "user_id": frame.user_id}
+        players = frame.players() if "rank" in frame.topics else []
+        fields: dict[str, object] = {"board": board.id, "topics": frame.topics, "user_id": frame.user_id}
+        if frame.user_ids is not None:
+            fields["user_ids"] = players
+        wanted = {("top", board.id, "")} if "top" in frame.topics else set()
+        wanted |= {("rank", board.id, u) for u in players}
         if frame.type == "unsubscribe":
-            for topic in frame.topics:
-                hub.unsubscribe(mb, topic, board.id, (frame.user_id or "") if topic == "rank" else "")
+            for topic, board_id, user in wanted:
+                hub.unsubscribe(mb, topic, board_id, user)
             mb.reply(Encoded(reply("unsubscribed", frame.ref, fields)))
             return
-        wanted = {(t, board.id, (frame.user_id or "") if t == "rank" else "") for t in frame.topics}
-        if len(mb.subs | wanted) > self.ctx.settings.max_subscriptions:
-            raise Refused("this socket has too many subscriptions", status=429, code="too_many_subscriptions")
+        _check_room(mb.subs | wanted, self.ctx.settings)
+        self.engaged = True  # (a refused subscribe does not count: a bad one cannot keep an idle socket open)
         mb.reply(Encoded(reply("subscribed", frame.ref, fields)))
         if "top" in frame.topics:
             await hub.subscribe_top(mb, board, frame.limit)
-        if "rank" in frame.topics and frame.user_id is not None:
-            await hub.subscribe_rank(mb, board, frame.user_id)
+        if players:
+            await hub.subscribe_ranks(mb, board, players)
 
     async def shutdown(self, timeout: float) -> None:
         """Graceful drain: let in-flight submissions commit and be acked, then close with 1012."""
@@ -347,6 +367,27 @@ class Connection:
             await asyncio.wait_for(self._budget.idle.wait(), timeout)
         await self._drain_replies(timeout)
         await self._close(CLOSE_RESTART, "server restarting")
+
+
+def _error(exc: Refused, ref: Ref) -> bytes:
+    """The `error` frame of a refusal (with `retry_after` when it is a rate's and knows its wait)."""
+    return error_frame(exc.code, exc.detail, ref, exc.retry_after if isinstance(exc, TooMany) else None)
+
+
+def _check_room(subs: set[tuple[str, str, str]], settings: Settings) -> None:
+    """What one socket may follow: `top` of at most max_subscriptions boards, at most max_followed players."""
+    followed = sum(1 for topic, _, _ in subs if topic == "rank")
+    if len(subs) - followed > settings.max_subscriptions:
+        raise Refused(
+            f"this socket may subscribe to the top of at most {settings.max_subscriptions} boards",
+            status=429, code="too_many_subscriptions",
+        )  # fmt: skip
+    if followed > settings.max_followed:
+        raise Refused(
+            f"this socket may follow at most {settings.max_followed} players (LEADERBOARD_MAX_FOLLOWED); this "
+            f"subscribe would make it {followed}: unsubscribe some first",
+            status=429, code="too_many_subscriptions",
+        )  # fmt: skip
 
 
 def endpoint(context: Callable[[], Context]) -> Callable[[WebSocket], Awaitable[None]]:
