@@ -51,7 +51,7 @@ def _tmp_root() -> Iterator[Path]:
 # Cluster of three primaries (marked `cluster`; skipped, and said so at the end, without redis-server 7).
 CLUSTER_MODULES = frozenset(
     {"test_api", "test_ws", "test_e2e_fanout", "test_faults", "test_integrity", "test_cache", "test_ranks",
-     "test_fanout", "test_channels", "test_cluster", "test_moderation", "test_friends"}
+     "test_fanout", "test_channels", "test_cluster", "test_moderation", "test_friends", "test_metadata"}
 )  # fmt: skip
 CLUSTER_ONLY = frozenset({"test_cluster"})
 

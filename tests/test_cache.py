@@ -98,6 +98,8 @@ def test_keys_name_every_key_of_a_board() -> None:
         "z": "lb:{my-board}:z",
         "v": "lb:{my-board}:v",
         "n": "lb:{my-board}:n",
+        "m": "lb:{my-board}:m",
+        "m_new": "lb:{my-board}:m~",
         "season": "lb:{my-board}:season",
         "seq": "lb:{my-board}:seq",
         "vmax": "lb:{my-board}:vmax",

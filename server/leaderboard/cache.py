@@ -5,6 +5,7 @@ Per board (all keys share the `{board}` hash tag, so a board lives in one Redis 
     lb:{b}:v      hash        user_id -> version of the committed row the member reflects (or of its removal:
                               a tombstone, for a user_id no longer in z)
     lb:{b}:n      hash        user_id -> display name
+    lb:{b}:m      hash        user_id -> the entry's metadata (JSON text), for the entries that have some
     lb:{b}:seq    counter     the board's change counter (the `seq` of pushes); only grows. Each change sets
                               it to max(seq + 1, highest version written * 1024), so it stays below
                               (last version issued + 1) * 1024 and Postgres can vouch for a floor
@@ -16,7 +17,7 @@ Per board (all keys share the `{board}` hash tag, so a board lives in one Redis 
     lb:{b}:ready  flag        present only while the sorted set is complete; absent = read Postgres
     lb:{b}:verify lease       held by the process checking the board against Postgres this interval
     lb:{b}:lock   lock        held by the process rebuilding the board
-    lb:{b}:z~ v~ n~           the next z / v / n while a rebuild loads them
+    lb:{b}:z~ v~ n~ m~        the next z / v / n / m while a rebuild loads them
     lb:{b}:rate:<user>        the player's submission rate (GCRA: when its next submission is due, µs of Redis
                               TIME); expires once the player is within its burst again (limits.py)
     lb:{b}:ev     channel     change events: {"s": seq, "t": commit time, "c": [[user, old_key, new_key], ...]},
@@ -63,7 +64,10 @@ BOARDS_CHANNEL = "lb:boards"  # a board was created (or changed): processes forg
 class Keys:
     """Key names of one board."""
 
-    __slots__ = ("ev", "lock", "n", "n_new", "ready", "season", "seq", "v", "v_new", "verify", "vmax", "z", "z_new")
+    __slots__ = (
+        "ev", "lock", "m", "m_new", "n", "n_new", "ready", "season", "seq", "v", "v_new", "verify", "vmax", "z",
+        "z_new",
+    )  # fmt: skip
 
     @staticmethod
     def rate(board: str, user: str) -> str:
@@ -76,6 +80,7 @@ class Keys:
         self.season = p + "season"
         self.ready, self.lock, self.ev, self.verify = p + "ready", p + "lock", p + "ev", p + "verify"
         self.z_new, self.v_new, self.n_new = p + "z~", p + "v~", p + "n~"  # built by a rebuild, then swapped in
+        self.m, self.m_new = p + "m", p + "m~"
 
 
 def board_of_channel(channel: str) -> str:
@@ -87,15 +92,15 @@ def channel_of(board: str) -> str:
     return Keys(board).ev
 
 
-# Moving a board's keys to a newer season (KEYS z v n seq season, ARGV channel season seq-floor): the ended
+# Moving a board's keys to a newer season (keys z v n seq season vmax m, channel, season, seq floor): the ended
 # season's standings leave Redis (UNLINK: freed in the background), seq moves on, and the change goes out as a
 # season event. Shared by _WRITE (the first write of a new season) and _SWITCH (right after a reset commits).
 _NEW_SEASON = """
-local function new_season(z, v, n, seqk, seasonk, vmaxk, channel, s, floor)
+local function new_season(z, v, n, seqk, seasonk, vmaxk, channel, s, floor, m)
   local live = tonumber(redis.call('GET', seasonk) or '0')
   if live == 0 then redis.call('SET', seasonk, s) return live end  -- a cold or pre-season board: adopt
   if s <= live then return live end
-  redis.call('UNLINK', z, v, n)
+  redis.call('UNLINK', z, v, n, m)
   redis.call('DEL', vmaxk)  -- the highest version stored is of the season held
   redis.call('SET', seasonk, s)
   local seq = math.max(tonumber(redis.call('GET', seqk) or '0') + 1, floor)
@@ -105,8 +110,8 @@ local function new_season(z, v, n, seqk, seasonk, vmaxk, channel, s, floor)
 end
 """
 
-# KEYS z v n seq ready vmax season; ARGV channel, commit_time, season, count, count * (member, key, version,
-# name), rank-only members. A write of an ended season is ignored (its ranks then come from Postgres). A key
+# KEYS z v n seq ready vmax season m; ARGV channel, commit_time, season, count, count * (member, key, version,
+# name, metadata), rank-only members. A write of an ended season is ignored (its ranks then come from Postgres). A key
 # '' is a removal (moderation): the member leaves, its version stays as a tombstone (an older write of it is
 # then ignored like any other), and the event says "reset" (subscribers re-read the board: removals are rare).
 _WRITE = (
@@ -118,16 +123,16 @@ local count = tonumber(ARGV[4])
 local live = tonumber(redis.call('GET', KEYS[7]) or '0')
 if live > 0 and season < live then
   local zeros = {}
-  for _ = 1, count + #ARGV - 4 - 4 * count do zeros[#zeros + 1] = 0 end
+  for _ = 1, count + #ARGV - 4 - 5 * count do zeros[#zeros + 1] = 0 end
   return {0, tonumber(redis.call('GET', seqk) or '0'), zeros}
 end
-new_season(z, v, n, seqk, KEYS[7], KEYS[6], ARGV[1], season, 0)
+new_season(z, v, n, seqk, KEYS[7], KEYS[6], ARGV[1], season, 0, KEYS[8])
 local changes, members = {}, {}
 local vmax, removed = 0, false
 local i = 5
 for _ = 1, count do
-  local m, key, ver, name = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3]
-  i = i + 4
+  local m, key, ver, name, meta = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3], ARGV[i + 4]
+  i = i + 5
   members[#members + 1] = m
   local cur = redis.call('HGET', v, m)
   if (not cur) or tonumber(cur) < ver then
@@ -135,9 +140,11 @@ for _ = 1, count do
     if key == '' then
       if old then redis.call('ZREM', z, m) removed = true end
       redis.call('HDEL', n, m)
+      redis.call('HDEL', KEYS[8], m)
     else
       redis.call('ZADD', z, key, m)
       if name ~= '' then redis.call('HSET', n, m, name) end
+      if meta ~= '' then redis.call('HSET', KEYS[8], m, meta) else redis.call('HDEL', KEYS[8], m) end
       if (not old) or tonumber(old) ~= tonumber(key) then changes[#changes + 1] = {m, old or false, key} end
     end
     redis.call('HSET', v, m, ver)
@@ -165,33 +172,35 @@ return {redis.call('EXISTS', KEYS[5]), seq, ranks}
 """
 )
 
-# KEYS z v n seq ready season vmax; ARGV channel, season, seq floor -- after a reset committed: 1 if it moved
+# KEYS z v n seq ready season vmax m; ARGV channel, season, seq floor -- after a reset committed: 1 if it moved
 _SWITCH = (
     _NEW_SEASON
     + """
 local before = tonumber(redis.call('GET', KEYS[6]) or '0')
-new_season(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[6], KEYS[7], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]))
+new_season(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[6], KEYS[7], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]),
+           KEYS[8])
 if before == 0 then redis.call('DEL', KEYS[5]) return 0 end  -- what it holds is of no known season: rebuild
 return before < tonumber(ARGV[2]) and 1 or 0
 """
 )
 
-# KEYS z n seq ready; ARGV offset limit -> {seq} alone when the board is not ready
+# KEYS z n seq ready m; ARGV offset limit -> {seq} alone when the board is not ready
 _TOP = """
 if redis.call('EXISTS', KEYS[4]) == 0 then return {tonumber(redis.call('GET', KEYS[3]) or '0')} end
 local off, lim = tonumber(ARGV[1]), tonumber(ARGV[2])
 local items = redis.call('ZRANGE', KEYS[1], off, off + lim - 1, 'WITHSCORES')
-local first, names = 0, {}
+local first, names, metas = 0, {}, {}
 if #items > 0 then
   first = redis.call('ZCOUNT', KEYS[1], '-inf', '(' .. items[2]) + 1
   local members = {}
   for i = 1, #items, 2 do members[#members + 1] = items[i] end
   names = redis.call('HMGET', KEYS[2], unpack(members))
+  metas = redis.call('HMGET', KEYS[5], unpack(members))
 end
-return {tonumber(redis.call('GET', KEYS[3]) or '0'), redis.call('ZCARD', KEYS[1]), first, items, names}
+return {tonumber(redis.call('GET', KEYS[3]) or '0'), redis.call('ZCARD', KEYS[1]), first, items, names, metas}
 """
 
-# KEYS z n seq ready; ARGV member around
+# KEYS z n seq ready m; ARGV member around
 _RANK = """
 if redis.call('EXISTS', KEYS[4]) == 0 then return false end
 local s = redis.call('ZSCORE', KEYS[1], ARGV[1])
@@ -204,7 +213,8 @@ local members = {}
 for i = 1, #items, 2 do members[#members + 1] = items[i] end
 return {1, redis.call('ZCARD', KEYS[1]), redis.call('ZCOUNT', KEYS[1], '-inf', '(' .. s) + 1, start,
         redis.call('ZCOUNT', KEYS[1], '-inf', '(' .. items[2]) + 1, items,
-        redis.call('HMGET', KEYS[2], unpack(members)), tonumber(redis.call('GET', KEYS[3]) or '0')}
+        redis.call('HMGET', KEYS[2], unpack(members)), tonumber(redis.call('GET', KEYS[3]) or '0'),
+        redis.call('HMGET', KEYS[5], unpack(members))}
 """
 
 # KEYS z seq ready; ARGV members -> seq, ready, then key and rank per member ('' and 0 when absent)
@@ -230,22 +240,25 @@ local out = {tonumber(redis.call('GET', KEYS[3]) or '0'), redis.call('EXISTS', K
 if out[2] == 0 then return out end
 out[3] = redis.call('ZCARD', KEYS[1])
 local names = #ARGV > 0 and redis.call('HMGET', KEYS[2], unpack(ARGV)) or {}
+local metas = #ARGV > 0 and redis.call('HMGET', KEYS[5], unpack(ARGV)) or {}
 for i, m in ipairs(ARGV) do
   local s = redis.call('ZSCORE', KEYS[1], m)
   if s then
     out[#out + 1] = s
     out[#out + 1] = redis.call('ZCOUNT', KEYS[1], '-inf', '(' .. s) + 1
     out[#out + 1] = names[i] or ''
+    out[#out + 1] = metas[i] or ''
   else
     out[#out + 1] = ''
     out[#out + 1] = 0
+    out[#out + 1] = ''
     out[#out + 1] = ''
   end
 end
 return out
 """
 
-# KEYS z v n z~ v~ n~ seq ready ev vmax season; ARGV seq floor, version floor, loaded season -- finish a
+# KEYS z v n z~ v~ n~ seq ready ev vmax season m m~; ARGV seq floor, version floor, loaded season -- finish a
 # rebuild. The live keys hold only what writers stored since the rebuild emptied them: keep each of those unless
 # the loaded copy is newer, swap the loaded keys in, mark the board ready, and never let seq or vmax go back
 # (even when Redis lost them); a tombstone stored since (a removal) removes the member from what was loaded. If
@@ -257,10 +270,11 @@ _SWAP = (
 local loaded_season = tonumber(ARGV[3])
 local current = tonumber(redis.call('GET', KEYS[11]) or '0')
 if loaded_season > 0 and current > loaded_season then  -- the season ended while we loaded
-  redis.call('UNLINK', KEYS[4], KEYS[5], KEYS[6])
+  redis.call('UNLINK', KEYS[4], KEYS[5], KEYS[6], KEYS[13])
   return tonumber(redis.call('GET', KEYS[7]) or '0')
 end
-new_season(KEYS[1], KEYS[2], KEYS[3], KEYS[7], KEYS[11], KEYS[10], KEYS[9], loaded_season, tonumber(ARGV[1]))
+new_season(KEYS[1], KEYS[2], KEYS[3], KEYS[7], KEYS[11], KEYS[10], KEYS[9], loaded_season, tonumber(ARGV[1]),
+           KEYS[12])
 local live = redis.call('HGETALL', KEYS[2])
 for i = 1, #live, 2 do
   local m, ver = live[i], tonumber(live[i + 1])
@@ -271,9 +285,12 @@ for i = 1, #live, 2 do
       redis.call('ZADD', KEYS[4], key, m)
       local name = redis.call('HGET', KEYS[3], m)
       if name then redis.call('HSET', KEYS[6], m, name) end
+      local meta = redis.call('HGET', KEYS[12], m)
+      if meta then redis.call('HSET', KEYS[13], m, meta) else redis.call('HDEL', KEYS[13], m) end
     else  -- a tombstone
       redis.call('ZREM', KEYS[4], m)
       redis.call('HDEL', KEYS[6], m)
+      redis.call('HDEL', KEYS[13], m)
     end
     redis.call('HSET', KEYS[5], m, ver)
   end
@@ -281,6 +298,8 @@ end
 for j = 1, 3 do
   if redis.call('EXISTS', KEYS[j + 3]) == 1 then redis.call('RENAME', KEYS[j + 3], KEYS[j]) end
 end
+redis.call('DEL', KEYS[12])  -- m~ holds every metadata there is now (loaded, or newer from the live keys)
+if redis.call('EXISTS', KEYS[13]) == 1 then redis.call('RENAME', KEYS[13], KEYS[12]) end
 local vmax = math.max(tonumber(redis.call('GET', KEYS[10]) or '0'), tonumber(ARGV[2]))
 redis.call('SET', KEYS[10], string.format('%.0f', vmax))
 local seq = math.max(tonumber(redis.call('GET', KEYS[7]) or '0') + 1, tonumber(ARGV[1]))
@@ -352,8 +371,8 @@ def _command(name: bytes, key: str, pairs: int, body: bytes) -> bytes:
     return b"*%d\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n%s" % (count, len(name), name, len(k), k, body)
 
 
-def _members(flat: Sequence[str], names: Sequence[str | None]) -> list[Member]:
-    return [Member(flat[i], names[i // 2], int(float(flat[i + 1]))) for i in range(0, len(flat), 2)]
+def _members(flat: Sequence[str], names: Sequence[str | None], metas: Sequence[str | None]) -> list[Member]:
+    return [Member(flat[i], names[i // 2], int(float(flat[i + 1])), metas[i // 2]) for i in range(0, len(flat), 2)]
 
 
 Pages = AsyncGenerator[tuple[bytes, int, bytes], None]
@@ -389,11 +408,12 @@ class Cache:
         k = Keys(board)
         args: list[Any] = [k.ev, f"{committed_at:.6f}", season, len(rows)]
         for w in rows:
-            args += (w.user_id, "" if w.removed else w.sort_key, w.version, w.display_name or "")
+            args += (w.user_id, "" if w.removed else w.sort_key, w.version, w.display_name or "", w.metadata or "")
         changed = {w.user_id for w in rows}
         others = [u for u in dict.fromkeys(rank_of) if u not in changed]
         args += others
-        ready, seq, ranks = await self._eval(self._write, [k.z, k.v, k.n, k.seq, k.ready, k.vmax, k.season], args)
+        keys = [k.z, k.v, k.n, k.seq, k.ready, k.vmax, k.season, k.m]
+        ready, seq, ranks = await self._eval(self._write, keys, args)
         members = [w.user_id for w in rows] + others
         return WriteResult(bool(ready), int(seq), dict(zip(members, ranks, strict=True)))
 
@@ -401,22 +421,22 @@ class Cache:
 
     async def top(self, board: str, offset: int, limit: int) -> TopSlice:
         k = Keys(board)
-        res = await self._eval(self._top, [k.z, k.n, k.seq, k.ready], [offset, limit])
+        res = await self._eval(self._top, [k.z, k.n, k.seq, k.ready, k.m], [offset, limit])
         if len(res) == 1:
             raise NotReady(int(res[0]))
-        seq, total, first, flat, names = res
-        return TopSlice(int(seq), int(total), offset, int(first), _members(flat, names))
+        seq, total, first, flat, names, metas = res
+        return TopSlice(int(seq), int(total), offset, int(first), _members(flat, names, metas))
 
     async def standing(self, board: str, user_id: str, around: int) -> Standing | None:
         """The player's standing, or None when they have no entry."""
         k = Keys(board)
-        res = await self._eval(self._rank, [k.z, k.n, k.seq, k.ready], [user_id, around])
+        res = await self._eval(self._rank, [k.z, k.n, k.seq, k.ready, k.m], [user_id, around])
         if res is None:
             raise NotReady()
         if res[0] == 0:
             return None
-        _, total, rank, start, first, flat, names, seq = res
-        page = TopSlice(int(seq), int(total), int(start), int(first), _members(flat, names))
+        _, total, rank, start, first, flat, names, seq, metas = res
+        page = TopSlice(int(seq), int(total), int(start), int(first), _members(flat, names, metas))
         return Standing(int(seq), int(total), int(rank), user_id, page)
 
     async def follow(self, board: str, users: Sequence[str]) -> tuple[int, dict[str, Position | None]]:
@@ -435,16 +455,16 @@ class Cache:
         """Some players of the board (friends, a group) in listing order, with their competition ranks; those
         without an entry are left out. One round trip whatever the number of players."""
         k = Keys(board)
-        res = await self._eval(self._players, [k.z, k.n, k.seq, k.ready], list(users))
+        res = await self._eval(self._players, [k.z, k.n, k.seq, k.ready, k.m], list(users))
         if not res[1]:
             raise NotReady(int(res[0]))
-        found: list[tuple[int, str, int, str | None]] = []  # (key, user, rank, name)
+        found: list[tuple[int, str, int, str | None, str | None]] = []  # (key, user, rank, name, metadata)
         for i, user in enumerate(users):
-            key, rank, name = res[3 + 3 * i], res[4 + 3 * i], res[5 + 3 * i]
+            key, rank, name, meta = res[3 + 4 * i], res[4 + 4 * i], res[5 + 4 * i], res[6 + 4 * i]
             if key != "":
-                found.append((int(float(key)), user, int(rank), name or None))
+                found.append((int(float(key)), user, int(rank), name or None, meta or None))
         found.sort(key=lambda f: (f[0], f[1]))  # listing order: ties by user_id (ASCII: code point = byte order)
-        return Players(int(res[0]), int(res[2]), [(Member(u, n, key), rank) for key, u, rank, n in found])
+        return Players(int(res[0]), int(res[2]), [(Member(u, n, key, md), rank) for key, u, rank, n, md in found])
 
     async def take(self, board: str, users: Sequence[str], rate: float, burst: float) -> list[float]:
         """One submission of each of `users` (repeats allowed) against its player's rate on the board, in one
@@ -488,7 +508,7 @@ class Cache:
         """After a reset committed: drop the ended season's keys and hold `season` (idempotent). True when it
         moved the board on now (a season event went out)."""
         k = Keys(board)
-        keys = [k.z, k.v, k.n, k.seq, k.ready, k.season, k.vmax]
+        keys = [k.z, k.v, k.n, k.seq, k.ready, k.season, k.vmax, k.m]
         moved = await self._eval(self._switch, keys, [k.ev, season, seq_floor])
         return bool(moved)
 
@@ -541,12 +561,12 @@ class Cache:
             # live keys while we load a snapshot of Postgres into the z~/v~/n~ keys; the swap merges the two.
             async with self.r.pipeline(transaction=True) as p:
                 p.delete(k.ready)
-                p.delete(k.z, k.v, k.n, k.z_new, k.v_new, k.n_new)
+                p.delete(k.z, k.v, k.n, k.m, k.z_new, k.v_new, k.n_new, k.m_new)
                 await p.execute()
             emptied()
             count, season = await self._load(k, pages())
             await self._swap(
-                keys=[k.z, k.v, k.n, k.z_new, k.v_new, k.n_new, k.seq, k.ready, k.ev, k.vmax, k.season],
+                keys=[k.z, k.v, k.n, k.z_new, k.v_new, k.n_new, k.seq, k.ready, k.ev, k.vmax, k.season, k.m, k.m_new],
                 args=[*await floors(), season],
             )
             obs.gauge(obs.CACHE_READY, 1, board)
@@ -567,7 +587,10 @@ class Cache:
     async def _load(self, k: Keys, pages: Pages) -> tuple[int, int]:
         """Stream the pages Postgres encoded (store.scan) into the z~/v~/n~ keys as raw commands, reading the
         next page while Redis stores this one. Returns the member count and the season loaded."""
-        targets = {b"ZADD": (b"ZADD", k.z_new), b"HSET-V": (b"HSET", k.v_new), b"HSET-N": (b"HSET", k.n_new)}
+        targets = {
+            b"ZADD": (b"ZADD", k.z_new), b"HSET-V": (b"HSET", k.v_new), b"HSET-N": (b"HSET", k.n_new),
+            b"HSET-M": (b"HSET", k.m_new),
+        }  # fmt: skip
         count = season = 0
         con, release = await self._connection(k.z_new)
         ahead = asyncio.ensure_future(anext(pages, None))

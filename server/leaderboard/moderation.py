@@ -38,18 +38,23 @@ WHERE user_id = $1 AND board_id = $2 AND season = $3 AND voided_at IS NULL
 """
 SQL_RECOMPUTE = """
 SELECT count(*) AS n, sum(score) AS total, max(score) AS hi, min(score) AS lo,
-       (array_agg(score ORDER BY submitted_at DESC, ord DESC))[1] AS latest
+       (array_agg(score ORDER BY submitted_at DESC, ord DESC))[1] AS latest,
+       (array_agg(metadata::text ORDER BY submitted_at DESC, ord DESC))[1] AS latest_meta,
+       (array_agg(metadata::text ORDER BY score DESC, submitted_at, ord))[1] AS hi_meta,
+       (array_agg(metadata::text ORDER BY score, submitted_at, ord))[1] AS lo_meta
 FROM game_sessions WHERE user_id = $1 AND board_id = $2 AND season = $3 AND voided_at IS NULL
 """
 SQL_ROW = """
-SELECT l.value, l.sort_key, l.version, u.display_name FROM leaderboard l JOIN users u ON u.user_id = l.user_id
+SELECT l.value, l.sort_key, l.version, u.display_name, l.metadata::text AS meta
+FROM leaderboard l JOIN users u ON u.user_id = l.user_id
 WHERE l.board_id = $1 AND l.season = $2 AND l.user_id = $3 FOR UPDATE OF l
 """
 SQL_UPSERT = """
-INSERT INTO leaderboard AS l (board_id, season, user_id, value, sort_key, version)
-VALUES ($1, $2, $3, $4, $5, nextval('leaderboard_version_seq'))
+INSERT INTO leaderboard AS l (board_id, season, user_id, value, sort_key, version, metadata)
+VALUES ($1, $2, $3, $4, $5, nextval('leaderboard_version_seq'), $6::jsonb)
 ON CONFLICT (board_id, season, user_id) DO UPDATE
-SET value = EXCLUDED.value, sort_key = EXCLUDED.sort_key, version = EXCLUDED.version, updated_at = now()
+SET value = EXCLUDED.value, sort_key = EXCLUDED.sort_key, version = EXCLUDED.version, updated_at = now(),
+    metadata = EXCLUDED.metadata
 RETURNING version, (SELECT display_name FROM users WHERE user_id = $3) AS display_name
 """
 SQL_DELETE = "DELETE FROM leaderboard WHERE board_id = $1 AND season = $2 AND user_id = $3"
@@ -107,17 +112,20 @@ class Outcome:
     user: str = ""
 
 
-def recomputed(operator: str, sort: str, r: asyncpg.Record) -> int | None:
-    """The value the log gives (None: no submission left)."""
+def recomputed(operator: str, sort: str, r: asyncpg.Record) -> tuple[int, str | None] | None:
+    """The value the log gives and the metadata of the submission that produced it (None: no submission
+    left). incr, decr, set: the latest's metadata; best: the first that reached the best."""
     if not r["n"]:
         return None
     if operator == "incr":
-        return int(r["total"])
+        return int(r["total"]), r["latest_meta"]
     if operator == "decr":
-        return -int(r["total"])
+        return -int(r["total"]), r["latest_meta"]
     if operator == "set":
-        return int(r["latest"])
-    return int(r["hi"] if sort == "desc" else r["lo"])
+        return int(r["latest"]), r["latest_meta"]
+    if sort == "desc":
+        return int(r["hi"]), r["hi_meta"]
+    return int(r["lo"]), r["lo_meta"]
 
 
 class Moderation:
@@ -225,25 +233,27 @@ class Moderation:
         current = await con.fetchrow(SQL_ROW, board.id, board.season, user)
         log = await con.fetchrow(SQL_RECOMPUTE, user, board.id, board.season)
         assert log is not None  # (an aggregate: always one row)
-        value = recomputed(board.operator, board.sort, log)
-        if value is None:
+        found = recomputed(board.operator, board.sort, log)
+        if found is None:
             if current is not None:
                 await self._delete(con, board, user, out)
             else:
                 out.values[board.id] = None
             return
+        value, meta = found
         if not -ranking.MAX_VALUE <= value <= ranking.MAX_VALUE:
             raise Conflict(
                 f"{user!r} on board {board.id!r} would be {value} without it, outside ±{ranking.MAX_VALUE}",
                 code="out_of_range",
             )
         out.values[board.id] = value
-        if current is not None and current["value"] == value:
+        if current is not None and (current["value"], current["meta"]) == (value, meta):
             return  # unchanged: no new version, nothing to push
         key = ranking.sort_key(value, board.sort)
-        row = await con.fetchrow(SQL_UPSERT, board.id, board.season, user, value, key)
+        row = await con.fetchrow(SQL_UPSERT, board.id, board.season, user, value, key, meta)
         assert row is not None
-        written = Written(board.id, user, value, key, row["version"], row["display_name"], True, board.season)
+        written = Written(board.id, user, value, key, row["version"], row["display_name"], True, board.season,
+                          metadata=meta)  # fmt: skip
         out.changes.append(Change(board, written, await con.fetchval(SQL_INTENT, board.id, board.season, [user])))
 
     async def _delete(self, con: Con, board: BoardInfo, user: str, out: Outcome) -> None:

@@ -191,6 +191,10 @@ def document() -> dict[str, Any]:
     for route in ROUTES:
         paths.setdefault(route.path, {})[route.method.lower()] = _operation(route, schemas)
     schemas["Problem"] = TypeAdapter(Problem).json_schema()
+    if "Entry" in schemas:  # MetaEntry, on the wire: an entry carries `metadata` when its value came with some
+        schemas["Entry"]["properties"]["metadata"] = {
+            "type": "object", "description": "the metadata of the submission that produced the value (absent: none)"
+        }  # fmt: skip
     return {
         "openapi": "3.1.0",
         "info": {"title": "Leaderboard", "version": __version__,

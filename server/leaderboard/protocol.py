@@ -40,7 +40,7 @@ from pydantic import (
 
 from . import seasons
 from .errors import Invalid
-from .ranking import MAX_VALUE, Players, Sort, TopSlice, value_of
+from .ranking import MAX_VALUE, Member, Players, Sort, TopSlice, value_of
 
 USER_ID_PATTERN = r"^[A-Za-z0-9_.:@-]{1,64}$"
 BOARD_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
@@ -80,6 +80,25 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+METADATA_MAX = 1024  # bytes of a submission's metadata, encoded as compact JSON
+
+
+def _metadata(value: dict[str, Any]) -> dict[str, Any]:
+    text = orjson.dumps(value)
+    if len(text) > METADATA_MAX:
+        raise ValueError(f"at most {METADATA_MAX} bytes encoded as JSON, got {len(text)}")
+    if b"\\u0000" in text:  # (a JSON string may spell NUL; Postgres jsonb cannot hold it)
+        raise ValueError("must not contain the character U+0000")
+    return value
+
+
+Metadata = Annotated[
+    dict[str, Any],
+    AfterValidator(_metadata),
+    Field(description=f"any JSON object, at most {METADATA_MAX} bytes encoded: shown with the entry"),
+]
+
+
 class Submission(Strict):
     """POST /api/leaderboard/submit body (and the fields of a `submit` frame)."""
 
@@ -88,6 +107,10 @@ class Submission(Strict):
     board: BoardId = "global"
     session_id: uuid.UUID | None = None
     display_name: DisplayName | None = None
+    metadata: Metadata | None = None
+
+    def metadata_json(self) -> str | None:
+        return None if self.metadata is None else orjson.dumps(self.metadata).decode()
 
 
 def _reset(value: str) -> str | None:
@@ -130,6 +153,20 @@ class Entry:
     user_id: str
     display_name: str | None
     score: int
+
+
+@dataclass(frozen=True, slots=True)
+class MetaEntry(Entry):
+    """An entry whose value came with metadata (the key is there only then). `metadata` is the stored JSON
+    text, sent as it is (orjson.Fragment): never parsed on the read path."""
+
+    metadata: Any = None
+
+
+def entry(rank: int, m: Member, sort: Sort) -> Entry:
+    if m.meta is None:
+        return Entry(rank, m.user_id, m.display_name, value_of(m.key, sort))
+    return MetaEntry(rank, m.user_id, m.display_name, value_of(m.key, sort), orjson.Fragment(m.meta))
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,15 +351,12 @@ class Problem:
 
 def entries(page: TopSlice, sort: Sort) -> list[Entry]:
     """A slice as wire entries: competition ranks and scores (the one place sort keys become scores)."""
-    return [
-        Entry(r, m.user_id, m.display_name, value_of(m.key, sort))
-        for r, m in zip(page.ranks(), page.members, strict=True)
-    ]
+    return [entry(r, m, sort) for r, m in zip(page.ranks(), page.members, strict=True)]
 
 
 def player_entries(players: Players, sort: Sort) -> list[Entry]:
     """Players as wire entries, shaped as /top's."""
-    return [Entry(rank, m.user_id, m.display_name, value_of(m.key, sort)) for m, rank in players.ranked]
+    return [entry(rank, m, sort) for m, rank in players.ranked]
 
 
 # ---- WebSocket frames -------------------------------------------------------------------------------------

@@ -116,6 +116,7 @@ class Member:
     user_id: str
     display_name: str | None
     key: int
+    meta: str | None = None  # the entry's metadata as stored (JSON text), if any
 
 
 @dataclass(frozen=True, slots=True)

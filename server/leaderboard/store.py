@@ -95,6 +95,7 @@ class Written:
     fresh: bool = True  # written by this batch (False: a duplicate's current row, written to Redis again)
     season: int = 1
     removed: bool = False  # the row is gone (moderation): `version` is its tombstone's, value and key mean nothing
+    metadata: str | None = None  # the entry's metadata (JSON text), if any
 
 
 @dataclass(slots=True)
@@ -121,12 +122,14 @@ VALUES ($1, $2, $3, $4, $5, $6, $7)
 ON CONFLICT (id) DO NOTHING
 RETURNING {BOARD_COLUMNS}
 """
-SQL_SUBMIT = "SELECT * FROM lb_submit($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::interval)"
+SQL_SUBMIT = """
+SELECT * FROM lb_submit($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::jsonb[], $7::interval)
+"""
 # The season a read is about: $2 when given, else the board's live season (so a read from Postgres, say while
 # Redis is away, never depends on a process's cached view of the live season).
 S = "coalesce($2::int, (SELECT lb.season FROM leaderboards lb WHERE lb.id = $1))"
 SQL_CURRENT = """
-SELECT l.board_id, l.user_id, l.value, l.sort_key, l.version, u.display_name, l.season
+SELECT l.board_id, l.user_id, l.value, l.sort_key, l.version, u.display_name, l.season, l.metadata::text AS meta
 FROM unnest($1::text[], $2::text[]) AS t(b, u)
 JOIN leaderboards lb ON lb.id = t.b
 JOIN leaderboard l ON (l.board_id, l.season, l.user_id) = (t.b, lb.season, t.u)
@@ -146,25 +149,25 @@ FROM leaderboard WHERE board_id = $1 AND season = {S}
 SQL_TOTAL = f"SELECT count(*) FROM leaderboard WHERE board_id = $1 AND season = {S}"
 SQL_BETTER = f"SELECT count(*) FROM leaderboard WHERE board_id = $1 AND season = {S} AND sort_key < $3"
 SQL_PAGE = f"""
-SELECT l.user_id, u.display_name, l.value, l.sort_key
+SELECT l.user_id, u.display_name, l.value, l.sort_key, l.metadata::text AS meta
 FROM leaderboard l JOIN users u ON u.user_id = l.user_id
 WHERE l.board_id = $1 AND l.season = {S} ORDER BY l.sort_key, l.user_id LIMIT $3 OFFSET $4
 """
 SQL_ENTRY = f"""
-SELECT l.user_id, u.display_name, l.value, l.sort_key
+SELECT l.user_id, u.display_name, l.value, l.sort_key, l.metadata::text AS meta
 FROM leaderboard l JOIN users u ON u.user_id = l.user_id WHERE l.board_id = $1 AND l.season = {S} AND l.user_id = $3
 """
 SQL_POSITION = f"""
 SELECT count(*) FROM leaderboard WHERE board_id = $1 AND season = {S} AND (sort_key, user_id) < ($3, $4)
 """
 SQL_ABOVE = f"""
-SELECT l.user_id, u.display_name, l.value, l.sort_key
+SELECT l.user_id, u.display_name, l.value, l.sort_key, l.metadata::text AS meta
 FROM leaderboard l JOIN users u ON u.user_id = l.user_id
 WHERE l.board_id = $1 AND l.season = {S} AND (l.sort_key, l.user_id) < ($3, $4)
 ORDER BY l.sort_key DESC, l.user_id DESC LIMIT $5
 """
 SQL_BELOW = f"""
-SELECT l.user_id, u.display_name, l.value, l.sort_key
+SELECT l.user_id, u.display_name, l.value, l.sort_key, l.metadata::text AS meta
 FROM leaderboard l JOIN users u ON u.user_id = l.user_id
 WHERE l.board_id = $1 AND l.season = {S} AND (l.sort_key, l.user_id) > ($3, $4)
 ORDER BY l.sort_key, l.user_id LIMIT $5
@@ -181,7 +184,7 @@ FROM leaderboard l WHERE l.board_id = $1 AND l.season = {S} AND l.user_id = ANY(
 """
 # Some players (friends): their rows in listing order, each with its competition rank on the whole board.
 SQL_PLAYERS = f"""
-SELECT l.user_id, u.display_name, l.sort_key,
+SELECT l.user_id, u.display_name, l.sort_key, l.metadata::text AS meta,
        (SELECT count(*) FROM leaderboard b WHERE b.board_id = l.board_id AND b.season = l.season
         AND b.sort_key < l.sort_key) + 1 AS rank
 FROM leaderboard l JOIN users u ON u.user_id = l.user_id
@@ -229,10 +232,15 @@ SQL_SCAN_NAMES = r"""
 SELECT count(n) AS named, max(m) AS last_user,
        convert_to(string_agg(
            '$' || octet_length(m) || E'\r\n' || m || E'\r\n$' || octet_length(n) || E'\r\n' || n || E'\r\n', ''
-       ) FILTER (WHERE n IS NOT NULL), 'UTF8') AS names
+       ) FILTER (WHERE n IS NOT NULL), 'UTF8') AS names,
+       count(d) AS described,
+       convert_to(string_agg(
+           '$' || octet_length(m) || E'\r\n' || m || E'\r\n$' || octet_length(d) || E'\r\n' || d || E'\r\n', ''
+       ) FILTER (WHERE d IS NOT NULL), 'UTF8') AS metas
 FROM (
     -- a lookup per row, in user_id order (neighbouring index pages): no plan can turn it into a scan of users
-    SELECT l.user_id AS m, (SELECT u.display_name FROM users u WHERE u.user_id = l.user_id) AS n
+    SELECT l.user_id AS m, (SELECT u.display_name FROM users u WHERE u.user_id = l.user_id) AS n,
+           l.metadata::text AS d
     FROM leaderboard l
     WHERE l.board_id = $1 AND l.season = $4 AND l.user_id > $2
     ORDER BY l.user_id LIMIT $3
@@ -272,7 +280,7 @@ def iso(at: datetime | None) -> str | None:
 
 
 def _member(row: asyncpg.Record) -> Member:
-    return Member(row["user_id"], row["display_name"], row["sort_key"])
+    return Member(row["user_id"], row["display_name"], row["sort_key"], row["meta"])
 
 
 class Store:
@@ -374,6 +382,7 @@ class Store:
         rows = await self.pool.fetch(
             SQL_SUBMIT, [w.session_id for w in batch], [w.board.id for w in batch],
             [w.sub.user_id for w in batch], [w.sub.score for w in batch], [w.sub.display_name for w in batch],
+            [w.sub.metadata_json() for w in batch],
             self.idempotency_window,
         )  # fmt: skip
         return _result(batch, rows)
@@ -468,6 +477,8 @@ class Store:
                     return
                 if page["named"]:
                     yield b"HSET-N", page["named"], page["names"]
+                if page["described"]:
+                    yield b"HSET-M", page["described"], page["metas"]
                 user = page["last_user"]
 
     # ---- what Redis is owed (cache_intents) and what it should hold --------------------------------------
@@ -527,9 +538,9 @@ def _result(batch: Sequence[Write], rows: Sequence[asyncpg.Record]) -> BatchResu
         # duplicate whose player's entry was removed has none).
         if r["changed"] or (status == DUPLICATE and r["version"] is not None):
             key = (w.board.id, w.sub.user_id)
-            rows_of.setdefault(
-                key, Written(*key, r["key_value"], r["sort_key"], r["version"], r["name"], r["changed"], season)
-            )
+            written = Written(*key, r["key_value"], r["sort_key"], r["version"], r["name"], r["changed"], season,
+                              metadata=r["meta"])  # fmt: skip
+            rows_of.setdefault(key, written)
         if r["intent"] is not None:
             result.intents[(w.board.id, season)] = r["intent"]
     result.written = list(rows_of.values())
@@ -538,5 +549,6 @@ def _result(batch: Sequence[Write], rows: Sequence[asyncpg.Record]) -> BatchResu
 
 def _written(r: asyncpg.Record) -> Written:
     return Written(
-        r["board_id"], r["user_id"], r["value"], r["sort_key"], r["version"], r["display_name"], False, r["season"]
-    )
+        r["board_id"], r["user_id"], r["value"], r["sort_key"], r["version"], r["display_name"], False, r["season"],
+        metadata=r["meta"],
+    )  # fmt: skip
