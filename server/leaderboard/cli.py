@@ -442,13 +442,21 @@ def demo(args: argparse.Namespace) -> int:
             assert s.database_url
             key_id, key = asyncio.run(make_key(s.database_url))
         _say(f"demo: created submit key {key_id} 'demo' for this run; it is revoked when the demo ends")
-    try:
-        asyncio.run(
-            run_demo(
+
+    async def until_stopped() -> None:
+        # SIGTERM cancels the demo: an exception raised by a signal handler (_stop) could land inside one of the
+        # loop's callbacks, which would log it and go on.
+        task = asyncio.current_task()
+        assert task is not None
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await run_demo(
                 args.url, key, players=args.players, rate=args.rate, board=args.board, duration=args.duration,
                 connections=args.connections,
-            )
-        )  # fmt: skip
+            )  # fmt: skip
+
+    try:
+        asyncio.run(until_stopped())
     except (KeyboardInterrupt, _Stopped):
         pass  # Ctrl-C or SIGTERM: the normal way to end a demo without --duration
     except (AuthFailed, DemoError) as exc:
