@@ -65,8 +65,9 @@ $fn$;
 --     current row, or none.
 -- Returns one row per submission, in batch order: status 0 accepted, 1 duplicate, 2 idempotency conflict,
 -- 3 out of range, 5 banned; the other columns as in 005, and `meta`: the row's metadata (sql/008).
+-- (p_meta last, with a default: a process not yet upgraded still calls lb_submit with 5 or 6 arguments)
 CREATE FUNCTION lb_submit(p_sid uuid[], p_board text[], p_user text[], p_score bigint[], p_name text[],
-                          p_meta jsonb[], p_window interval DEFAULT interval '30 days')
+                          p_window interval DEFAULT interval '30 days', p_meta jsonb[] DEFAULT NULL)
 RETURNS TABLE (
     status smallint, value bigint, season integer, key_value bigint, sort_key bigint, version bigint, name text,
     changed boolean, intent bigint, meta text

@@ -123,7 +123,7 @@ ON CONFLICT (id) DO NOTHING
 RETURNING {BOARD_COLUMNS}
 """
 SQL_SUBMIT = """
-SELECT * FROM lb_submit($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::jsonb[], $7::interval)
+SELECT * FROM lb_submit($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::interval, $7::jsonb[])
 """
 # The season a read is about: $2 when given, else the board's live season (so a read from Postgres, say while
 # Redis is away, never depends on a process's cached view of the live season).
@@ -382,8 +382,7 @@ class Store:
         rows = await self.pool.fetch(
             SQL_SUBMIT, [w.session_id for w in batch], [w.board.id for w in batch],
             [w.sub.user_id for w in batch], [w.sub.score for w in batch], [w.sub.display_name for w in batch],
-            [w.sub.metadata_json() for w in batch],
-            self.idempotency_window,
+            self.idempotency_window, [w.sub.metadata_json() for w in batch],
         )  # fmt: skip
         return _result(batch, rows)
 
