@@ -1,10 +1,15 @@
--- Moderation: void a submission, remove an entry, ban and unban a player, all recomputed from the log
--- (moderation.py runs them); every action in the audit log, written in the action's transaction. And the
--- operator `decr`.
+-- Moderation and richer entries (issue 13). Void a submission, restore it, remove an entry, ban and unban a
+-- player, all recomputed from the log (moderation.py runs them); every action in the audit log, written in
+-- the action's transaction. The operator `decr`. Metadata: an optional JSON object (at most 1,024 bytes,
+-- checked by the service) with each submission, kept in the log, and on each entry the metadata of the
+-- submission that produced its value (incr, decr, set: the latest; best: the one that set the best). Redis
+-- keeps it per board in lb:{b}:m (cache.py).
 
 -- The log keeps voided submissions (a retry of one is still a duplicate); `ord` is a submission's position
 -- in its batch, so "the latest" is (submitted_at, ord) for a `set` recompute.
-ALTER TABLE game_sessions ADD COLUMN voided_at timestamptz, ADD COLUMN ord integer NOT NULL DEFAULT 0;
+ALTER TABLE game_sessions ADD COLUMN voided_at timestamptz, ADD COLUMN ord integer NOT NULL DEFAULT 0,
+    ADD COLUMN metadata jsonb;
+ALTER TABLE leaderboard ADD COLUMN metadata jsonb;
 -- A player's submissions, newest first (the operator view, recomputes, unban).
 CREATE INDEX game_sessions_player_idx ON game_sessions (user_id, board_id, submitted_at);
 
@@ -40,10 +45,11 @@ DROP FUNCTION lb_apply(text[], text[], bigint[], smallint[], text[], text[], big
 
 -- The operator of each submission's board (decr: subtract; from nothing: -score), in batch order per player,
 -- from each player's value `kold`:
--- (submission index, 0 accepted | 3 out of range, value after it). Pure computation, no table is written.
+-- (submission index, 0 accepted | 3 out of range, value after it, whether it produced that value: always, but
+-- for `best` only when it set a new best). Pure computation, no table is written.
 CREATE FUNCTION lb_apply(p_board text[], p_user text[], p_score bigint[], p_st smallint[],
                          kb text[], ku text[], kold bigint[])
-RETURNS TABLE (i bigint, code smallint, v bigint)
+RETURNS TABLE (i bigint, code smallint, v bigint, p boolean)
 LANGUAGE plpgsql STABLE AS $fn$
 #variable_conflict use_column
 DECLARE
@@ -73,9 +79,10 @@ BEGIN
             ELSE least(cur, r.s) END;
         i := r.i;
         IF nxt BETWEEN -m AND m THEN
+            p := r.op <> 'best' OR cur IS NULL OR nxt <> cur;
             cur := nxt; code := 0; v := nxt;
         ELSE
-            code := 3; v := NULL;
+            code := 3; v := NULL; p := false;
         END IF;
         RETURN NEXT;
     END LOOP;
@@ -89,14 +96,16 @@ $fn$;
 --     every board row FOR UPDATE, so a batch sees a ban either wholly before it or wholly after;
 --   * the log records each submission's position in its batch (`ord`: "latest" for a `set` recompute);
 --   * a retry of a voided submission is a duplicate (the log keeps voided rows), answered with the player's
---     current row, or none.
+--     current row, or none;
+--   * p_meta: each submission's metadata (null: none), logged and kept on the entry it produced.
 -- Returns one row per submission, in batch order: status 0 accepted, 1 duplicate, 2 idempotency conflict,
--- 3 out of range, 5 banned; the other columns as in 005.
+-- 3 out of range, 5 banned; the other columns as in 005, and `meta`: the row's metadata.
+-- (p_meta last, with a default: a process not yet upgraded still calls lb_submit with 5 or 6 arguments)
 CREATE FUNCTION lb_submit(p_sid uuid[], p_board text[], p_user text[], p_score bigint[], p_name text[],
-                          p_window interval DEFAULT interval '30 days')
+                          p_window interval DEFAULT interval '30 days', p_meta jsonb[] DEFAULT NULL)
 RETURNS TABLE (
     status smallint, value bigint, season integer, key_value bigint, sort_key bigint, version bigint, name text,
-    changed boolean, intent bigint
+    changed boolean, intent bigint, meta text
 )
 LANGUAGE plpgsql AS $fn$
 #variable_conflict use_column
@@ -112,6 +121,7 @@ DECLARE
     fb       text[] := '{}';  -- the rows this batch inserted
     fu       text[] := '{}';
     banned   boolean[] := '{}';  -- per submission (empty: nobody in this batch is banned)
+    prod     boolean[];  -- per submission: it produced its player's value (lb_apply's p)
 BEGIN
     -- 0. The live season of each board, held against a reset (and a ban) until this transaction ends.
     PERFORM 1 FROM leaderboards lb WHERE lb.id IN (SELECT DISTINCT t.b FROM unnest(p_board) AS t(b))
@@ -135,8 +145,8 @@ BEGIN
         FROM unnest(p_sid, p_board, p_user, p_score) WITH ORDINALITY AS t(sid, b, u, s, i)
         WHERE NOT coalesce(banned[t.i::int], false) ORDER BY t.sid, t.i
     ), ins AS (
-        INSERT INTO game_sessions (session_id, board_id, user_id, score, season, ord)
-        SELECT f.sid, f.b, f.u, f.s, lb.season, f.i FROM firsts f JOIN leaderboards lb ON lb.id = f.b
+        INSERT INTO game_sessions (session_id, board_id, user_id, score, season, ord, metadata)
+        SELECT f.sid, f.b, f.u, f.s, lb.season, f.i, p_meta[f.i::int] FROM firsts f JOIN leaderboards lb ON lb.id = f.b
         WHERE NOT EXISTS (SELECT 1 FROM game_sessions g WHERE g.session_id = f.sid
                           AND g.submitted_at > now() - p_window AND g.submitted_at < now() + interval '1 day')
         ORDER BY f.sid
@@ -179,19 +189,24 @@ BEGIN
         FROM unnest(kb, ku, ks) WITH ORDINALITY AS k(b, u, s, i)
         LEFT JOIN leaderboard l ON (l.board_id, l.season, l.user_id) = (k.b, k.s, k.u);
 
-        WITH guess AS (
-            SELECT DISTINCT ON (t.b, t.u) t.b, t.u, a.v
-            FROM lb_apply(p_board, p_user, p_score, st, kb, ku, kold) a
+        WITH applied AS MATERIALIZED (
+            SELECT a.i, a.code, a.v, a.p, t.b, t.u FROM lb_apply(p_board, p_user, p_score, st, kb, ku, kold) a
             JOIN unnest(p_board, p_user) WITH ORDINALITY AS t(b, u, i) ON t.i = a.i
-            WHERE a.code = 0 ORDER BY t.b, t.u, a.i DESC
+        ), guess AS (
+            SELECT DISTINCT ON (a.b, a.u) a.b, a.u, a.v FROM applied a WHERE a.code = 0 ORDER BY a.b, a.u, a.i DESC
+        ), gm AS (  -- the metadata of the submission that produced the guessed value
+            SELECT DISTINCT ON (a.b, a.u) a.b, a.u, p_meta[a.i::int] AS md FROM applied a
+            WHERE a.code = 0 AND a.p ORDER BY a.b, a.u, a.i DESC
         ), ins AS (
-            INSERT INTO leaderboard AS l (board_id, season, user_id, value, sort_key, version)
+            INSERT INTO leaderboard AS l (board_id, season, user_id, value, sort_key, version, metadata)
             SELECT k.b, k.s, k.u, coalesce(g.v, 0),
                    CASE WHEN lb.sort_order = 'desc' THEN -coalesce(g.v, 0) ELSE coalesce(g.v, 0) END,
-                   CASE WHEN k.old IS NULL THEN nextval('leaderboard_version_seq') ELSE 0 END  -- 0: see the UPDATE
+                   CASE WHEN k.old IS NULL THEN nextval('leaderboard_version_seq') ELSE 0 END,  -- 0: see the UPDATE
+                   gm.md
             FROM unnest(kb, ku, ks, kold) AS k(b, u, s, old)
             JOIN leaderboards lb ON lb.id = k.b
             LEFT JOIN guess g ON (g.b, g.u) = (k.b, k.u) AND k.old IS NULL
+            LEFT JOIN gm ON (gm.b, gm.u) = (k.b, k.u) AND k.old IS NULL
             ORDER BY k.b, k.u
             ON CONFLICT (board_id, season, user_id) DO UPDATE SET value = l.value WHERE false
             RETURNING l.board_id, l.user_id
@@ -204,20 +219,30 @@ BEGIN
         JOIN leaderboard l ON (l.board_id, l.season, l.user_id) = (k.b, k.s, k.u)
         LEFT JOIN unnest(fb, fu) AS f(b, u) ON (f.b, f.u) = (k.b, k.u);
 
-        SELECT array_agg(coalesce(a.code, t.code) ORDER BY t.i), array_agg(a.v ORDER BY t.i) INTO st, val
+        SELECT array_agg(coalesce(a.code, t.code) ORDER BY t.i), array_agg(a.v ORDER BY t.i),
+               array_agg(coalesce(a.p, false) ORDER BY t.i) INTO st, val, prod
         FROM unnest(st) WITH ORDINALITY AS t(code, i)
         LEFT JOIN lb_apply(p_board, p_user, p_score, st, kb, ku, kold) a ON a.i = t.i;
 
+        -- The value, and the metadata of the latest submission that produced it (kept when none did: a
+        -- `best` not beaten); a change of metadata alone is a new version too.
         UPDATE leaderboard l
         SET value = f.v, sort_key = CASE WHEN lb.sort_order = 'desc' THEN -f.v ELSE f.v END,
-            version = nextval('leaderboard_version_seq'), updated_at = now()
+            version = nextval('leaderboard_version_seq'), updated_at = now(),
+            metadata = CASE WHEN pm.b IS NULL THEN l.metadata ELSE pm.md END
         FROM (
             SELECT DISTINCT ON (t.b, t.u) t.b, t.u, t.s, t.v
             FROM unnest(p_board, p_user, st, val, rs) WITH ORDINALITY AS t(b, u, code, v, s, i)
             WHERE t.code = 0 ORDER BY t.b, t.u, t.i DESC
         ) f
         JOIN leaderboards lb ON lb.id = f.b
-        WHERE (l.board_id, l.season, l.user_id) = (f.b, f.s, f.u) AND (l.value <> f.v OR l.version = 0);
+        LEFT JOIN (
+            SELECT DISTINCT ON (t.b, t.u) t.b, t.u, p_meta[t.i::int] AS md
+            FROM unnest(p_board, p_user, st, prod) WITH ORDINALITY AS t(b, u, code, pr, i)
+            WHERE t.code = 0 AND t.pr ORDER BY t.b, t.u, t.i DESC
+        ) pm ON (pm.b, pm.u) = (f.b, f.u)
+        WHERE (l.board_id, l.season, l.user_id) = (f.b, f.s, f.u)
+          AND (l.value <> f.v OR l.version = 0 OR (pm.b IS NOT NULL AND l.metadata IS DISTINCT FROM pm.md));
 
         IF 3 = ANY (st) THEN  -- a row just inserted for a player whose every submission was out of range goes
             DELETE FROM leaderboard l USING unnest(fb, fu) AS f(b, u)
@@ -257,7 +282,7 @@ BEGIN
     --    debt per board (live season).
     RETURN QUERY
     WITH rows AS (
-        SELECT l.board_id, l.season, l.user_id, l.value, l.sort_key, l.version, us.display_name,
+        SELECT l.board_id, l.season, l.user_id, l.value, l.sort_key, l.version, us.display_name, l.metadata,
                l.xmin = pg_current_xact_id()::xid AS mine
         FROM leaderboard l
         JOIN (SELECT DISTINCT t.b, t.u, t.s FROM unnest(p_board, p_user, st, rs) AS t(b, u, code, s)
@@ -271,7 +296,7 @@ BEGIN
         RETURNING board_id, id
     )
     SELECT st[t.i::int], CASE st[t.i::int] WHEN 0 THEN val[t.i::int] WHEN 1 THEN rw.value END, rs[t.i::int],
-           rw.value, rw.sort_key, rw.version, rw.display_name, coalesce(rw.mine, false), o.id
+           rw.value, rw.sort_key, rw.version, rw.display_name, coalesce(rw.mine, false), o.id, rw.metadata::text
     FROM unnest(p_board, p_user) WITH ORDINALITY AS t(b, u, i)
     LEFT JOIN rows rw ON (rw.board_id, rw.season, rw.user_id) = (t.b, rs[t.i::int], t.u)
     LEFT JOIN owed o ON o.board_id = t.b AND rw.mine

@@ -117,7 +117,7 @@ async def test_006_converts_a_populated_log_with_every_row_and_column(scratch_db
             ("score", "bigint", "NO", None), ("submitted_at", "timestamp with time zone", "NO", None),
             ("season", "integer", "NO", None),
             ("voided_at", "timestamp with time zone", "YES", None), ("ord", "integer", "NO", None),  # (007)
-            ("metadata", "jsonb", "YES", None),  # (008)
+            ("metadata", "jsonb", "YES", None),  # (007)
         ]  # fmt: skip
         placed = await con.fetch("SELECT tableoid::regclass::text AS part, submitted_at FROM game_sessions")
         assert all(r["part"] == name_of(r["submitted_at"]) for r in placed)

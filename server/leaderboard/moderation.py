@@ -15,7 +15,6 @@ were never logged, so they never come back.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -294,11 +293,3 @@ def _logged(r: asyncpg.Record) -> LoggedSubmission:
         iso(r["voided_at"]),
         r["live"],
     )
-
-
-def boards_changed(changes: Sequence[Change]) -> dict[str, list[Change]]:
-    """The changes grouped by board (one cache write per board)."""
-    by: dict[str, list[Change]] = {}
-    for c in changes:
-        by.setdefault(c.board.id, []).append(c)
-    return by

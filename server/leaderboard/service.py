@@ -62,10 +62,7 @@ class Service:
         """The board (404 if none); `fresh`: not from this process's cache (its live season may have moved)."""
         if fresh:
             self.store.forget(board_id)
-        try:
-            info = await self.store.board(board_id)
-        except DB_DOWN:
-            raise Unavailable("the database is unavailable; retry") from None
+        info = await _from_postgres(self.store.board(board_id))
         if info is None:
             raise NotFound(f"board {board_id!r} does not exist")
         return info
@@ -125,7 +122,7 @@ class Service:
         info = await self.board(board_id)
         ended = await self._ended(info, season)
         if ended is not None:
-            page = await self._in_ended(self.store.top(info, offset, limit, 0, ended.season, ended.total))
+            page = await _from_postgres(self.store.top(info, offset, limit, 0, ended.season, ended.total))
             return encode(TopPage(info.id, page.total, page.seq, entries(page, info.sort)))
         page = await self.ranks.top(info, offset, limit, reader=True)
         key = (info.id, limit)
@@ -141,7 +138,7 @@ class Service:
         info = await self.board(board_id)
         ended = await self._ended(info, season)
         if ended is not None:
-            found = await self._in_ended(self.store.standing(info, user_id, around, 0, ended.season, ended.total))
+            found = await _from_postgres(self.store.standing(info, user_id, around, 0, ended.season, ended.total))
         else:
             found = await self.ranks.standing(info, user_id, around)
         if found is None:
@@ -159,7 +156,7 @@ class Service:
         info = await self.board(board_id)
         ended = await self._ended(info, season)
         if ended is not None:
-            found = await self._in_ended(self.store.players(info, user_ids, 0, ended.season, ended.total))
+            found = await _from_postgres(self.store.players(info, user_ids, 0, ended.season, ended.total))
             return PlayersPage(info.id, ended.season, found.total, player_entries(found, info.sort))
         found = await self.ranks.players(info, user_ids)
         return PlayersPage(info.id, info.season, found.total, player_entries(found, info.sort))
@@ -173,31 +170,17 @@ class Service:
         # An explicit season is checked against Postgres: a reset elsewhere may not have reached this process.
         if season == (await self.board(info.id, fresh=True)).season:
             return None
-        try:
-            ended = await self.store.season(info.id, season) if season >= 1 else None
-        except DB_DOWN:
-            raise Unavailable("the database is unavailable; retry") from None
+        ended = await _from_postgres(self.store.season(info.id, season)) if season >= 1 else None
         if ended is None:
             raise NotFound(f"board {info.id!r} has no season {season}")
         return ended
-
-    @staticmethod
-    async def _in_ended(read: Awaitable[T]) -> T:
-        """An ended season is read from Postgres (Redis holds the live season only)."""
-        try:
-            return await read
-        except DB_DOWN:
-            raise Unavailable("the database is unavailable; retry") from None
 
     async def reset(self, who: Principal, board_id: str) -> ResetReply:
         """End the live season now (admin), whatever the schedule."""
         if who.role != "admin":
             raise Forbidden("resetting a board needs an admin key")
         info = await self.board(board_id)
-        try:
-            ended = await self.store.reset_board(info.id)
-        except DB_DOWN:
-            raise Unavailable("the database is unavailable; retry") from None
+        ended = await _from_postgres(self.store.reset_board(info.id))
         if ended is None:
             raise NotFound(f"board {board_id!r} does not exist")
         await self._after_reset(ended)
@@ -214,10 +197,7 @@ class Service:
         """Every season of a board, newest (the live one) first."""
         info = await self.board(board_id, fresh=True)
         live = await self.ranks.top(info, 0, 3)
-        try:
-            ended = await self.store.seasons(info.id)
-        except DB_DOWN:
-            raise Unavailable("the database is unavailable; retry") from None
+        ended = await _from_postgres(self.store.seasons(info.id))
         current = SeasonInfo(info.season, info.public().season_started_at, None, live.total, entries(live, info.sort))
         return BoardSeasons(info.id, [current, *(e.public() for e in ended)])
 
@@ -237,18 +217,12 @@ class Service:
             await asyncio.sleep(tick)
 
     async def boards(self) -> list[BoardInfo]:
-        try:
-            return await self.store.boards()
-        except DB_DOWN:
-            raise Unavailable("the database is unavailable; retry") from None
+        return await _from_postgres(self.store.boards())
 
     async def create_board(self, who: Principal, spec: BoardCreate) -> BoardInfo:
         if who.role != "admin":
             raise Forbidden("creating boards needs an admin key")
-        try:
-            info = await self.store.create_board(spec)
-        except DB_DOWN:
-            raise Unavailable("the database is unavailable; retry") from None
+        info = await _from_postgres(self.store.create_board(spec))
         if info is None:
             raise Conflict(f"board {spec.id!r} already exists")
         self.store.forget(info.id)
@@ -258,6 +232,14 @@ class Service:
 
     async def board_total(self, info: BoardInfo) -> int:
         return (await self.ranks.top(info, 0, 1)).total
+
+
+async def _from_postgres(work: Awaitable[T]) -> T:
+    """Postgres' answer, or 503 when it does not answer."""
+    try:
+        return await work
+    except DB_DOWN:
+        raise Unavailable("the database is unavailable; retry") from None
 
 
 def _admin(who: Principal, what: str) -> str:
@@ -306,30 +288,20 @@ class Moderator:
 
     async def audit(self, who: Principal, limit: int, before: int | None, user_id: str | None) -> AuditPage:
         _admin(who, "reading the audit log")
-        return await self._read(self.moderation.audit(limit, before, user_id))
+        return await _from_postgres(self.moderation.audit(limit, before, user_id))
 
     async def submissions(self, who: Principal, user_id: str, board: str | None, limit: int) -> PlayerSubmissions:
         if who.role not in ("admin", "read"):
             raise Forbidden("a player's submissions are for admin and read keys")
-        return await self._read(self.moderation.submissions(user_id, board, limit))
+        return await _from_postgres(self.moderation.submissions(user_id, board, limit))
 
     async def _run(self, action: Awaitable[Moderated]) -> Moderated:
         """Run the transaction, then write what it changed to Redis (a failure there leaves the board stale
         and its debt behind: settle() and the rebuild converge it)."""
-        try:
-            result = await action
-        except DB_DOWN:
-            raise Unavailable("the database is unavailable; retry") from None
+        result = await _from_postgres(action)
         await self.publish(result.changes)
         return result
 
     async def publish(self, changes: list[Change]) -> None:
         for c in changes:
             await self.ranks.record(c.board, [c.row], {}, time.time(), c.intent, c.row.season)
-
-    @staticmethod
-    async def _read(read: Awaitable[T]) -> T:
-        try:
-            return await read
-        except DB_DOWN:
-            raise Unavailable("the database is unavailable; retry") from None
