@@ -17,13 +17,16 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .embedded import DataDirError, DataDirInUse, EmbeddedError, EmbeddedPostgres, EmbeddedRedis, ServeLock
 from .settings import ConfigError, Settings, load_settings, redact_url, unknown_variables
+
+if TYPE_CHECKING:
+    from .ranks import Ranks
 
 EXIT_CONFIG = 2
 CONNECT_TIMEOUT_S = 5.0
@@ -236,6 +239,47 @@ def migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _on_backends(
+    args: argparse.Namespace, run: Callable[[Settings], Coroutine[Any, Any, int]], *, redis: bool = True
+) -> int:
+    """Run a command's `run(settings)` against the configured servers, or embedded ones it starts (and stops
+    again) or attaches to: the settings it gets name the servers' URLs."""
+    settings = _settings(args)
+    check_servers(settings, redis=redis)
+    with Backends(settings, redis=redis) as s:
+        assert s.database_url and (s.redis_url or not redis)
+        return asyncio.run(run(s))
+
+
+@contextlib.asynccontextmanager
+async def _read_model(s: Settings) -> AsyncIterator[Ranks]:
+    """The read model over a Postgres pool and a Redis client of the command's own, closed on the way out:
+    what a command needs to change Redis as a server does (`ranks.store.pool` is the pool)."""
+    import asyncpg
+
+    from . import redisconn
+    from .cache import Cache
+    from .ranks import Ranks
+    from .store import Store
+
+    assert s.database_url and s.redis_url
+    pool = await asyncpg.create_pool(s.database_url, min_size=1, max_size=2)
+    try:
+        client = redisconn.connect(
+            s.redis_url, await redisconn.detect(s.redis_url, s.redis_cluster), decode_responses=True
+        )
+        try:
+            ranks = Ranks(Cache(client), Store(pool), s.rebuild_batch)
+            try:
+                yield ranks
+            finally:
+                await ranks.close()
+        finally:
+            await client.aclose()
+    finally:
+        await pool.close()
+
+
 KEYS_HEADER = f"{'id':>5}  {'role':<7} {'name':<24} {'created':<10}  state"
 
 
@@ -244,9 +288,10 @@ def keys(args: argparse.Namespace) -> int:
 
     from . import auth, migrations
 
-    async def run(dsn: str) -> int:
-        await migrations.apply_migrations(dsn)
-        con = await asyncpg.connect(dsn)
+    async def run(s: Settings) -> int:
+        assert s.database_url
+        await migrations.apply_migrations(s.database_url)
+        con = await asyncpg.connect(s.database_url)
         try:
             if args.action == "create":
                 async with con.transaction():
@@ -276,49 +321,28 @@ def keys(args: argparse.Namespace) -> int:
     if args.action == "create" and not args.name:
         _say("keys create needs --name (what the key is for, e.g. --name game-server-eu)")
         return 2
-    settings = _settings(args)
-    check_servers(settings, redis=False)
-    with Backends(settings, redis=False) as s:
-        assert s.database_url
-        return asyncio.run(run(s.database_url))
+    return _on_backends(args, run, redis=False)
 
 
 def rebuild(args: argparse.Namespace) -> int:
-    import asyncpg
-
-    from . import redisconn
-    from .cache import Cache
-    from .ranks import Ranks
-    from .store import Store
-
-    async def run(dsn: str, url: str) -> int:
-        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
-        client = redisconn.connect(url, await redisconn.detect(url, s.redis_cluster), decode_responses=True)
-        try:
-            store = Store(pool)
-            cache = Ranks(Cache(client), store, s.rebuild_batch)
+    async def run(s: Settings) -> int:
+        async with _read_model(s) as ranks:
+            store = ranks.store
             boards = [args.board] if args.board else [b.id for b in await store.boards()]
             for board in boards:
                 if await store.board(board) is None:
                     print(f"no board {board!r}", file=sys.stderr)
                     return 1
                 started = time.perf_counter()
-                count = await cache.rebuild(board)
+                count = await ranks.rebuild(board)
                 took = time.perf_counter() - started
                 if count is None:
                     print(f"{board}: another process is rebuilding it right now", file=sys.stderr)
                     return 1
                 print(f"{board}: {count} members rebuilt in {took:.2f}s")
             return 0
-        finally:
-            await client.aclose()
-            await pool.close()
 
-    settings = _settings(args)
-    check_servers(settings)
-    with Backends(settings) as s:
-        assert s.database_url and s.redis_url
-        return asyncio.run(run(s.database_url, s.redis_url))
+    return _on_backends(args, run)
 
 
 def moderate(args: argparse.Namespace) -> int:
@@ -326,23 +350,20 @@ def moderate(args: argparse.Namespace) -> int:
     import getpass
     import uuid
 
-    import asyncpg
-
-    from . import migrations, redisconn
+    from . import migrations
     from .auth import Principal
-    from .cache import Cache
     from .errors import Refused
     from .moderation import Moderation
-    from .ranks import Ranks
     from .service import Moderator
-    from .store import Store
 
-    async def run(dsn: str, url: str) -> int:
-        await migrations.apply_migrations(dsn)
-        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
-        client = redisconn.connect(url, await redisconn.detect(url, s.redis_cluster), decode_responses=True)
-        ranks = Ranks(Cache(client), Store(pool), s.rebuild_batch)
-        mod, who = Moderator(Moderation(pool), ranks), Principal("admin", name=f"cli:{getpass.getuser()}")
+    async def run(s: Settings) -> int:
+        assert s.database_url
+        await migrations.apply_migrations(s.database_url)
+        async with _read_model(s) as ranks:
+            mod = Moderator(Moderation(ranks.store.pool), ranks)
+            return await act(mod, Principal("admin", name=f"cli:{getpass.getuser()}"))
+
+    async def act(mod: Moderator, who: Principal) -> int:
         try:
             if args.command in ("void", "restore"):
                 undo = mod.void if args.command == "void" else mod.restore
@@ -362,10 +383,6 @@ def moderate(args: argparse.Namespace) -> int:
         except Refused as exc:
             _say(f"{args.command}: {exc.detail} ({exc.code})")
             return 1
-        finally:
-            await ranks.close()
-            await client.aclose()
-            await pool.close()
 
     if args.command in ("void", "restore"):
         try:
@@ -373,11 +390,7 @@ def moderate(args: argparse.Namespace) -> int:
         except ValueError:
             _say(f"{args.command}: {args.session_id!r} is not a session id (a UUID)")
             return 2
-    settings = _settings(args)
-    check_servers(settings)
-    with Backends(settings) as s:
-        assert s.database_url and s.redis_url
-        return asyncio.run(run(s.database_url, s.redis_url))
+    return _on_backends(args, run)
 
 
 def maintain(args: argparse.Namespace) -> int:
@@ -385,9 +398,10 @@ def maintain(args: argparse.Namespace) -> int:
 
     from . import migrations, partitions
 
-    async def run(dsn: str) -> int:
-        await migrations.apply_migrations(dsn)
-        con = await asyncpg.connect(dsn)
+    async def run(s: Settings) -> int:
+        assert s.database_url
+        await migrations.apply_migrations(s.database_url)
+        con = await asyncpg.connect(s.database_url)
         try:
             report = await partitions.maintain(
                 con, s.log_retention_months, timedelta(days=s.idempotency_window_days), detach=args.detach,
@@ -402,11 +416,7 @@ def maintain(args: argparse.Namespace) -> int:
             print(line)
         return 0
 
-    settings = _settings(args)
-    check_servers(settings, redis=False)
-    with Backends(settings, redis=False) as s:
-        assert s.database_url
-        return asyncio.run(run(s.database_url))
+    return _on_backends(args, run, redis=False)
 
 
 def demo(args: argparse.Namespace) -> int:
