@@ -105,29 +105,29 @@ def _json_objects(text: str) -> list[Any]:
     return found
 
 
+async def _run_readme_example(services: Services, server: str, marker: str) -> list[Any]:
+    """Run the README's 'Using it' block (which creates $KEY) then the block containing `marker`, against
+    `server`, in bash; the JSON objects they printed."""
+    blocks = _code_blocks((ROOT / "README.md").read_text())
+    (usage,) = [b for b in blocks if "keys create --role submit" in b]
+    (example,) = [b for b in blocks if marker in b]
+    script = (usage + example).replace("http://127.0.0.1:8000", server)
+    script = script.replace(".venv/bin/leaderboard", " ".join(cli_command()))
+    proc = await asyncio.create_subprocess_exec(
+        "bash", "-euo", "pipefail", "-c", script, env=cli_env(services.dsn, services.redis_url),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode == 0, err.decode()
+    return _json_objects(out.decode())
+
+
 @pytest.mark.skipif(shutil.which("curl") is None or shutil.which("bash") is None, reason="needs curl and bash")
 async def test_readme_batch_example_works_verbatim(services: Services, server: str) -> None:
     """The README's batch example, run after the 'Using it' block (whose $KEY it uses), twice: fresh session
     ids each time, so both runs are accepted and the values add up."""
-    blocks = _code_blocks((ROOT / "README.md").read_text())
-    (usage,) = [b for b in blocks if "keys create --role submit" in b]
-    (batch,) = [b for b in blocks if "/submit/batch" in b]
-    script = (usage + batch).replace("http://127.0.0.1:8000", server)
-    script = script.replace(".venv/bin/leaderboard", " ".join(cli_command()))
     for run in (1, 2):
-        proc = await asyncio.create_subprocess_exec(
-            "bash",
-            "-euo",
-            "pipefail",
-            "-c",
-            script,
-            env=cli_env(services.dsn, services.redis_url),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        out, err = await asyncio.wait_for(proc.communicate(), 120)
-        assert proc.returncode == 0, err.decode()
-        results = _json_objects(out.decode())[-1]["results"]
+        results = (await _run_readme_example(services, server, "/submit/batch"))[-1]["results"]
         assert [(r["index"], r["user_id"], r["accepted"], r["duplicate"], r["error"]) for r in results] == [
             (0, "carol", True, False, None),
             (1, "dave", True, False, None),
@@ -141,24 +141,7 @@ async def test_readme_seasons_example_works_verbatim(services: Services, server:
     """The README's seasons example, run after the 'Using it' block (whose $KEY it uses): a weekly board whose
     next reset is a Monday at 00:00 UTC, an ack in season 1, a reset by hand, the seasons listed newest first,
     and season 1 read after it ended."""
-    blocks = _code_blocks((ROOT / "README.md").read_text())
-    (usage,) = [b for b in blocks if "keys create --role submit" in b]
-    (seasons,) = [b for b in blocks if "/reset" in b]
-    script = (usage + seasons).replace("http://127.0.0.1:8000", server)
-    script = script.replace(".venv/bin/leaderboard", " ".join(cli_command()))
-    proc = await asyncio.create_subprocess_exec(
-        "bash",
-        "-euo",
-        "pipefail",
-        "-c",
-        script,
-        env=cli_env(services.dsn, services.redis_url),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 120)
-    assert proc.returncode == 0, err.decode()
-    board, ack, reset, listing, old = _json_objects(out.decode())[-5:]
+    board, ack, reset, listing, old = (await _run_readme_example(services, server, "/reset"))[-5:]
     assert (board["id"], board["reset"], board["season"]) == ("weekly", "weekly", 1), board
     nxt = datetime.fromisoformat(board["next_reset_at"].replace("Z", "+00:00"))
     assert (nxt.weekday(), nxt.hour, nxt.minute, nxt.second, nxt.utcoffset()) == (0, 0, 0, 0, timedelta(0))
@@ -204,24 +187,7 @@ async def test_readme_moderation_example_works_verbatim(services: Services, serv
     """The README's 'Remove a cheater' example, run after the 'Using it' block (whose $KEY and alice it uses):
     the ban removes alice, her submission is refused 403 banned, the unban restores her value from the log, and
     the audit log lists both actions newest first."""
-    blocks = _code_blocks((ROOT / "README.md").read_text())
-    (usage,) = [b for b in blocks if "keys create --role submit" in b]
-    (moderation,) = [b for b in blocks if "/ban" in b]
-    script = (usage + moderation).replace("http://127.0.0.1:8000", server)
-    script = script.replace(".venv/bin/leaderboard", " ".join(cli_command()))
-    proc = await asyncio.create_subprocess_exec(
-        "bash",
-        "-euo",
-        "pipefail",
-        "-c",
-        script,
-        env=cli_env(services.dsn, services.redis_url),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 120)
-    assert proc.returncode == 0, err.decode()
-    banned, refused, lifted, audit = _json_objects(out.decode())[-4:]
+    banned, refused, lifted, audit = (await _run_readme_example(services, server, "/ban"))[-4:]
     assert banned == {"user_id": "alice", "banned": True, "boards": {"global": None}}, banned
     assert (refused["status"], refused["code"]) == (403, "banned"), refused
     assert lifted == {"user_id": "alice", "banned": False, "boards": {"global": 120}}, lifted
