@@ -1,5 +1,6 @@
-import { formatScore, nameOf, scoreHeading } from "../format";
+import { formatScore, nameOf } from "../format";
 import type { PlayerRank, ScoreFormat } from "../types";
+import { EntriesHead } from "./EntriesHead";
 
 /** The players around one player (a rank lookup's `around`), that player marked. */
 export function AroundTable({ data, format }: { data: PlayerRank; format: ScoreFormat }) {
@@ -10,19 +11,7 @@ export function AroundTable({ data, format }: { data: PlayerRank; format: ScoreF
           Around {nameOf(data)}
         </span>
       </caption>
-      <thead>
-        <tr>
-          <th scope="col" className="col-rank">
-            Rank
-          </th>
-          <th scope="col" className="col-name">
-            Player
-          </th>
-          <th scope="col" className="col-score">
-            {scoreHeading(format)}
-          </th>
-        </tr>
-      </thead>
+      <EntriesHead format={format} />
       <tbody>
         {data.around.map((e) => (
           <tr

@@ -1,7 +1,8 @@
 import { memo, useLayoutEffect, useRef } from "react";
 import { useTop, useTopError } from "../hooks";
 import type { Entry, ScoreFormat } from "../types";
-import { formatScore, nameOf, scoreHeading } from "../format";
+import { formatScore, nameOf } from "../format";
+import { EntriesHead } from "./EntriesHead";
 
 interface Props {
   board: string;
@@ -82,19 +83,7 @@ export const Board = memo(function Board({ board, title, highlight, limit = 10, 
           </span>
         </span>
       </caption>
-      <thead>
-        <tr>
-          <th scope="col" className="col-rank">
-            Rank
-          </th>
-          <th scope="col" className="col-name">
-            Player
-          </th>
-          <th scope="col" className="col-score">
-            {scoreHeading(format)}
-          </th>
-        </tr>
-      </thead>
+      <EntriesHead format={format} />
       <tbody>
         {entries.map((e) => {
           const oldScore = prevScores.current.get(e.user_id);

@@ -1,8 +1,9 @@
 import { useCallback, useId, useRef, useState } from "react";
 import { getTop } from "../api";
-import { formatScore, nameOf, scoreHeading } from "../format";
+import { formatScore, nameOf } from "../format";
 import type { ScoreFormat, TopPage } from "../types";
 import { useRequest } from "../useRequest";
+import { EntriesHead } from "./EntriesHead";
 
 export const PAGE_SIZE = 10;
 
@@ -63,19 +64,7 @@ export function SeasonStandings({ board, boardTitle, season, format }: Props) {
             </span>
           </span>
         </caption>
-        <thead>
-          <tr>
-            <th scope="col" className="col-rank">
-              Rank
-            </th>
-            <th scope="col" className="col-name">
-              Player
-            </th>
-            <th scope="col" className="col-score">
-              {scoreHeading(format)}
-            </th>
-          </tr>
-        </thead>
+        <EntriesHead format={format} />
         <tbody>
           {entries.map((e) => (
             <tr key={e.user_id} data-user={e.user_id} className={e.rank <= 3 ? `podium podium-${e.rank}` : undefined}>
