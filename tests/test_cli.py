@@ -161,6 +161,23 @@ async def test_serve_drains_on_sigterm(services: Services, clean: None, keys: Ap
             assert time.monotonic() - started < 15
 
 
+@pytest.mark.parametrize("access_log", [None, "true"])
+async def test_serve_logs_each_request_only_with_the_access_log_on(
+    services: Services, tmp_path: Path, access_log: str | None
+) -> None:
+    """LEADERBOARD_ACCESS_LOG: off by default (a line per request costs about what the request does)."""
+    settings = {} if access_log is None else {"access_log": access_log}
+    async with spawned_server(tmp_path / "s", services.dsn, services.redis_url, **settings) as (url, _):
+        async with httpx.AsyncClient(base_url=url) as http:
+            for _ in range(3):
+                assert (await http.get("/api/leaderboards")).status_code == 200
+    text = "\n".join(p.read_text(errors="replace") for p in (tmp_path / "s").glob("serve-*.log"))
+    if access_log:
+        assert text.count("GET /api/leaderboards HTTP/1.1") == 3, text[-2000:]
+    else:
+        assert "GET /api/leaderboards" not in text, text[-2000:]
+
+
 async def test_serve_embedded_mode_keeps_data(data: Path) -> None:
     """No database or Redis URL: embedded servers under --data-dir; a restart keeps every score."""
     async with spawned_server(data, None, None) as (url, proc):

@@ -199,6 +199,23 @@ async def test_middleware_labels_by_route_template() -> None:
     assert not any(r and ("alice" in r or "4711" in r) for r in routes)
 
 
+async def test_the_real_app_labels_its_hot_routes_by_template(api: httpx.AsyncClient) -> None:
+    """submit, top and rank bypass Starlette's router (http.Direct); their metrics still name the route."""
+    hot = {
+        ("POST", "/api/leaderboard/submit"): 2,
+        ("GET", "/api/leaderboard/top"): 1,
+        ("GET", "/api/leaderboard/rank/{user_id}"): 1,
+    }
+    before = {k: _requests(*k, "200") for k in hot}
+    unmatched = sum(_requests(m, "unmatched", "200") for m in ("GET", "POST"))
+    for user in ("alice", "bob"):
+        assert (await api.post("/api/leaderboard/submit", json={"user_id": user, "score": 5})).status_code == 200
+    assert (await api.get("/api/leaderboard/top")).status_code == 200
+    assert (await api.get("/api/leaderboard/rank/alice")).status_code == 200
+    assert {k: _requests(*k, "200") - before[k] for k in hot} == hot
+    assert sum(_requests(m, "unmatched", "200") for m in ("GET", "POST")) == unmatched
+
+
 async def test_middleware_passes_websocket_and_lifespan_through() -> None:
     seen: list[str] = []
 

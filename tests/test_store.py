@@ -539,3 +539,38 @@ async def test_any_batches_follow_the_model(
     page = await store.top(board, 0, 100, 0)
     assert listing(page, sort) == reference(model.values, sort)
     assert await pool.fetchval("SELECT count(*) FROM game_sessions WHERE board_id = $1", board.id) == len(model.logged)
+
+
+async def test_submit_probes_player_rows_by_primary_key_with_plans_made_on_an_empty_database(scratch_db: str) -> None:
+    """sql/008: lb_submit's plans are made once per connection, here while the tables are empty and have no
+    statistics; the board then grows to 20,000 players, and a batch still probes its players' rows by the
+    primary key: not one row of the table is read by a sequential scan (sql/007 hash-joined over one)."""
+    from leaderboard import migrations
+
+    await migrations.apply_migrations(scratch_db)
+    con = await asyncpg.connect(scratch_db)
+
+    async def batch(users: list[str]) -> None:
+        await con.fetch(
+            "SELECT * FROM lb_submit($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::text[])",
+            [uuid.uuid4() for _ in users], ["global"] * len(users), users, [1] * len(users), [None] * len(users),
+        )  # fmt: skip
+
+    try:
+        for n in range(8):  # PL/pgSQL settles on a generic plan after five calls
+            await batch([f"early{n}-{i}" for i in range(3)])
+        await con.execute(
+            "INSERT INTO users (user_id) SELECT 'p' || g FROM generate_series(1, 20000) g;"
+            "INSERT INTO leaderboard (board_id, season, user_id, value, sort_key, version)"
+            " SELECT 'global', 1, 'p' || g, g, -g, 0 FROM generate_series(1, 20000) g"
+        )
+        async with con.transaction():
+            await batch([f"p{i}" for i in range(1, 20001, 400)] + ["newcomer"])
+            seq, idx = await con.fetchrow(
+                "SELECT seq_tup_read, idx_scan FROM pg_stat_xact_user_tables WHERE relname = 'leaderboard'"
+            )
+        assert seq == 0, f"{seq} rows of leaderboard read by sequential scans"
+        assert idx > 0
+        assert await con.fetchval("SELECT value FROM leaderboard WHERE user_id = 'p401'") == 402
+    finally:
+        await con.close()

@@ -340,7 +340,7 @@ def factory() -> ASGIApp:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         raise SystemExit(2) from None
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log_level, settings.log_format, access_log=settings.access_log)
     if obs.init_newrelic():
         return obs.wrap_asgi(create_app(settings, drain_on_signal=True))
     return create_app(settings, drain_on_signal=True)

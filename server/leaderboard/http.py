@@ -360,6 +360,7 @@ class Direct:
                     match, child = route.matches(scope)
                     if match is Match.FULL:
                         scope.update(child)
+                        scope["route"] = route  # what Starlette's router sets: metrics label by its template
                         try:
                             response = await route.endpoint(Request(scope, receive))
                         except Refused as exc:

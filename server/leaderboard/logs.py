@@ -169,9 +169,12 @@ class HumanFormatter(logging.Formatter):
         return line
 
 
-def configure_logging(level: str = "INFO", fmt: str = "auto", stream: IO[str] | None = None) -> None:
+def configure_logging(
+    level: str = "INFO", fmt: str = "auto", stream: IO[str] | None = None, access_log: bool = True
+) -> None:
     """Install the root handler (replacing ours from a previous call); fmt is json, human or auto (human on a
-    terminal). Uvicorn's loggers propagate here (start uvicorn with log_config=None)."""
+    terminal). Uvicorn's loggers propagate here (start uvicorn with log_config=None); its access log only with
+    `access_log` (uvicorn formats an access line only when that logger has somewhere to go)."""
     fmt = fmt.lower()
     if fmt not in ("json", "human", "auto"):
         raise ValueError(f"log format must be json, human or auto, not {fmt!r}")
@@ -191,4 +194,4 @@ def configure_logging(level: str = "INFO", fmt: str = "auto", stream: IO[str] | 
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         lg = logging.getLogger(name)
         lg.handlers.clear()
-        lg.propagate = True
+        lg.propagate = access_log or name != "uvicorn.access"

@@ -66,6 +66,7 @@ class Settings(BaseSettings):
     static_dir: Path | None = None
     log_level: str = "INFO"
     log_format: Literal["auto", "json", "human"] = "auto"
+    access_log: bool = False  # one INFO line per HTTP request: off by default (it costs more than a submit)
 
     # integrity and auth hardening (issue #9)
     verify_interval_s: float = Field(default=30.0, gt=0)  # each board checked against Postgres this often
