@@ -8,10 +8,22 @@
 --     at one row, and on a tie the planner keeps the index it considered first, the most recently created.
 -- Measured on a fresh database (100 closed-loop WebSocket clients): Postgres spent 280-490 us of CPU per
 -- submission instead of ~65 us. Now every player row is probed from a LATERAL subquery (LIMIT 1 keeps it from
--- being flattened into a join the planner could turn into a scan), the UPDATE finds its rows by the ctid that
+-- being flattened into a join the planner could turn into a scan), the UPDATE finds its rows by the ctid a
 -- probe returned, and the primary key is rebuilt here so that it is the newer index and wins the tie. The
 -- result is a nested loop of primary-key probes, O(batch) whatever the statistics say (pinned by
 -- tests/test_store.py). Semantics are those of sql/007, unchanged.
+--
+-- The batch's arrays were joined with each other by nested loops, too: the planner estimates an unnest() of a
+-- parameter at a few rows, so a batch of 500 compared 500 x 500 pairs in lb_apply, the UPDATE and the INSERT
+-- (20-35 ms per statement, measured with pg_stat_statements; Postgres at 190-290 us per submission in big
+-- batches instead of ~45). Both functions now run with enable_nestloop off: the arrays are hash- or
+-- merge-joined, O(batch). That is safe because every access to a large table here goes through a LATERAL
+-- subquery (a nested loop is its only plan, so it stays one, with its primary-key probe inside), an
+-- ON CONFLICT arbiter or an `= ANY (array)` index condition -- never through a join the planner could now
+-- turn into a scan (the log's "logged before?" check is such a LATERAL probe now, and the rare DELETE of
+-- refused rows from the log takes `= ANY`). The UPDATE of the player rows, and the rare DELETE of a row
+-- inserted for nothing, reach their rows by ctid, which only a nested loop does without a scan: they run with
+-- nested loops on (SET LOCAL, restored at the function's exit), and join no two arrays.
 --
 -- Rebuilding the primary key takes the table's lock for as long as building one index on it takes (about a
 -- second per million rows): the upgrade to this version pauses submissions for that long.
@@ -24,7 +36,7 @@ RETURNS TABLE (
     status smallint, value bigint, season integer, key_value bigint, sort_key bigint, version bigint, name text,
     changed boolean, intent bigint, meta text
 )
-LANGUAGE plpgsql AS $fn$
+LANGUAGE plpgsql SET enable_nestloop = off AS $fn$
 #variable_conflict use_column
 DECLARE
     st       smallint[];
@@ -64,8 +76,10 @@ BEGIN
     ), ins AS (
         INSERT INTO game_sessions (session_id, board_id, user_id, score, season, ord, metadata)
         SELECT f.sid, f.b, f.u, f.s, lb.season, f.i, p_meta[f.i::int] FROM firsts f JOIN leaderboards lb ON lb.id = f.b
-        WHERE NOT EXISTS (SELECT 1 FROM game_sessions g WHERE g.session_id = f.sid
-                          AND g.submitted_at > now() - p_window AND g.submitted_at < now() + interval '1 day')
+        LEFT JOIN LATERAL (SELECT 1 AS hit FROM game_sessions g WHERE g.session_id = f.sid
+                           AND g.submitted_at > now() - p_window AND g.submitted_at < now() + interval '1 day'
+                           LIMIT 1) logged ON true
+        WHERE logged.hit IS NULL
         ORDER BY f.sid
         RETURNING session_id
     )
@@ -145,33 +159,35 @@ BEGIN
 
         -- The value, and the metadata of the latest submission that produced it (kept when none did: a
         -- `best` not beaten); a change of metadata alone is a new version too.
+        -- The two statements that reach player rows by ctid do it by a nested loop (a TID probe per row): with
+        -- nested loops off, the planner would rather hash-join the whole table (see the header).
+        SET LOCAL enable_nestloop = on;
         UPDATE leaderboard l
         SET value = f.v, sort_key = CASE WHEN lb.sort_order = 'desc' THEN -f.v ELSE f.v END,
             version = nextval('leaderboard_version_seq'), updated_at = now(),
-            metadata = CASE WHEN pm.b IS NULL THEN l.metadata ELSE pm.md END
-        FROM (
-            SELECT DISTINCT ON (t.b, t.u) t.b, t.u, t.s, t.v
-            FROM unnest(p_board, p_user, st, val, rs) WITH ORDINALITY AS t(b, u, code, v, s, i)
-            WHERE t.code = 0 ORDER BY t.b, t.u, t.i DESC
+            metadata = CASE WHEN f.has_md THEN f.md ELSE l.metadata END
+        FROM (  -- per player: the latest value (and its season), and the metadata of the latest that produced one
+            SELECT t.b, t.u, (array_agg(t.s ORDER BY t.i DESC))[1] AS s, (array_agg(t.v ORDER BY t.i DESC))[1] AS v,
+                   bool_or(t.pr) AS has_md, (array_agg(p_meta[t.i::int] ORDER BY t.i DESC) FILTER (WHERE t.pr))[1] AS md
+            FROM unnest(p_board, p_user, st, val, rs, prod) WITH ORDINALITY AS t(b, u, code, v, s, pr, i)
+            WHERE t.code = 0 GROUP BY t.b, t.u
         ) f
         CROSS JOIN LATERAL (SELECT x.ctid AS tid FROM leaderboard x
                             WHERE x.board_id = f.b AND x.season = f.s AND x.user_id = f.u LIMIT 1) r
         JOIN leaderboards lb ON lb.id = f.b
-        LEFT JOIN (
-            SELECT DISTINCT ON (t.b, t.u) t.b, t.u, p_meta[t.i::int] AS md
-            FROM unnest(p_board, p_user, st, prod) WITH ORDINALITY AS t(b, u, code, pr, i)
-            WHERE t.code = 0 AND t.pr ORDER BY t.b, t.u, t.i DESC
-        ) pm ON (pm.b, pm.u) = (f.b, f.u)
         WHERE l.ctid = r.tid
-          AND (l.value <> f.v OR l.version = 0 OR (pm.b IS NOT NULL AND l.metadata IS DISTINCT FROM pm.md));
+          AND (l.value <> f.v OR l.version = 0 OR (f.has_md AND l.metadata IS DISTINCT FROM f.md));
 
         IF 3 = ANY (st) THEN  -- a row just inserted for a player whose every submission was out of range goes
             DELETE FROM leaderboard l USING unnest(fb, fu) AS f(b, u)
             JOIN leaderboards lb ON lb.id = f.b
-            WHERE (l.board_id, l.season, l.user_id) = (f.b, lb.season, f.u)
+            CROSS JOIN LATERAL (SELECT x.ctid AS tid FROM leaderboard x
+                                WHERE x.board_id = f.b AND x.season = lb.season AND x.user_id = f.u LIMIT 1) r
+            WHERE l.ctid = r.tid
               AND NOT EXISTS (SELECT 1 FROM unnest(p_board, p_user, st) AS t(b, u, code)
                               WHERE (t.b, t.u) = (f.b, f.u) AND t.code = 0);
         END IF;
+        SET LOCAL enable_nestloop = off;
     END IF;
     val := coalesce(val, array_fill(NULL::bigint, ARRAY[cardinality(st)]));
 
@@ -183,8 +199,10 @@ BEGIN
         JOIN (SELECT DISTINCT ON (x.sid) x.sid, x.i FROM unnest(p_sid) WITH ORDINALITY AS x(sid, i)
               ORDER BY x.sid, x.i) f ON f.sid = t.sid
         LEFT JOIN unnest(inserted) AS n(sid) ON n.sid = t.sid;
-        DELETE FROM game_sessions g USING unnest(p_sid, st) AS t(sid, code)  -- sql/006: only this batch's row
-        WHERE t.code = 3 AND g.session_id = t.sid AND t.sid = ANY (inserted) AND g.submitted_at = now();
+        DELETE FROM game_sessions g  -- sql/006: only this batch's row
+        WHERE g.session_id = ANY (ARRAY(SELECT t.sid FROM unnest(p_sid, st) AS t(sid, code)
+                                        WHERE t.code = 3 AND t.sid = ANY (inserted)))
+          AND g.submitted_at = now();
     END IF;
 
     -- 4. Names: a player new on a board needs a users row; a submission with a name renames (the latest wins).
@@ -225,3 +243,6 @@ BEGIN
     ORDER BY t.i;
 END
 $fn$;
+
+-- lb_apply joins the batch's arrays only (and the few rows of leaderboards): hash joins, never a nested loop.
+ALTER FUNCTION lb_apply(text[], text[], bigint[], smallint[], text[], text[], bigint[]) SET enable_nestloop = off;
