@@ -671,6 +671,10 @@ def services(keep: bool) -> Iterator[tuple[Server, subprocess.Popen[bytes], int]
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _terminated(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m loadtest.bench", description=__doc__)
     ap.add_argument("--quick", action="store_true", help="~1 minute smoke version")
@@ -685,6 +689,9 @@ def main(argv: list[str] | None = None) -> int:
         help="a setting of the servers under test, e.g. LEADERBOARD_PLAYER_SUBMIT_RATE=1000 (repeatable)",
     )  # fmt: skip
     args = ap.parse_args(argv)
+    # SIGTERM (a stopped `make bench`, a CI timeout) unwinds like Ctrl-C: the `finally` blocks stop the servers,
+    # the baseline and the generators this run started, instead of leaving them running.
+    signal.signal(signal.SIGTERM, _terminated)
     for item in args.server_env:
         name, _, value = item.partition("=")
         SERVER_ENV[name] = value

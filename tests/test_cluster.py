@@ -153,7 +153,11 @@ async def _survives(
 
             await eventually(agrees, within=15, interval=0.2)
             agreed = time.monotonic() - started
-            assert await _rebuilds(api, "global") > rebuilt_before  # rebuilt on the new primary
+
+            async def rebuilt() -> None:  # on the new primary, once the watcher (every second) has seen it
+                assert await _rebuilds(api, "global") > rebuilt_before
+
+            await eventually(rebuilt, within=10, interval=0.2)
             # pushes resume on their own: a new leader reaches the watcher
             await submit(api, "leader", 10_000)
             pushed = await ws.recv_type("top", within=10, where=lambda m: m["entries"][0]["user_id"] == "leader")

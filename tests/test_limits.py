@@ -423,3 +423,43 @@ async def test_leaderboard_serve_is_guarded_with_workers(services: Services, cle
             assert answer.status == 431 and closed, answer
         async with httpx.AsyncClient(base_url=url, timeout=5) as http:
             assert (await http.get("/healthz")).status_code == 200
+
+
+async def test_one_write_sends_a_turns_writes_together_in_order_and_before_a_close_or_eof() -> None:
+    """guard.OneWrite (a response's head and body in one send): nothing is lost, reordered or sent after the
+    close, whether the connection is closed, half-closed (write_eof) or aborted."""
+    from leaderboard.guard import OneWrite
+
+    loop = asyncio.get_running_loop()
+    peers: list[asyncio.StreamWriter] = []
+    for ending in ("close", "write_eof", "abort"):
+        got: asyncio.Queue[bytes] = asyncio.Queue()
+
+        async def accepted(r: asyncio.StreamReader, w: asyncio.StreamWriter, got: asyncio.Queue[bytes] = got) -> None:
+            peers.append(w)
+            got.put_nowait(b"")
+            while chunk := await r.read(65536):
+                got.put_nowait(chunk)
+            got.put_nowait(b"")  # EOF
+
+        server = await asyncio.start_server(accepted, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        transport, _ = await loop.create_connection(asyncio.Protocol, "127.0.0.1", port)
+        out = OneWrite(transport, loop)  # type: ignore[arg-type]
+        await got.get()  # connected
+        out.write(b"HTTP/1.1 200 OK\r\n\r\n")
+        out.write(b"body")
+        assert out.get_write_buffer_size() == len(b"HTTP/1.1 200 OK\r\n\r\nbody")
+        await asyncio.sleep(0)  # the end of the turn: one write
+        out.write(b"+second")
+        getattr(out, ending)()
+        received = b""
+        while (chunk := await asyncio.wait_for(got.get(), 5)) != b"":
+            received += chunk
+        expected = b"HTTP/1.1 200 OK\r\n\r\nbody" + (b"" if ending == "abort" else b"+second")
+        assert received == expected, ending
+        transport.close()
+        for w in peers:
+            w.close()
+        server.close()
+        await server.wait_closed()

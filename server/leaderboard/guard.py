@@ -127,6 +127,55 @@ class _Stop(Exception):
     """Raised from a parser callback to stop parsing a request that was refused."""
 
 
+class OneWrite:
+    """An HTTP connection's transport whose writes of one event-loop turn go out as one. uvicorn writes a
+    response's head and its body separately, and each write to an idle socket is a send syscall: per cached read
+    or submit, the two sends were a third of the server's CPU (py-spy, docs/performance.md). Here they are
+    joined and sent at the end of the turn (`call_soon`), as are the responses to pipelined requests answered in
+    that turn. `close()` sends what is pending first; a WebSocket upgrade takes the bare transport back
+    (GuardedHttp.handle_websocket_upgrade): frames are written at once, by the fan-out among others."""
+
+    __slots__ = ("_loop", "_pending", "transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self.transport, self._loop = transport, loop
+        self._pending: list[bytes] | None = None
+
+    def write(self, data: bytes) -> None:
+        if self._pending is None:
+            self._pending = [data]
+            self._loop.call_soon(self.flush)
+        else:
+            self._pending.append(data)
+
+    def writelines(self, lines: Any) -> None:
+        for data in lines:
+            self.write(data)
+
+    def flush(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending and not self.transport.is_closing():
+            self.transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+
+    def close(self) -> None:
+        self.flush()
+        self.transport.close()
+
+    def write_eof(self) -> None:
+        self.flush()
+        self.transport.write_eof()
+
+    def abort(self) -> None:
+        self._pending = None
+        self.transport.abort()
+
+    def get_write_buffer_size(self) -> int:
+        return self.transport.get_write_buffer_size() + sum(map(len, self._pending or ()))
+
+    def __getattr__(self, name: str) -> Any:  # everything else: the transport's own
+        return getattr(self.transport, name)
+
+
 class GuardedHttp(HttpToolsProtocol):
     """HttpToolsProtocol with bounded request heads, a request read timer and a connection cap."""
 
@@ -161,9 +210,15 @@ class GuardedHttp(HttpToolsProtocol):
             self.transport = transport
             self._refuse(503, "too_many_connections", "this server is at its connection limit; retry", retry=True)
             return
-        super().connection_made(transport)
+        super().connection_made(OneWrite(transport, self.loop))  # type: ignore[arg-type]
         self.reserve = open_ >= self.limits.max_connections
         self._arm()
+
+    def handle_websocket_upgrade(self) -> None:
+        if isinstance(self.transport, OneWrite):  # a socket's frames go out at once (see OneWrite)
+            self.transport.flush()
+            self.transport = self.transport.transport
+        super().handle_websocket_upgrade()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()

@@ -26,6 +26,12 @@ class _Protocol(asyncio.Protocol):
         self.waiting: collections.deque[tuple[asyncio.Future[Any], float]] = collections.deque()
         self.transport: Any = None  # an asyncio or uvloop transport (uvloop's are not asyncio.Transport)
         self.lost = lost
+        self.unsent: list[bytes] = []  # commands of this event-loop turn, written by flush() at its end
+
+    def flush(self) -> None:
+        unsent, self.unsent = self.unsent, []
+        if unsent and not self.transport.is_closing():  # closing: connection_lost fails what waits
+            self.transport.write(b"".join(unsent))
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
@@ -74,9 +80,13 @@ class Pipe:
         return await self._send(proto, args)
 
     def _send(self, proto: _Protocol, args: tuple[Any, ...]) -> asyncio.Future[Any]:
+        """Queue one command; the commands of one event-loop turn are written at its end, in one write (one
+        syscall instead of one per command: at 100 concurrent reads, ~15 % of the server's CPU; py-spy)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        proto.transport.write(hiredis.pack_command(args))
+        if not proto.unsent:
+            loop.call_soon(proto.flush)
+        proto.unsent.append(hiredis.pack_command(args))
         proto.waiting.append((future, loop.time() + self.timeout))
         if self._watch is None:
             self._watch = loop.call_later(self.timeout / 2, self._check)

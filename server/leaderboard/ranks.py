@@ -20,6 +20,7 @@ calls `record()` after each COMMIT. Nothing else touches the stale set.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -266,6 +267,8 @@ class Ranks:
         """Rebuild stale boards once Redis answers again; rebuild a shard's boards when its Redis restarted or
         failed over (a single Redis is one shard)."""
         known: dict[str, str] | None = None
+        with contextlib.suppress(RedisError, OSError):  # from the start: a failover in the first second counts
+            known = await self.cache.identities()
         while True:
             await asyncio.sleep(interval)
             try:
