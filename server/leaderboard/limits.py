@@ -16,6 +16,7 @@ per client address (each process on its own, in bounded memory).
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import logging
 import math
@@ -88,6 +89,7 @@ class AuthFailures:
         self._seen: OrderedDict[str, tuple[float, int]] = OrderedDict()  # address -> (window start, failures)
 
     @staticmethod
+    @functools.lru_cache(maxsize=4096)  # parsing an address costs more than the request's other checks
     def key(address: str | None) -> str | None:
         if not address:
             return None
@@ -103,8 +105,10 @@ class AuthFailures:
 
     def check(self, address: str | None) -> None:
         """Raise TooMany when the address failed too often in its current window."""
+        if not self.limit or not self._seen:  # every request asks: the common answer first
+            return
         key = self.key(address)
-        if not self.limit or key is None:
+        if key is None:
             return
         found = self._seen.get(key)
         if found is None:

@@ -12,7 +12,6 @@ attaches after the factory, are redacted by our formatters when they print them.
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import datetime as dt
 import json
@@ -21,7 +20,7 @@ import random
 import re
 import sys
 import traceback
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from types import MappingProxyType
 from typing import IO, Any
 
@@ -98,14 +97,23 @@ def _redacting_factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
 # ---- context fields --------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def bound(**fields: Any) -> Iterator[None]:
-    """`with bound(conn_id=...):` fields on every record logged in this context for the block."""
-    token = _fields.set(MappingProxyType({**_fields.get(), **fields}))
-    try:
-        yield
-    finally:
-        _fields.reset(token)
+class bound:
+    """`with bound(conn_id=...):` fields on every record logged in this context for the block. (A class, not
+    a generator-based context manager: it is entered once per HTTP request.)"""
+
+    __slots__ = ("_fields", "_token")
+
+    def __init__(self, **fields: Any) -> None:
+        self._fields = fields
+        self._token: contextvars.Token[Mapping[str, Any]] | None = None
+
+    def __enter__(self) -> None:
+        outer = _fields.get()
+        self._token = _fields.set(MappingProxyType({**outer, **self._fields} if outer else self._fields))
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._token is not None
+        _fields.reset(self._token)
 
 
 def new_id() -> str:
