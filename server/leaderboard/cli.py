@@ -208,7 +208,7 @@ def serve(args: argparse.Namespace) -> int:
             _say(f"serving on http://{s.host}:{s.port} with {s.workers} worker(s)")
             uvicorn.run(
                 "leaderboard.app:factory", factory=True, host=s.host, port=s.port, workers=s.workers,
-                log_config=None, access_log=s.access_log, lifespan="on", proxy_headers=True,
+                log_config=None, lifespan="on", proxy_headers=True,
                 timeout_graceful_shutdown=int(s.drain_timeout_s) + 5,
                 **guard.server_options(s),  # the guarded HTTP protocol, WebSocket options, limits
             )  # fmt: skip
