@@ -107,6 +107,23 @@ def test_an_invalid_schedule_is_refused_by_name(bad: str) -> None:
         seasons.check(bad)
 
 
+async def test_a_reset_of_a_named_season_is_a_safe_retry(admin: httpx.AsyncClient, api: httpx.AsyncClient) -> None:
+    """POST …/reset?season=N ends season N only if it is still live: a retry after a lost answer (the first
+    call did end it) is a 409 and ends nothing more."""
+    await make_board(admin, "retry")
+    await submit(api, "a", 5, "retry")
+    first = await admin.post("/api/leaderboards/retry/reset", params={"season": 1})
+    assert first.status_code == 200, first.text
+    assert (first.json()["ended"]["season"], first.json()["season"]) == (1, 2)
+    await submit(api, "b", 7, "retry")
+    again = assert_problem(await admin.post("/api/leaderboards/retry/reset", params={"season": 1}), 409,
+                           "season_ended")  # fmt: skip
+    assert "live season is 2" in again["detail"]
+    board = await board_of(api, "retry")
+    assert (board["season"], board["total"]) == (2, 1)  # season 2 and its entry untouched
+    assert [s["season"] for s in (await read(api, "/api/leaderboards/retry/seasons"))["seasons"]] == [2, 1]
+
+
 async def test_boards_show_their_season_and_next_reset(admin: httpx.AsyncClient, api: httpx.AsyncClient) -> None:
     before = datetime.now(UTC)
     weekly = await make_board(admin, "ladder", "weekly", title="Weekly ladder")
@@ -542,6 +559,11 @@ async def test_bad_season_reads_and_resets_are_refused_and_write_nothing(
     assert_problem(await api.post("/api/leaderboards/guarded/reset"), 403, "forbidden")
     assert_problem(await anon.post("/api/leaderboards/guarded/reset"), 401, "unauthorized")
     assert_problem(await admin.post("/api/leaderboards/nosuch/reset"), 404, "not_found")
+    assert_problem(await admin.post("/api/leaderboards/nosuch/reset", params={"season": 1}), 404, "not_found")
+    for bad in ("0", "x", "1.5"):
+        assert_problem(await admin.post("/api/leaderboards/guarded/reset", params={"season": bad}), 422,
+                       "validation_error")  # fmt: skip
+    assert_problem(await admin.post("/api/leaderboards/guarded/reset", params={"season": 2}), 409, "not_live")
     assert_problem(await admin.get("/api/leaderboards/nosuch/seasons"), 404, "not_found")
     assert await table_counts(pool) == before
     assert (await board_of(api, "guarded"))["season"] == 1

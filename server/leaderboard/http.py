@@ -265,7 +265,7 @@ def handlers(context: Callable[[], Context]) -> dict[str, Endpoint]:
         principal = await who(request, read=False)
         if principal.role == "anonymous":
             raise Unauthorized("resetting a board needs an admin key")
-        return JSON(await context().service.reset(principal, board_path(request)))
+        return JSON(await context().service.reset(principal, board_path(request), season_param(request)))
 
     async def list_boards(request: Request) -> Response:
         await who(request, read=True)

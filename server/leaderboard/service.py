@@ -175,12 +175,19 @@ class Service:
             raise NotFound(f"board {info.id!r} has no season {season}")
         return ended
 
-    async def reset(self, who: Principal, board_id: str) -> ResetReply:
-        """End the live season now (admin), whatever the schedule."""
+    async def reset(self, who: Principal, board_id: str, season: int | None = None) -> ResetReply:
+        """End the live season now (admin), whatever the schedule; with `season`, only if that one is still
+        live, so a retry after a lost answer never ends the next season too."""
         if who.role != "admin":
             raise Forbidden("resetting a board needs an admin key")
         info = await self.board(board_id)
-        ended = await _from_postgres(self.store.reset_board(info.id))
+        ended = await _from_postgres(self.store.reset_board(info.id, expect=season))
+        if ended is None and season is not None:
+            live = (await self.board(info.id, fresh=True)).season
+            raise Conflict(
+                f"season {season} of board {info.id!r} is not the live one (the live season is {live}): "
+                "nothing was reset", code="season_ended" if season < live else "not_live",
+            )  # fmt: skip
         if ended is None:
             raise NotFound(f"board {board_id!r} does not exist")
         await self._after_reset(ended)
