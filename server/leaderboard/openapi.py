@@ -116,7 +116,7 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/api/leaderboards/{board_id}/reset", "reset", "End the live season now (admin)", BEARER,
           reply=ResetReply, problems=(401, 403, 404, 409, 422, 503),
           params=(Param("board_id", "path", {"type": "string"}),
-                  Param("season", "query", {"type": "integer", "minimum": 1, "maximum": 2**31 - 1},
+                  Param("season", "query", SEASON_Q.schema,
                         "end this season only if it is still the live one (a safe retry): 409 otherwise"))),
     Route("POST", "/api/leaderboard/void", "void",
           "Void one submission (admin): kept in the log, the player's value recomputed without it", BEARER,
