@@ -317,8 +317,8 @@ async def test_a_row_created_by_a_third_batch_does_not_deadlock_two_others(
     """Two batches of the same two players x and u, both new when the first (C) starts; a third (D) creates x
     in between, so the second (A) locks x in its step 1 while C finds x taken when it inserts. Two plain
     transactions, each holding one session id's lock and log row, pace C and A through that interleaving. (The Python
-    write path this pinned took row locks in two passes and deadlocked here; lb_submit locks every player row
-    in one sorted pass.)"""
+    write path this pinned took row locks in two passes and deadlocked here; lb_submit locks every player in
+    one sorted pass: row locks in sql/004-008, one advisory lock per player since sql/009.)"""
     board = await store.board("global")
     assert board is not None
     sid_c, sid_a = uuid.uuid4(), uuid.uuid4()
