@@ -13,6 +13,7 @@ import pickle
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import asyncpg
 import httpx
 import psutil
 import pytest
@@ -29,6 +31,7 @@ from websockets.exceptions import InvalidStatus
 from support.clients import PROBLEM_FIELDS, ws_url
 from support.processes import spawned_server
 from support.services import ApiKeys, ServerURL, Services
+from support.stores import pg_values, session_count
 
 WS_HEADERS = (
     b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
@@ -463,3 +466,113 @@ async def test_one_write_sends_a_turns_writes_together_in_order_and_before_a_clo
             w.close()
         server.close()
         await server.wait_closed()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# pipelining (HTTP/1.1): served at once, answered in order
+
+
+def submit_request(key: str, user: str, score: int, sid: str, *, close: bool = False) -> bytes:
+    body = json.dumps({"user_id": user, "score": score, "session_id": sid}).encode()
+    return (
+        b"POST /api/leaderboard/submit HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Authorization: Bearer %s\r\nContent-Length: %d\r\n%s\r\n%s"
+        % (key.encode(), len(body), b"Connection: close\r\n" if close else b"", body)
+    )
+
+
+def batches_committed() -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from leaderboard import observability as obs
+
+    body, _ = obs.metrics_response()
+    for family in text_string_to_metric_families(body.decode()):
+        for sample in family.samples:
+            if sample.name == "leaderboard_batch_size_count":
+                return sample.value
+    return 0.0
+
+
+async def test_pipelined_requests_are_served_at_once_and_answered_in_order(
+    server: ServerURL, keys: ApiKeys, pool: asyncpg.Pool
+) -> None:
+    """100 submissions (and health checks between them) written at once on one connection, the last one asking
+    to close: every answer comes back, in request order, and the connection closes after the last. They are
+    served together (a few group commits), not one COMMIT after the other as uvicorn alone would, and reading
+    pauses at PIPELINE_DEPTH requests in flight and goes on."""
+    from leaderboard.guard import PIPELINE_DEPTH
+
+    n = 100
+    assert n > 2 * PIPELINE_DEPTH
+    sids = [str(uuid.uuid4()) for _ in range(n)]
+    expected: list[tuple[int, str]] = []
+    wire = b""
+    for i, sid in enumerate(sids):
+        wire += submit_request(keys.submit, f"p{i}", i + 1, sid, close=i == n - 1)
+        expected.append((200, f"p{i}"))
+        if i % 10 == 3:
+            wire += b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+            expected.append((200, "health"))
+    before = batches_committed()
+    async with tcp(server) as (reader, writer):
+        started = time.monotonic()
+        writer.write(wire)
+        answers = [await read_answer(reader, started, within=30) for _ in expected]
+        assert await closed_by_server(reader, 5)
+    got = []
+    for answer in answers:
+        body = json.loads(answer.body)
+        got.append((answer.status, body["user_id"] if "user_id" in body else "health"))
+    assert got == expected
+    assert [json.loads(a.body)["score"] for a in answers if b"user_id" in a.body] == list(range(1, n + 1))
+    assert answers[-1].headers.get("connection") == "close"
+    assert await pg_values(pool) == {f"p{i}": i + 1 for i in range(n)}
+    assert await session_count(pool) == n
+    # one after the other, each submission would be a group commit of its own
+    assert batches_committed() - before <= n / 4
+
+
+async def test_a_client_gone_mid_pipeline_loses_nothing_and_counts_nothing_twice(
+    server: ServerURL, keys: ApiKeys, pool: asyncpg.Pool, make_client: Any
+) -> None:
+    """A client writes 60 submissions at once, reads one answer and goes away. What the server had read is
+    committed (it is acknowledged nowhere, so the client retries it all): the retries are duplicates or new,
+    each player ends with exactly one submission, and the server goes on serving."""
+    n = 60
+    sids = [str(uuid.uuid4()) for _ in range(n)]
+    async with tcp(server) as (reader, writer):
+        started = time.monotonic()
+        writer.write(b"".join(submit_request(keys.submit, f"g{i}", i + 1, sid) for i, sid in enumerate(sids)))
+        assert (await read_answer(reader, started, within=30)).status == 200
+    api = make_client(server, keys.submit)
+    retried = await asyncio.gather(*(
+        api.post("/api/leaderboard/submit", json={"user_id": f"g{i}", "score": i + 1, "session_id": sid})
+        for i, sid in enumerate(sids)
+    ))  # fmt: skip
+    assert [r.status_code for r in retried] == [200] * n
+    assert json.loads(retried[0].content)["duplicate"] is True  # answered on the first connection: committed
+    assert await pg_values(pool) == {f"g{i}": i + 1 for i in range(n)}
+    assert await session_count(pool) == n
+
+
+async def test_a_refused_head_behind_pipelined_requests_closes_after_their_answers(
+    server: ServerURL, keys: ApiKeys, pool: asyncpg.Pool
+) -> None:
+    """Five submissions and then a request whose head is over the limit, in one write (so the head is counted
+    as the parser reads it, not as it arrives): the five are answered in order, then the refusal, then the
+    connection is closed; nothing of the refused request is served."""
+    sids = [str(uuid.uuid4()) for _ in range(5)]
+    wire = b"".join(submit_request(keys.submit, f"r{i}", i + 1, sid) for i, sid in enumerate(sids))
+    wire += b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-%d: %s\r\n" % (i, b"a" * 8000) for i in range(5))
+    wire += b"\r\n"  # a head of 40 KB: over max_header_bytes (32 KiB)
+    async with tcp(server) as (reader, writer):
+        started = time.monotonic()
+        writer.write(wire)
+        answers = [await read_answer(reader, started, within=30) for _ in sids]
+        refusal = await read_answer(reader, started)
+        assert await closed_by_server(reader, 3)
+    assert [(a.status, json.loads(a.body)["user_id"]) for a in answers] == [(200, f"r{i}") for i in range(5)]
+    assert refusal.status == 431 and refusal.problem()["code"] == "header_too_large", refusal
+    assert refusal.headers.get("connection") == "close"
+    assert await pg_values(pool) == {f"r{i}": i + 1 for i in range(5)}

@@ -10,6 +10,9 @@ uvicorn's httptools protocol, subclassed (every place that serves the app uses `
                      (or after the connection opened): 408 if a head was under way and nothing is being
                      answered; otherwise the connection is just closed.
     keep-alive idle  uvicorn's own timer (`keepalive_timeout_s`) after each response.
+    pipelining       requests pipelined on one connection (HTTP/1.1) are served at once, up to PIPELINE_DEPTH in
+                     flight (reading pauses past it), and answered in request order (`_Turn`). uvicorn serves
+                     them one after the other, so a pipelined submit waited for the COMMIT of the one before.
     connections      at most `max_connections` per server (= per process). Past it, OPS_RESERVE more are let in
                      for /healthz, /readyz and /metrics only (one request each, then closed), so a load
                      balancer's check still answers when legitimate clients fill the process. Past that a new
@@ -27,14 +30,15 @@ import functools
 import logging
 import resource
 import time
-from collections import Counter
+from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import httptools
 import orjson
 from uvicorn.config import Config
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
 from uvicorn.server import ServerState
 
 from .errors import TITLES
@@ -49,6 +53,8 @@ OPS_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 LINGER_S = 1.0  # how long a refused connection is read (and discarded) before it is closed
 MAX_LINGERING = 256  # refused connections lingering at once; past it a refusal closes at once
 FD_OVERHEAD = 128  # listening socket, Redis clients, logs, the interpreter's own
+PIPELINE_DEPTH = 32  # requests of one connection in flight at once; past it, reading pauses
+PIPELINE_BUFFER = 1 << 20  # bytes of answers waiting for their turn on one connection; past it, reading pauses
 
 _TITLES = {408: "Request timeout", 414: "URI too long", **TITLES}
 
@@ -176,6 +182,66 @@ class OneWrite:
         return getattr(self.transport, name)
 
 
+class _Refused:
+    """In the queue of pipelined requests, the place of a refused one (its answer is the guard's own)."""
+
+    __slots__ = ("disconnected", "message_event")
+    response_complete = True
+
+    def __init__(self) -> None:
+        self.disconnected = False
+        self.message_event = asyncio.Event()
+
+
+class _Turn:
+    """The transport of a request pipelined behind others that are still being answered: what its cycle
+    writes waits here until the responses before it are complete (HTTP/1.1 answers in request order), then
+    goes to the connection's transport, and from then on everything goes straight through. A close (the
+    response said `connection: close`, or failed half-way) waits for its turn as well."""
+
+    __slots__ = ("_close", "_conn", "_parts", "_then", "ready")
+
+    def __init__(self, conn: GuardedHttp, then: Callable[[], None] | None = None) -> None:
+        self._conn = conn
+        self._parts: list[bytes] = []
+        self._close = False
+        self._then = then  # instead of a response: what to do in its turn (a refusal answers and closes)
+        self.ready = False
+
+    def write(self, data: bytes) -> None:
+        if self.ready:
+            self._conn.transport.write(data)
+        else:
+            self._parts.append(data)
+            self._conn.waiting(len(data))
+
+    def close(self) -> None:
+        if self.ready:
+            self._conn.transport.close()
+        else:
+            self._close = True
+
+    def is_closing(self) -> bool:
+        return bool(self._conn.transport.is_closing())
+
+    def release(self) -> bool:
+        """Its turn: write what waited (and close if it asked to). True when the connection is closing."""
+        self.ready = True
+        parts, self._parts = self._parts, []
+        for data in parts:
+            self._conn.transport.write(data)
+        self._conn.waiting(-sum(map(len, parts)))
+        if self._then is not None:
+            self._then()
+            return True
+        if self._close:
+            self._conn.transport.close()
+        return self.is_closing()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn.transport, name)
+
+
 class GuardedHttp(HttpToolsProtocol):
     """HttpToolsProtocol with bounded request heads, a request read timer and a connection cap."""
 
@@ -201,6 +267,12 @@ class GuardedHttp(HttpToolsProtocol):
         self._start = b""  # the first two bytes of the current line (to tell an empty line)
         self._timer: asyncio.TimerHandle | None = None
         self._linger = False
+        self._parsed = [0, 0, 0]
+        # requests started while an earlier one was being answered, in order, with the transport each writes to
+        self._ahead: deque[tuple[RequestResponseCycle | _Refused, _Turn]] = deque()
+        self._capped = False  # reading paused: PIPELINE_DEPTH requests in flight or PIPELINE_BUFFER bytes waiting
+        self._waiting = 0  # bytes of answers waiting for their turn
+        self._close_after = False  # close once every response in flight is out (a refusal, a shutdown)
 
     # ---- connection -----------------------------------------------------------------------------------------
 
@@ -222,6 +294,10 @@ class GuardedHttp(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        for cycle, _ in self._ahead:  # uvicorn tells the latest request only
+            cycle.disconnected = True
+            cycle.message_event.set()
+        self._ahead.clear()
         if self._linger:
             self._linger = False
             GuardedHttp.lingering -= 1
@@ -255,6 +331,33 @@ class GuardedHttp(HttpToolsProtocol):
         super().on_message_begin()
         self.state = "head"
         self._arm()
+        self._parsed = [0, 0, 0]  # request line, header fields, head bytes, as the parser hands them over
+
+    # The same bounds once more, on what the parser hands over: _count sees a read's bytes up to the end of its
+    # first head only, and pipelined requests can follow it in the same read (at most a socket read: 256 KiB).
+    def on_url(self, url: bytes) -> None:
+        super().on_url(url)
+        self._parsed[0] += len(url)
+        if self._parsed[0] > MAX_LINE:
+            self._refuse(414, "uri_too_long", f"the request line is longer than {MAX_LINE} bytes")
+            raise _Stop
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        super().on_header(name, value)
+        size = len(name) + len(value) + 4
+        self._parsed[1] += 1
+        self._parsed[2] += size
+        if size > MAX_LINE:
+            self._refuse(431, "header_too_large", f"a header line is longer than {MAX_LINE} bytes")
+        elif self._parsed[1] > MAX_FIELDS:
+            self._refuse(431, "header_too_large", f"more than {MAX_FIELDS} header fields")
+        elif self._parsed[2] > self.limits.max_header_bytes:
+            self._refuse(
+                431, "header_too_large", f"the request head is larger than {self.limits.max_header_bytes} bytes"
+            )
+        else:
+            return
+        raise _Stop
 
     def on_headers_complete(self) -> None:
         self.state = "body"
@@ -268,9 +371,12 @@ class GuardedHttp(HttpToolsProtocol):
                 retry=True,
             )  # fmt: skip
             raise _Stop
+        behind = not upgrade and self._answering()
         super().on_headers_complete()
         if self.reserve and self.cycle is not None:
             self.cycle.keep_alive = False
+        if behind:
+            self._pipelined()
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
@@ -278,6 +384,79 @@ class GuardedHttp(HttpToolsProtocol):
         self._disarm()
         self._head = self._line = self._lines = 0
         self._start = b""
+
+    # ---- pipelining -------------------------------------------------------------------------------------------
+
+    def _pipelined(self) -> None:
+        """The request just parsed came while an earlier one is being answered: serve it now (uvicorn queued it
+        and paused reading, or started it when the one before it was complete but not yet written), with a
+        `_Turn` for transport so that its answer keeps its place."""
+        cycle = self.cycle
+        if self.pipeline:
+            queued, app = self.pipeline.pop()
+            assert queued is cycle
+            self._start_asgi_task(cycle, app)  # the task's first step runs on a later turn of the loop
+        turn = _Turn(self)
+        cycle.transport = turn  # type: ignore[assignment]
+        cycle.on_response = self._turn_done
+        self._ahead.append((cycle, turn))
+        self._cap()
+        if not self._capped:
+            self.flow.resume_reading()  # uvicorn paused it when it queued the request
+
+    def waiting(self, size: int) -> None:
+        """Bytes of answers that wait for their turn (`_Turn`), so many more (or fewer, when released)."""
+        self._waiting += size
+        self._cap()
+
+    def _cap(self) -> None:
+        """Pause reading while PIPELINE_DEPTH requests are in flight or PIPELINE_BUFFER bytes of answers wait
+        for their turn; go on when both are below (what one client can make us hold is bounded)."""
+        full = len(self._ahead) >= PIPELINE_DEPTH or self._waiting > PIPELINE_BUFFER
+        if full and not self._capped:
+            self._capped = True
+            self.flow.pause_reading()
+        elif self._capped and not full:
+            self._capped = False
+            if not (self.refused or self._close_after):  # paused for good: nothing more is read
+                self.flow.resume_reading()
+
+    def on_response_complete(self) -> None:
+        if not self._ahead:
+            super().on_response_complete()
+            return
+        self.server_state.total_requests += 1
+        self._next_turn()
+
+    def _turn_done(self) -> None:
+        if self._ahead and self._ahead[0][1].ready:  # the response going out straight is complete
+            self._next_turn()
+
+    def _next_turn(self) -> None:
+        """The response that was going out is complete: let the next ones out, in order."""
+        while self._ahead:
+            cycle, turn = self._ahead[0]
+            if not turn.ready and turn.release():
+                return  # it closed the connection: connection_lost tells the others
+            if not cycle.response_complete:
+                return  # it writes straight through now; its end calls _turn_done
+            self._ahead.popleft()
+            self.server_state.total_requests += 1
+            self._cap()
+        # nothing in flight any more: as uvicorn after a response
+        if self.transport.is_closing():
+            return
+        if self._close_after:
+            self.transport.close()
+            return
+        self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self.timeout_keep_alive_handler)
+
+    def shutdown(self) -> None:
+        if self._ahead:  # close once the responses in flight are out
+            self._close_after = True
+            self.cycle.keep_alive = False
+            return
+        super().shutdown()
 
     # ---- request head ---------------------------------------------------------------------------------------
 
@@ -323,7 +502,7 @@ class GuardedHttp(HttpToolsProtocol):
             self._timer = None
 
     def _answering(self) -> bool:
-        return self.cycle is not None and not self.cycle.response_complete
+        return bool(self._ahead) or (self.cycle is not None and not self.cycle.response_complete)
 
     def _expired(self) -> None:
         self._timer = None
@@ -342,6 +521,7 @@ class GuardedHttp(HttpToolsProtocol):
             REFUSALS.add("slow request: closed after the response")
             assert self.cycle is not None
             self.cycle.keep_alive = False
+            self._close_after = True
             self.flow.pause_reading()
         else:  # a slow body: the app waits for it (or has answered already)
             REFUSALS.add("slow request body: closed")
@@ -350,16 +530,18 @@ class GuardedHttp(HttpToolsProtocol):
     # ---- refusals ---------------------------------------------------------------------------------------------
 
     def _refuse(self, status: int, code: str, detail: str, *, retry: bool = False) -> None:
-        """Answer a problem and close (lingering), unless a response is under way: then close after it."""
+        """Answer a problem and close (lingering); when responses are under way (pipelining), after them."""
         self.refused = True
         self._disarm()
         self._unset_keepalive_if_required()
         REFUSALS.add(f"{status} {code}")
         if self._answering():
-            assert self.cycle is not None
-            self.cycle.keep_alive = False
             self.flow.pause_reading()
+            self._ahead.append((_Refused(), _Turn(self, then=lambda: self._answer(status, code, detail, retry))))
             return
+        self._answer(status, code, detail, retry)
+
+    def _answer(self, status: int, code: str, detail: str, retry: bool) -> None:
         body = orjson.dumps({
             "type": f"/problems/{code.replace('_', '-')}", "title": _TITLES.get(status, "Error"), "status": status,
             "detail": detail, "code": code,
