@@ -489,3 +489,18 @@ async def test_the_bench_seeds_a_board_the_schema_accepts(services: Services, po
     await pool.execute("INSERT INTO leaderboards (id, title) VALUES ('seeded', 'seeded')")
     await _seed(services.dsn, "seeded", 500)
     assert await pool.fetchval("SELECT count(*) FROM leaderboard WHERE board_id = 'seeded' AND season = 1") == 500
+
+
+async def test_submitfn_measures_lb_submit_alone_and_its_batches_commit(
+    services: Services, pool: asyncpg.Pool, clean: None
+) -> None:
+    """loadtest.submitfn (docs/performance.md, sql/009): its batches are real commits, the existing players'
+    and the new ones', and it reports a cost per batch and per submission."""
+    from loadtest.submitfn import measure
+
+    ms, us = await measure(services.dsn, "global", size=10, batches=5, users=30, new=False)
+    assert ms > 0 and us >= 0
+    assert await pool.fetchval("SELECT count(*) FROM game_sessions WHERE board_id = 'global'") == 25 * 10
+    assert 0 < await pool.fetchval("SELECT count(*) FROM leaderboard WHERE user_id LIKE 'u%'") <= 30
+    await measure(services.dsn, "global", size=10, batches=5, users=30, new=True)
+    assert await pool.fetchval("SELECT count(*) FROM leaderboard WHERE user_id LIKE 'n%'") == 25 * 10
