@@ -421,6 +421,36 @@ async def test_follow_and_ranks_equal_the_reference(store: Store, seeded: tuple[
     assert await store.ranks([]) == {}
 
 
+def resp_pairs(body: bytes) -> list[tuple[str, str]]:
+    """The (field, value) pairs of a page's RESP bulk strings."""
+    parts, pos = [], 0
+    while pos < len(body):
+        size_end = body.index(b"\r\n", pos)
+        size = int(body[pos + 1 : size_end])
+        parts.append(body[size_end + 2 : size_end + 2 + size].decode())
+        pos = size_end + 2 + size + 2
+    return list(zip(parts[::2], parts[1::2], strict=True))
+
+
+async def test_scan_reads_ranks_and_names_from_one_snapshot(store: Store) -> None:
+    """Store.scan (a rebuild) reads the ranks and the names on two connections at once: the second one imports
+    the first one's snapshot, so a rename or a new player committed once the scan has begun is in no page."""
+    board = await store.board("global")
+    assert board is not None
+    names = {f"p{i:02}": f"Name {i}" for i in range(25)}
+    await store.commit_batch([w(board, u, i + 1, name=n) for i, (u, n) in enumerate(names.items())])
+    pages = store.scan("global", 10)
+    assert (await anext(pages))[0] == b"SEASON"
+    await store.commit_batch([w(board, "p03", 100, name="Renamed"), w(board, "late", 7, name="Late")])
+    got: dict[bytes, list[tuple[str, str]]] = {}
+    async for what, pairs, body in pages:
+        got.setdefault(what, []).extend(resp_pairs(body))
+        assert len(resp_pairs(body)) == pairs
+    assert dict(got[b"HSET-N"]) == names
+    assert [m for _, m in got[b"ZADD"]] == [f"p{i:02}" for i in reversed(range(25))]  # rank order, as of the start
+    assert {m for m, _ in got[b"HSET-V"]} == set(names)
+
+
 async def test_seq_floor_covers_every_version_issued(store: Store) -> None:
     board = await store.board("global")
     assert board is not None
@@ -576,3 +606,21 @@ async def test_submit_probes_player_rows_by_primary_key_with_plans_made_on_an_em
         assert await con.fetchval("SELECT value FROM leaderboard WHERE user_id = 'p401'") == 402
     finally:
         await con.close()
+
+
+async def test_scan_raises_when_one_of_its_readers_fails(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failure of the names' connection ends the scan with that error (the rebuild fails and is retried), not
+    with a scan that waits forever for the reader that died."""
+    board = await store.board("global")
+    assert board is not None
+    await store.commit_batch([w(board, f"p{i}", i, name=f"N{i}") for i in range(30)])
+
+    async def failing(*_: Any) -> Any:
+        yield b"HSET-N", 0, b""
+        raise asyncpg.PostgresConnectionError("the connection was lost")
+
+    monkeypatch.setattr(store, "_name_pages", failing)
+    with pytest.raises(asyncpg.PostgresConnectionError):
+        async with asyncio.timeout(10):
+            async for _ in store.scan("global", 10):
+                pass

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import re
 import time
 import uuid
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -246,6 +248,23 @@ FROM (
     ORDER BY l.user_id LIMIT $3
 ) page
 """
+Page = tuple[bytes, int, bytes]  # (command, pairs, RESP body): see Store.scan
+_SNAPSHOT_ID = re.compile(r"[0-9A-F]+-[0-9A-F]+-[0-9]+")  # what pg_export_snapshot() returns
+
+
+async def _rank_pages(
+    con: asyncpg.pool.PoolConnectionProxy, board_id: str, season: int, batch: int
+) -> AsyncIterator[Page]:
+    key, user = -ranking.MAX_VALUE - 1, ""
+    while True:
+        page = await con.fetchrow(SQL_SCAN_RANKS, board_id, key, user, batch, season)
+        if page is None or not page["members"]:
+            return
+        yield b"ZADD", page["members"], page["scores"]
+        yield b"HSET-V", page["members"], page["versions"]
+        key, user = page["last_key"], page["last_user"]
+
+
 SQL_LAST_VERSION = "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM leaderboard_version_seq"
 MISSING_TTL_S, MISSING_MAX = 5.0, 10_000
 IDEMPOTENCY_WINDOW = timedelta(days=30)  # LEADERBOARD_IDEMPOTENCY_WINDOW_DAYS
@@ -452,23 +471,53 @@ class Store:
             rows = await con.fetch(SQL_PLAYERS, b, s, list(users))
         return Players(seq, total, [(_member(r), r["rank"]) for r in rows])
 
-    async def scan(self, board_id: str, batch: int) -> AsyncGenerator[tuple[bytes, int, bytes], None]:
+    async def scan(self, board_id: str, batch: int) -> AsyncGenerator[Page, None]:
         """A whole board's live season as RESP pages `(command, pairs, body)`: first b"SEASON" (pairs = the season
-        number), then b"ZADD" (sort key, member), b"HSET-V" (member, version) and b"HSET-N" (member, name)
-        pages. All pages come from one snapshot (REPEATABLE READ): a
+        number), then b"ZADD" (sort key, member), b"HSET-V" (member, version), b"HSET-N" (member, name) and
+        b"HSET-M" (member, metadata) pages. All pages come from one snapshot (REPEATABLE READ): a
         row committed after the scan began is not in it, so that row's own cache write (which follows its
-        commit) lands after the rebuild emptied the board, and nothing falls between the two."""
+        commit) lands after the rebuild emptied the board, and nothing falls between the two.
+        The ranks and the names are read at once, on two connections that share that snapshot
+        (pg_export_snapshot): on a board of a million players the names' lookups are half of the reading, and
+        Postgres does them on another core while Redis stores the ranks. Pages of the two interleave."""
         async with self.pool.acquire() as con, con.transaction(isolation="repeatable_read", readonly=True):
             season = await con.fetchval(SQL_LIVE_SEASON, board_id)
+            snapshot = await con.fetchval("SELECT pg_export_snapshot()")
             yield b"SEASON", season, b""  # the season the pages are of (the live one in this snapshot)
-            key, user = -ranking.MAX_VALUE - 1, ""
-            while True:
-                page = await con.fetchrow(SQL_SCAN_RANKS, board_id, key, user, batch, season)
-                if page is None or not page["members"]:
-                    break
-                yield b"ZADD", page["members"], page["scores"]
-                yield b"HSET-V", page["members"], page["versions"]
-                key, user = page["last_key"], page["last_user"]
+            pages: asyncio.Queue[Page | Exception | None] = asyncio.Queue(maxsize=4)
+
+            async def produce(source: AsyncIterator[Page]) -> None:
+                try:
+                    async for page in source:
+                        await pages.put(page)
+                    await pages.put(None)
+                except Exception as exc:  # the consumer raises it
+                    await pages.put(exc)
+
+            producers = [
+                asyncio.create_task(produce(_rank_pages(con, board_id, season, batch))),
+                asyncio.create_task(produce(self._name_pages(snapshot, board_id, season, batch))),
+            ]
+            try:
+                running = len(producers)
+                while running:
+                    page = await pages.get()
+                    if page is None:
+                        running -= 1
+                    elif isinstance(page, Exception):
+                        raise page
+                    else:
+                        yield page
+            finally:
+                for task in producers:
+                    task.cancel()
+                await asyncio.gather(*producers, return_exceptions=True)
+
+    async def _name_pages(self, snapshot: str, board_id: str, season: int, batch: int) -> AsyncIterator[Page]:
+        if not _SNAPSHOT_ID.fullmatch(snapshot):
+            raise ValueError(f"unexpected snapshot id {snapshot!r}")
+        async with self.pool.acquire() as con, con.transaction(isolation="repeatable_read", readonly=True):
+            await con.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")  # the scan's own (no parameter here)
             user = ""
             while True:
                 page = await con.fetchrow(SQL_SCAN_NAMES, board_id, user, batch, season)
