@@ -535,7 +535,8 @@ async def test_cli_void_ban_unban(services: Services, api: httpx.AsyncClient, po
     again = cli("void", a["session_id"], "--reason", "x")
     assert again.returncode == 1 and "already voided" in again.stderr
     assert cli("void", "not-a-uuid", "--reason", "x").returncode == 2
-    assert cli("ban", "p", "--reason", "cheat").returncode == 0
+    banned = cli("ban", "p", "--reason", "cheat")
+    assert banned.returncode == 0 and "banned p (global: no entry)" in banned.stdout, banned.stdout + banned.stderr
     assert_problem(await api.get("/api/leaderboard/rank/p"), 404, "not_found")
     out = cli("unban", "p")
     assert out.returncode == 0 and "unbanned p (global: 6)" in out.stdout, out.stdout + out.stderr

@@ -377,7 +377,8 @@ def moderate(args: argparse.Namespace) -> int:
             else:
                 act = mod.ban if args.command == "ban" else mod.unban
                 b = await act(who, args.user_id, args.reason)
-                boards = ", ".join(f"{k}: {value}" for k, value in b.boards.items()) or "no board"
+                entries = {k: "no entry" if value is None else value for k, value in b.boards.items()}
+                boards = ", ".join(f"{k}: {value}" for k, value in entries.items()) or "no board"
                 print(f"{'banned' if b.banned else 'unbanned'} {b.user_id} ({boards})")
             return 0
         except Refused as exc:
