@@ -124,6 +124,31 @@ async def test_a_reset_of_a_named_season_is_a_safe_retry(admin: httpx.AsyncClien
     assert [s["season"] for s in (await read(api, "/api/leaderboards/retry/seasons"))["seasons"]] == [2, 1]
 
 
+async def test_seasons_are_paged_newest_first(admin: httpx.AsyncClient, api: httpx.AsyncClient) -> None:
+    """GET …/seasons?limit=N&before=S: a daily board has hundreds of seasons after a year. The first page starts
+    with the live season; `next` is the `before` of the following page, null after the last one."""
+    await make_board(admin, "paged")
+    for i in range(5):
+        await submit(api, f"p{i}", i + 1, "paged")
+        await reset(admin, "paged")  # seasons 1-5 ended, 6 live
+
+    async def page(**params: Any) -> tuple[list[int], int | None]:
+        body = await read(api, "/api/leaderboards/paged/seasons", **params)
+        return [s["season"] for s in body["seasons"]], body["next"]
+
+    assert await page() == ([6, 5, 4, 3, 2, 1], None)
+    assert await page(limit=3) == ([6, 5, 4], 4)
+    assert await page(limit=3, before=4) == ([3, 2, 1], None)
+    assert await page(limit=1) == ([6], 6)
+    assert await page(limit=2, before=6) == ([5, 4], 4)
+    assert await page(limit=6) == ([6, 5, 4, 3, 2, 1], None)
+    assert await page(before=1) == ([], None)
+    older = (await read(api, "/api/leaderboards/paged/seasons", limit=2, before=3))["seasons"]
+    assert [(s["season"], [w["user_id"] for w in s["winners"]]) for s in older] == [(2, ["p1"]), (1, ["p0"])]
+    for bad in ({"limit": 0}, {"limit": 1001}, {"limit": "x"}, {"before": 0}, {"before": "x"}):
+        assert_problem(await api.get("/api/leaderboards/paged/seasons", params=bad), 422, "validation_error")
+
+
 async def test_boards_show_their_season_and_next_reset(admin: httpx.AsyncClient, api: httpx.AsyncClient) -> None:
     before = datetime.now(UTC)
     weekly = await make_board(admin, "ladder", "weekly", title="Weekly ladder")

@@ -674,6 +674,21 @@ describe("leaderboard UI against the real server", { timeout: 600_000 }, () => {
       await waitFor("the live board again", async () => (await boardRows(p)).map((r) => r.user).join() === "eve");
       assert.doesNotMatch(p.url(), /view=|season=/);
 
+      // Many seasons (a daily board after a month): the list is paged, older pages load on demand.
+      await server.createBoard(adminKey, { id: "many", title: "Many", sort: "desc", operator: "incr" });
+      for (let i = 0; i < 26; i++) await server.reset(adminKey, "many"); // seasons 1-26 ended, 27 live
+      await p.goto(`${server.url}/?board=many&view=seasons`);
+      const options = p.getByRole("combobox", { name: "Season" }).locator("option");
+      await waitFor("the first page of seasons", async () => (await options.count()) === 24); // 25 with the live one
+      assert.equal(await p.getByRole("combobox", { name: "Season" }).inputValue(), "26");
+      await p.getByRole("button", { name: "Older seasons" }).click();
+      await waitFor("the older seasons appended", async () => (await options.count()) === 26);
+      assert.deepEqual(
+        (await options.allTextContents()).slice(-2).map((t) => t.split(" (")[0]),
+        ["Season 2", "Season 1"],
+      );
+      assert.equal(await p.getByRole("button", { name: "Older seasons" }).count(), 0, "no older season left");
+
       // A season that does not exist is a message, not a crash; the view fits a phone.
       await p.goto(`${server.url}/?board=cup&view=seasons&season=99`);
       await p.getByText("There is no season 99 of Cup.").waitFor({ timeout: 5000 });

@@ -44,9 +44,13 @@ export function getBoard(board: string, signal?: AbortSignal): Promise<BoardInfo
   return request<BoardInfo>(`/api/leaderboards/${encodeURIComponent(board)}`, { signal });
 }
 
-/** Every season of a board, newest (the live one) first. */
-export function getSeasons(board: string, signal?: AbortSignal): Promise<BoardSeasons> {
-  return request<BoardSeasons>(`/api/leaderboards/${encodeURIComponent(board)}/seasons`, { signal });
+/** Seasons per page of the past-seasons view (the API's default is 100). */
+export const SEASONS_PAGE = 25;
+
+/** A page of a board's seasons, newest first: the first (no `before`) starts with the live one. */
+export function getSeasons(board: string, signal?: AbortSignal, before?: number): Promise<BoardSeasons> {
+  const page = `?limit=${SEASONS_PAGE}${before === undefined ? "" : `&before=${before}`}`;
+  return request<BoardSeasons>(`/api/leaderboards/${encodeURIComponent(board)}/seasons${page}`, { signal });
 }
 
 /** A page of a board; with `season`, of that (ended) season as it ended. */

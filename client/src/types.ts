@@ -104,8 +104,10 @@ export interface SeasonInfo {
 
 export interface BoardSeasons {
   board: string;
-  /** Newest (the live one) first. */
+  /** Newest (the live one, on the first page) first. */
   seasons: SeasonInfo[];
+  /** `before` for the next page of older seasons; null: none older. */
+  next: number | null;
 }
 
 /** GET /api/leaderboard/top (also of an ended season, with `season=`). */

@@ -259,7 +259,9 @@ def handlers(context: Callable[[], Context]) -> dict[str, Endpoint]:
 
     async def seasons(request: Request) -> Response:
         await who(request, read=True)
-        return JSON(await context().service.seasons(board_path(request)))
+        board, limit = board_path(request), int_param(request, "limit", 100, 1, 1000)
+        before = None if request.query_params.get("before") is None else int_param(request, "before", 1, 1, 2**31 - 1)
+        return JSON(await context().service.seasons(board, limit, before))
 
     async def reset(request: Request) -> Response:
         principal = await who(request, read=False)

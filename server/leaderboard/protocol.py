@@ -233,7 +233,8 @@ class SeasonInfo:
 @dataclass(frozen=True, slots=True)
 class BoardSeasons:
     board: str
-    seasons: list[SeasonInfo]  # newest (the live one) first
+    seasons: list[SeasonInfo]  # newest (the live one, on the first page) first
+    next: int | None = None  # `before` for the next page of older seasons; null: no older season
 
 
 @dataclass(frozen=True, slots=True)

@@ -200,13 +200,19 @@ class Service:
         await self.ranks.switch(ended.board, ended.next_season, ended.debt)
         await self.ranks.announce(ended.board)
 
-    async def seasons(self, board_id: str) -> BoardSeasons:
-        """Every season of a board, newest (the live one) first."""
+    async def seasons(self, board_id: str, limit: int, before: int | None) -> BoardSeasons:
+        """A page of a board's seasons, newest first: `limit` of them, the live one first on the first page
+        (`before` None), then the ended ones numbered below `before`; `next` is the `before` of the next page."""
         info = await self.board(board_id, fresh=True)
-        live = await self.ranks.top(info, 0, 3)
-        ended = await _from_postgres(self.store.seasons(info.id))
-        current = SeasonInfo(info.season, info.public().season_started_at, None, live.total, entries(live, info.sort))
-        return BoardSeasons(info.id, [current, *(e.public() for e in ended)])
+        page: list[SeasonInfo] = []
+        if before is None:
+            live = await self.ranks.top(info, 0, 3)
+            started = info.public().season_started_at
+            page.append(SeasonInfo(info.season, started, None, live.total, entries(live, info.sort)))
+        room = limit - len(page)
+        ended = await _from_postgres(self.store.seasons(info.id, room + 1, info.season if before is None else before))
+        page += (e.public() for e in ended[:room])
+        return BoardSeasons(info.id, page, page[-1].season if len(ended) > room else None)
 
     async def run_schedule(self, tick: float = 0.5) -> None:
         """Reset every board whose time has come, within `tick` of it, exactly once across processes (the

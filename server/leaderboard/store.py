@@ -207,7 +207,8 @@ RETURNING season
 SQL_SWITCH_DEBT = "INSERT INTO cache_intents (board_id, season, users) VALUES ($1, $2, '{}') RETURNING id"
 SQL_DUE = "SELECT id, season FROM leaderboards WHERE next_reset_at <= now() ORDER BY next_reset_at"
 SQL_SEASONS = """
-SELECT season, started_at, ended_at, total, winners FROM seasons WHERE board_id = $1 ORDER BY season DESC
+SELECT season, started_at, ended_at, total, winners FROM seasons WHERE board_id = $1 AND season < $2
+ORDER BY season DESC LIMIT $3
 """
 SQL_SEASON = "SELECT season, started_at, ended_at, total, winners FROM seasons WHERE board_id = $1 AND season = $2"
 # A rebuild reads a board twice from one snapshot, each page already in the Redis wire format (RESP bulk
@@ -384,9 +385,9 @@ class Store:
         """(board, live season) of the boards whose reset time has come."""
         return [(r[0], r[1]) for r in await self.pool.fetch(SQL_DUE)]
 
-    async def seasons(self, board_id: str) -> list[EndedSeason]:
-        """The ended seasons of a board, newest first."""
-        return [_ended(board_id, r) for r in await self.pool.fetch(SQL_SEASONS, board_id)]
+    async def seasons(self, board_id: str, limit: int = 1000, before: int = 2**31 - 1) -> list[EndedSeason]:
+        """The ended seasons of a board numbered below `before`, newest first, at most `limit`."""
+        return [_ended(board_id, r) for r in await self.pool.fetch(SQL_SEASONS, board_id, before, limit)]
 
     async def season(self, board_id: str, season: int) -> EndedSeason | None:
         """One ended season, or None (never ended, or never existed)."""

@@ -42,8 +42,26 @@ export function PastSeasons({ board, boardTitle, format, season, liveSeason, onS
     seen.current = now;
   }, [board, liveSeason]);
   const load = useCallback((signal: AbortSignal) => getSeasons(board, signal), [board]);
-  const { state, retry } = useRequest(`${board}\n${epoch}`, load);
-  const all = state.kind === "done" ? state.data.seasons : [];
+  const key = `${board}\n${epoch}`;
+  const { state, retry } = useRequest(key, load);
+  // Older pages (GET …/seasons?before=next), appended below the first; dropped when the list is read again.
+  const [older, setOlder] = useState<{ key: string; seasons: SeasonInfo[]; next: number | null } | null>(null);
+  const [olderState, setOlderState] = useState<"idle" | "loading" | "error">("idle");
+  const extra = older?.key === key ? older : null;
+  const first = state.kind === "done" ? state.data : null;
+  const all = first === null ? [] : [...first.seasons, ...(extra?.seasons ?? [])];
+  const next = extra !== null ? extra.next : (first?.next ?? null);
+  const loadOlder = () => {
+    if (next === null) return;
+    setOlderState("loading");
+    getSeasons(board, undefined, next).then(
+      (page) => {
+        setOlder({ key, seasons: [...(extra?.seasons ?? []), ...page.seasons], next: page.next });
+        setOlderState("idle");
+      },
+      () => setOlderState("error"),
+    );
+  };
   const ended = all.filter((s) => s.ended_at !== null);
   const chosen = season ?? ended[0]?.season ?? null;
   const info = all.find((s) => s.season === chosen);
@@ -93,6 +111,16 @@ export function PastSeasons({ board, boardTitle, format, season, liveSeason, onS
             {info && !live && (
               <span className="muted" data-testid="season-dates">
                 {span(info)}
+              </span>
+            )}
+            {next !== null && (
+              <button type="button" className="link" onClick={loadOlder} disabled={olderState === "loading"}>
+                {olderState === "loading" ? "Loading older seasons…" : "Older seasons"}
+              </button>
+            )}
+            {olderState === "error" && (
+              <span className="error" role="alert">
+                Could not load older seasons.
               </span>
             )}
           </div>
