@@ -58,6 +58,11 @@ PIPELINE_BUFFER = 1 << 20  # bytes of answers waiting for their turn on one conn
 
 _TITLES = {408: "Request timeout", 414: "URI too long", **TITLES}
 
+Refusal = tuple[int, str, str]  # (status, code, detail) of a refused request head
+_URI_TOO_LONG: Refusal = (414, "uri_too_long", f"the request line is longer than {MAX_LINE} bytes")
+_LINE_TOO_LONG: Refusal = (431, "header_too_large", f"a header line is longer than {MAX_LINE} bytes")
+_TOO_MANY_FIELDS: Refusal = (431, "header_too_large", f"more than {MAX_FIELDS} header fields")
+
 
 @dataclass(frozen=True)
 class Limits:
@@ -339,7 +344,7 @@ class GuardedHttp(HttpToolsProtocol):
         super().on_url(url)
         self._parsed[0] += len(url)
         if self._parsed[0] > MAX_LINE:
-            self._refuse(414, "uri_too_long", f"the request line is longer than {MAX_LINE} bytes")
+            self._refuse(*_URI_TOO_LONG)
             raise _Stop
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -348,15 +353,14 @@ class GuardedHttp(HttpToolsProtocol):
         self._parsed[1] += 1
         self._parsed[2] += size
         if size > MAX_LINE:
-            self._refuse(431, "header_too_large", f"a header line is longer than {MAX_LINE} bytes")
+            refusal = _LINE_TOO_LONG
         elif self._parsed[1] > MAX_FIELDS:
-            self._refuse(431, "header_too_large", f"more than {MAX_FIELDS} header fields")
+            refusal = _TOO_MANY_FIELDS
         elif self._parsed[2] > self.limits.max_header_bytes:
-            self._refuse(
-                431, "header_too_large", f"the request head is larger than {self.limits.max_header_bytes} bytes"
-            )
+            refusal = self._head_too_large()
         else:
             return
+        self._refuse(*refusal)
         raise _Stop
 
     def on_headers_complete(self) -> None:
@@ -460,7 +464,10 @@ class GuardedHttp(HttpToolsProtocol):
 
     # ---- request head ---------------------------------------------------------------------------------------
 
-    def _count(self, data: bytes) -> tuple[int, str, str] | None:
+    def _head_too_large(self) -> Refusal:
+        return 431, "header_too_large", f"the request head is larger than {self.limits.max_header_bytes} bytes"
+
+    def _count(self, data: bytes) -> Refusal | None:
         """Count the head bytes in `data` (up to the empty line that ends the head); a refusal or None."""
         pos, end = 0, len(data)
         while pos < end:
@@ -471,11 +478,9 @@ class GuardedHttp(HttpToolsProtocol):
             self._line += stop - pos
             self._head += stop - pos
             if self._line > MAX_LINE:
-                if self._lines == 0:
-                    return 414, "uri_too_long", f"the request line is longer than {MAX_LINE} bytes"
-                return 431, "header_too_large", f"a header line is longer than {MAX_LINE} bytes"
+                return _URI_TOO_LONG if self._lines == 0 else _LINE_TOO_LONG
             if self._head > self.limits.max_header_bytes:
-                return 431, "header_too_large", f"the request head is larger than {self.limits.max_header_bytes} bytes"
+                return self._head_too_large()
             if nl < 0:
                 return None
             empty = self._start in (b"\r\n", b"\n")
@@ -484,7 +489,7 @@ class GuardedHttp(HttpToolsProtocol):
             if not empty:
                 self._lines += 1
                 if self._lines > MAX_FIELDS + 1:
-                    return 431, "header_too_large", f"more than {MAX_FIELDS} header fields"
+                    return _TOO_MANY_FIELDS
             elif self._lines or self.state == "head":  # the end of the head; the body follows
                 self._head = self._lines = 0
                 return None
