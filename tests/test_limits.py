@@ -29,6 +29,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from support.clients import PROBLEM_FIELDS, ws_url
+from support.metrics import exposed
 from support.processes import spawned_server
 from support.services import ApiKeys, ServerURL, Services
 from support.stores import pg_values, session_count
@@ -482,16 +483,7 @@ def submit_request(key: str, user: str, score: int, sid: str, *, close: bool = F
 
 
 def batches_committed() -> float:
-    from prometheus_client.parser import text_string_to_metric_families
-
-    from leaderboard import observability as obs
-
-    body, _ = obs.metrics_response()
-    for family in text_string_to_metric_families(body.decode()):
-        for sample in family.samples:
-            if sample.name == "leaderboard_batch_size_count":
-                return sample.value
-    return 0.0
+    return exposed().get(("leaderboard_batch_size_count", ()), 0.0)
 
 
 async def test_pipelined_requests_are_served_at_once_and_answered_in_order(

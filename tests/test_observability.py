@@ -27,6 +27,7 @@ from starlette.routing import Route
 
 from leaderboard import logs
 from leaderboard import observability as obs
+from support.metrics import exposed
 
 SERVER_DIR = str(Path(obs.__file__).resolve().parents[1])
 
@@ -34,17 +35,6 @@ SERVER_DIR = str(Path(obs.__file__).resolve().parents[1])
 def value(name: str, **labels: str) -> float:
     got = REGISTRY.get_sample_value(name, labels)
     return 0.0 if got is None else got
-
-
-def exposed() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Parse GET /metrics output the way Prometheus does: {(sample name, sorted labels): value}."""
-    body, content_type = obs.metrics_response()
-    assert content_type.startswith("text/plain; version=0.0.4")
-    out = {}
-    for family in text_string_to_metric_families(body.decode()):
-        for s in family.samples:
-            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return out
 
 
 def clean_env(**extra: str) -> dict[str, str]:
