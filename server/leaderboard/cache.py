@@ -54,7 +54,7 @@ from . import observability as obs
 from .pipe import Pipe
 from .ranking import Member, Players, Position, Standing, TopSlice
 from .redisconn import Client, owner
-from .store import Written
+from .store import Page, Written
 
 log = logging.getLogger(__name__)
 
@@ -375,7 +375,7 @@ def _members(flat: Sequence[str], names: Sequence[str | None], metas: Sequence[s
     return [Member(flat[i], names[i // 2], int(float(flat[i + 1])), metas[i // 2]) for i in range(0, len(flat), 2)]
 
 
-Pages = AsyncGenerator[tuple[bytes, int, bytes], None]
+Pages = AsyncGenerator[Page, None]
 
 
 class Cache:
