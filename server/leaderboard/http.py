@@ -142,11 +142,11 @@ def board_param(request: Request) -> str:
     return board
 
 
-def season_param(request: Request) -> int | None:
-    """`season`: absent = the live one."""
-    if request.query_params.get("season") is None:
+def season_param(request: Request, name: str = "season") -> int | None:
+    """A season number in the query (`season`: absent = the live one; `before` of /seasons: the first page)."""
+    if request.query_params.get(name) is None:
         return None
-    return int_param(request, "season", 1, 1, 2**31 - 1)
+    return int_param(request, name, 1, 1, 2**31 - 1)
 
 
 def board_path(request: Request) -> str:
@@ -260,8 +260,7 @@ def handlers(context: Callable[[], Context]) -> dict[str, Endpoint]:
     async def seasons(request: Request) -> Response:
         await who(request, read=True)
         board, limit = board_path(request), int_param(request, "limit", 100, 1, 1000)
-        before = None if request.query_params.get("before") is None else int_param(request, "before", 1, 1, 2**31 - 1)
-        return JSON(await context().service.seasons(board, limit, before))
+        return JSON(await context().service.seasons(board, limit, season_param(request, "before")))
 
     async def reset(request: Request) -> Response:
         principal = await who(request, read=False)
