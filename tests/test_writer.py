@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import asyncpg
 import pytest
@@ -197,3 +198,50 @@ async def test_one_transaction_at_a_time_until_a_full_batch_waits(
     acks = await asyncio.gather(first, *queued)
     assert recording.batches[2] == [("a0", 5)]
     assert (acks[-1].user_id, acks[-1].score) == ("a0", 6)  # committed after the first
+
+
+class HeldRanks(Ranks):
+    """Real Ranks whose cache writes wait for `gate` while it is cleared; `writing` tells one has begun."""
+
+    def __init__(self, ranks: Ranks) -> None:
+        super().__init__(ranks.cache, ranks.store, ranks.rebuild_batch)
+        self.gate, self.writing = asyncio.Event(), asyncio.Event()
+        self.gate.set()
+
+    async def record(self, *args: Any, **kwargs: Any) -> dict[str, int | None]:
+        self.writing.set()
+        await self.gate.wait()
+        return await super().record(*args, **kwargs)
+
+
+async def test_the_next_transaction_starts_at_commit_while_the_last_batch_writes_redis(
+    make_writer: Callable[..., Writer],
+    ranks: Ranks,
+    recording: RecordingStore,
+    board: BoardInfo,
+    pool: asyncpg.Pool,
+    rds: aioredis.Redis,
+) -> None:
+    """The cache write and acks of a committed batch overlap the next transaction; a player of that batch
+    waits for it to be answered, so its next submission commits after, and each ack's rank is of its value."""
+    held = HeldRanks(ranks)
+    assert await held.rebuild("global") == 0  # ready: acks carry ranks from Redis
+    writer = make_writer(recording, held, concurrency=1)
+    held.gate.clear()
+    first = asyncio.ensure_future(writer.submit(sub("a", 10), board))
+    await asyncio.wait_for(held.writing.wait(), 5)  # committed; its cache write waits
+    second = asyncio.ensure_future(writer.submit(sub("b", 20), board))
+    again = asyncio.ensure_future(writer.submit(sub("a", 30), board))
+    for _ in range(200):  # b's transaction runs with one lane, while a's batch is still unanswered
+        if (await pg_values(pool, "global")).get("b") == 20:
+            break
+        await asyncio.sleep(0.01)
+    assert recording.batches == [[("a", 10)], [("b", 20)]]  # a's second submission waits for a's ack
+    assert not first.done() and not again.done()
+    held.gate.set()
+    acks = await asyncio.wait_for(asyncio.gather(first, second, again), 5)
+    assert recording.batches[2] == [("a", 30)]
+    assert [(a.user_id, a.score) for a in acks] == [("a", 10), ("b", 20), ("a", 40)]
+    # Each rank is read after its own value is stored: a's 10 and b's 20 may be read before or after the others.
+    assert acks[0].rank in (1, 2) and acks[1].rank in (1, 2) and acks[2].rank == 1
+    await assert_cache_matches_pg(pool, rds, "global")

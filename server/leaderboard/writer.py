@@ -6,8 +6,10 @@
 Submissions that arrive while a transaction is in flight ride in the next one; a lone submission at low load
 is committed at once, with no timer. Nothing is acknowledged before its COMMIT. Normally one transaction is
 in flight (big batches: a batch costs Postgres a fixed ~0.4 ms plus ~35 µs per submission); when a full batch
-waits behind it, up to `concurrency` run at once. A player in a transaction in flight waits for the next one,
-so one player's submissions commit in order and concurrent transactions never share a row.
+waits behind it, up to `concurrency` run at once. The next transaction starts at COMMIT: the cache write and
+the acks of a batch overlap the next batch's transaction. A player whose batch is not yet answered waits for a
+later one, so one player's submissions commit in order, concurrent batches never share a player, and a rank
+in an ack is the rank of the value it acknowledges.
 
 With a per-player submission rate (limits.py), a batch is first checked against it: one Redis call per board
 of the batch; the submissions over their player's rate are refused there and never reach the transaction.
@@ -58,6 +60,7 @@ class Writer:
         self._queue: list[Pending] = []
         self._busy: set[tuple[str, str]] = set()  # players with a submission in a transaction in flight
         self._active = 0  # transactions in flight
+        self._batches = 0  # batches not yet answered (a committed one is still writing Redis and its acks)
         self._closing = False
         self._drained = asyncio.Event()
 
@@ -105,28 +108,43 @@ class Writer:
             keys = {(p.board.id, p.sub.user_id) for p in batch}
             self._busy |= keys
             self._active += 1
+            self._batches += 1
             asyncio.get_running_loop().create_task(self._run_batch(batch, keys))
 
     async def _run_batch(self, batch: list[Pending], keys: set[tuple[str, str]]) -> None:
+        in_flight = True
+
+        def committed() -> None:
+            """The transaction is over: the next one may start while this batch's cache write and acks go on
+            (its players stay busy until then, so the next one never shares a player with it)."""
+            nonlocal in_flight
+            if in_flight:
+                in_flight = False
+                self._active -= 1
+                self._pump()
+
         try:
-            await self._guarded(batch)
+            await self._guarded(batch, committed)
         finally:
+            committed()
             self._busy -= keys
-            self._active -= 1
+            self._batches -= 1
             self._pump()
-            if self._closing and not self._active and not self._queue:
+            if self._closing and not self._batches and not self._queue:
                 self._drained.set()
 
     async def run(self) -> None:
         await self._drained.wait()
 
-    async def _guarded(self, batch: list[Pending]) -> None:
+    async def _guarded(self, batch: list[Pending], committed: Callable[[], None]) -> None:
         with obs.background_task("writer.batch"):
             try:
                 if self.limit is not None:
                     batch = await self._admit(batch)
-                if batch:
-                    await self._commit(batch)
+                parts = await self._commit(batch) if batch else []
+                committed()
+                for part, result, committed_at in parts:
+                    await self._acknowledge(part, result, committed_at)
             except Exception:  # one failed batch must not stop the writer; retries are idempotent
                 log.exception("batch of %d failed", len(batch))
                 _fail(batch, Unavailable("internal error; retry"))
@@ -145,10 +163,12 @@ class Writer:
     async def close(self) -> None:
         """Refuse new submissions; run() returns once what was already received is committed and acked."""
         self._closing = True
-        if not self._active and not self._queue:
+        if not self._batches and not self._queue:
             self._drained.set()
 
-    async def _commit(self, batch: list[Pending]) -> None:
+    async def _commit(self, batch: list[Pending]) -> list[tuple[list[Pending], BatchResult, float]]:
+        """Commit the batch: its parts with their results and commit times (one part, unless Postgres refused
+        some submission: that one is answered now and the rest committed without it). Nothing is acked here."""
         started = time.perf_counter()
         try:
             result = await self._transaction(batch)
@@ -158,20 +178,22 @@ class Writer:
             log.error("batch of %d not acknowledged, its commit outcome is unknown: %s", len(batch), exc)
             obs.count(obs.SUBMISSIONS, len(batch), "rejected")
             _fail(batch, Unavailable("the database is unavailable; retry"))
-            return
+            return []
         except asyncpg.PostgresError as exc:
             # About the data of some submission (validation should have caught it): find it, commit the rest.
             if len(batch) == 1:
                 log.warning("Postgres refused a submission (%s): %s", type(exc).__name__, exc)
                 obs.count(obs.SUBMISSIONS, 1, "rejected")
                 _fail(batch, Invalid(f"the database refused this submission ({type(exc).__name__})"))
-                return
-            await self._commit(batch[: len(batch) // 2])
-            await self._commit(batch[len(batch) // 2 :])
-            return
+                return []
+            return await self._commit(batch[: len(batch) // 2]) + await self._commit(batch[len(batch) // 2 :])
         committed_at = time.time()
         obs.observe(obs.BATCH_SIZE, len(batch))
         obs.observe(obs.BATCH_SECONDS, time.perf_counter() - started)
+        return [(batch, result, committed_at)]
+
+    async def _acknowledge(self, batch: list[Pending], result: BatchResult, committed_at: float) -> None:
+        """Write the committed rows to Redis, then answer every submission: its ack (with its rank) or refusal."""
         ranks = await self._record(batch, result, committed_at)
         counts = dict.fromkeys(("accepted", "duplicate", "rejected"), 0)
         for p, o in zip(batch, result.outcomes, strict=True):
