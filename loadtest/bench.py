@@ -242,6 +242,37 @@ async def pg_ceiling(dsn: str, seconds: float, conns: int, batch: int) -> dict[s
     return {"rows_per_s": round(rows / took), "conns": conns, "batch": batch, "seconds": round(took, 2)}
 
 
+def fanout_floor(sockets: int, size: int = 600, rounds: int = 5) -> dict[str, Any]:
+    """The kernel's price of one push on loopback: `sockets` TCP connections to ourselves, one frame of `size`
+    bytes sent to each with a bare `socket.send` per round (no event loop, no Python around it, nobody reading:
+    what every flush of the fan-out pays at least). CPU per send (user + system, getrusage), best of `rounds`."""
+    import resource
+
+    listener = socket.create_server(("127.0.0.1", 0), backlog=4096)
+    ends: list[socket.socket] = []
+    frame = b"\x81\x7e" + (size - 4).to_bytes(2, "big") + b"x" * (size - 4)
+    best = float("inf")
+    try:
+        senders = []
+        for _ in range(sockets):
+            ends.append(socket.create_connection(listener.getsockname()))
+            ends[-1].setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            senders.append(listener.accept()[0])
+            ends.append(senders[-1])
+        for _ in range(rounds):
+            before = resource.getrusage(resource.RUSAGE_SELF)
+            for s in senders:
+                s.send(frame)
+            after = resource.getrusage(resource.RUSAGE_SELF)
+            cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+            best = min(best, cpu / sockets)
+    finally:
+        for s in ends:
+            s.close()
+        listener.close()
+    return {"sockets": sockets, "bytes": size, "us_per_send": round(best * 1e6, 2)}
+
+
 async def redis_ceiling(url: str, seconds: float, pipeline: int) -> dict[str, Any]:
     """Pipelined single-member ZADDs written as raw RESP, so the client library's encoding cost is not measured."""
     from urllib.parse import urlsplit
@@ -727,6 +758,7 @@ def main(argv: list[str] | None = None) -> int:
             "pg_1conn": asyncio.run(pg_ceiling(srv.pg_dsn, plan.ceiling_s, 1, 500)),
             "pg_4conn": asyncio.run(pg_ceiling(srv.pg_dsn, plan.ceiling_s, 4, 500)),
             "redis": asyncio.run(redis_ceiling(srv.redis_url, plan.ceiling_s, 1000)),
+            "fanout": fanout_floor(4000),
         }
         _log(f"ceilings: {results['ceilings']}")
         results["hot_path"] = hot_path_suite(plan, srv, base_port, base.pid)

@@ -543,6 +543,15 @@ def render(res: dict[str, Any], images: list[Path], doc_dir: Path) -> str:
         "(pre-encoded RESP, so the Python client's encoding is not what is measured): "
         f"**{_n(c['redis']['zadd_per_s'], 0)} members/s**."
     )
+    if "fanout" in c:
+        f = c["fanout"]
+        add(
+            f"- Loopback fan-out floor: a bare `socket.send` of one {f['bytes']}-byte frame to each of "
+            f"{_n(f['sockets'], 0)} TCP connections on this machine (no event loop, nobody reading; best of 5 "
+            f"rounds): **{_n(f['us_per_send'], 2)} µs of CPU per send**, so one push to 10,000 watchers costs at "
+            f"least {_n(f['us_per_send'] * 10, 0)} ms of a core before any Python, and the receivers pay their "
+            "reads on top (in section 4 the generator, on the same 2 cores)."
+        )
     add("")
     if "cluster" in res:
         from loadtest.benchcluster import format_rows

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from array import array
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -504,3 +505,13 @@ async def test_submitfn_measures_lb_submit_alone_and_its_batches_commit(
     assert 0 < await pool.fetchval("SELECT count(*) FROM leaderboard WHERE user_id LIKE 'u%'") <= 30
     await measure(services.dsn, "global", size=10, batches=5, users=30, new=True)
     assert await pool.fetchval("SELECT count(*) FROM leaderboard WHERE user_id LIKE 'n%'") == 25 * 10
+
+
+def test_fanout_floor_measures_a_send_per_socket_and_closes_them() -> None:
+    from loadtest.bench import fanout_floor
+
+    fds = len(os.listdir("/proc/self/fd"))
+    floor = fanout_floor(50, size=300, rounds=2)
+    assert (floor["sockets"], floor["bytes"]) == (50, 300)
+    assert 0 < floor["us_per_send"] < 10_000
+    assert len(os.listdir("/proc/self/fd")) == fds  # every connection it opened is closed
