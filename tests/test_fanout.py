@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from leaderboard import redisconn
+from leaderboard import fanout, redisconn
 from leaderboard.cache import Cache
 from leaderboard.fanout import Hub
-from leaderboard.outbox import Outbox
+from leaderboard.outbox import Encoded, Outbox
 from leaderboard.protocol import BoardCreate, Submission
 from leaderboard.ranking import Position
 from leaderboard.ranks import Ranks
@@ -32,12 +32,12 @@ _boards = itertools.count()
 class Socket:
     """The far end of an Outbox: records every frame sent; with `blocked`, sends wait until `unblock()`."""
 
-    def __init__(self, *, blocked: bool = False) -> None:
+    def __init__(self, *, blocked: bool = False, outbox: type[Outbox] = Outbox) -> None:
         self.frames: list[dict[str, Any]] = []
         self._open = asyncio.Event()
         if not blocked:
             self._open.set()
-        self.outbox = Outbox(self._send, self._close, None)
+        self.outbox = outbox(self._send, self._close, None)
 
     @property
     def reading(self) -> bool:
@@ -98,8 +98,8 @@ class Env:
     sockets: list[Socket]
     listener: asyncio.Task[None] | None = None
 
-    def socket(self, *, blocked: bool = False) -> Socket:
-        s = Socket(blocked=blocked)
+    def socket(self, *, blocked: bool = False, outbox: type[Outbox] = Outbox) -> Socket:
+        s = Socket(blocked=blocked, outbox=outbox)
         self.sockets.append(s)
         return s
 
@@ -309,6 +309,48 @@ async def test_unsubscribed_and_detached_outboxes_get_nothing_more(make_env: Any
     assert (len(gone.frames), len(left.frames)) == counts
     env.hub.detach(stays.outbox)
     assert env.board.id not in env.hub.boards  # nothing subscribed: the board is forgotten
+
+
+async def test_a_big_flush_lets_the_loop_run_between_slices_and_skips_sockets_that_left(
+    make_env: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A flush writes FLUSH_SLICE pushes, then lets the event loop run (acks are not held behind 10,000 sends);
+    a socket that unsubscribed during the pause gets nothing more of it."""
+    monkeypatch.setattr(fanout, "FLUSH_SLICE", 2)
+    env = await make_env()
+    await env.play({"alice": 1})
+    pushed: list[Outbox] = []
+    left: list[Outbox] = []
+    armed = False
+
+    def leave() -> None:  # runs at the flush's first pause: every socket not pushed yet unsubscribes
+        for box in (s.outbox for s in sockets):
+            if box not in pushed:
+                env.hub.unsubscribe(box, "top", env.board.id)
+                left.append(box)
+
+    class Noted(Outbox):
+        def push(self, key: tuple[str, str, str], frame: Encoded, seq: int) -> None:
+            if armed:
+                if not pushed:
+                    asyncio.get_running_loop().call_soon(leave)
+                pushed.append(self)
+            super().push(key, frame, seq)
+
+    sockets = [env.socket(outbox=Noted) for _ in range(7)]
+    for s in sockets:
+        await env.hub.subscribe_top(s.outbox, env.board, 10)
+    await env.listen()
+    before = {s.outbox: len(s.of("top")) for s in sockets}
+    armed = True
+    await env.step({"alice": 5})
+    assert len(pushed) == 2 and len(left) == 5  # one slice, then the pause
+    for s in sockets:
+        new = s.of("top")[before[s.outbox] :]
+        if s.outbox in left:
+            assert new == []
+        else:
+            assert [f["entries"][0]["score"] for f in new] == [6]
 
 
 async def test_a_rebuild_makes_the_hub_reread_every_followed_player(make_env: Any) -> None:

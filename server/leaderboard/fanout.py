@@ -40,6 +40,10 @@ from .store import BoardInfo
 
 log = logging.getLogger(__name__)
 
+# A flush writes this many pushes, then lets the event loop run (acks, reads) before the next slice: a flush to
+# 10,000 sockets is ~100 ms of sends, which submissions would otherwise wait behind (docs/performance.md).
+FLUSH_SLICE = 1000
+
 READ_WATCH_S = 60.0  # a board read over REST is subscribed this long after its last read
 
 RESUBSCRIBED = '{"reset":true}'  # the event on_event gets when a board's subscription is (re)confirmed
@@ -332,7 +336,7 @@ class Hub:
     async def _flush_top(self, b: _Board) -> int:
         seq, entries, total = await self._snapshot(b, max(b.top))
         sent = 0
-        for limit, mailboxes in b.top.items():
+        for limit, mailboxes in list(b.top.items()):
             page = entries[:limit]
             unchanged = page == b.last_top.get(limit)
             # The latest read, pushed or not, is what a new subscriber of this limit gets while nothing changes.
@@ -341,15 +345,21 @@ class Hub:
             if unchanged:
                 continue
             b.last_top[limit] = page
-            for mb in mailboxes:
-                mb.push(("top", b.info.id, ""), text, seq)
-            sent += len(mailboxes)
+            key = ("top", b.info.id, "")
+            boxes = list(mailboxes)
+            for start in range(0, len(boxes), FLUSH_SLICE):
+                if start:  # acks and reads run between slices; a socket that left meanwhile is skipped
+                    await asyncio.sleep(0)
+                for mb in boxes[start : start + FLUSH_SLICE]:
+                    if not start or mb in mailboxes:
+                        mb.push(key, text, seq)
+                        sent += 1
         obs.count(obs.WS_OUT, sent, "top")
         return sent
 
     async def _flush_ranks(self, b: _Board, users: list[str]) -> int:
         seq, found = await self.ranks.follow(b.info, users)
-        sent = 0
+        sent, pause = 0, FLUSH_SLICE
         for user in users:
             f = b.follows.get(user)
             if f is None:
@@ -362,6 +372,9 @@ class Hub:
             for mb in f.mailboxes:
                 mb.push(("rank", b.info.id, user), text, seq)
             sent += len(f.mailboxes)
+            if sent >= pause:  # as in _flush_top: acks and reads run between slices
+                pause = sent + FLUSH_SLICE
+                await asyncio.sleep(0)
         obs.count(obs.WS_OUT, sent, "rank")
         return sent
 
