@@ -18,6 +18,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from . import observability as obs
 from .auth import Authenticator, Principal
+from .collector import Collector
 from .errors import (
     CLOSE_ERROR,
     CLOSE_POLICY,
@@ -105,6 +106,16 @@ class Sockets:
 
     open: set[Connection] = field(default_factory=set)
     draining: bool = False
+    collector: Collector = field(default_factory=Collector)  # the GC kept off open sockets (collector.py)
+
+    def joined(self, c: Connection) -> None:
+        self.open.add(c)
+        self.collector.opened(len(self.open))
+
+    def left(self, c: Connection) -> None:
+        if c in self.open:
+            self.open.discard(c)
+            self.collector.closed_one(len(self.open))
 
     def outboxes(self) -> Iterator[Outbox]:
         return (c.outbox for c in self.open)
@@ -195,7 +206,7 @@ class Connection:
             await self._close(CLOSE_RESTART, "server restarting")
             return
         obs.count(obs.WS_CONNECTIONS, 1)
-        ctx.sockets.open.add(self)
+        ctx.sockets.joined(self)
         self._task = asyncio.current_task()
         self.engaged = self.principal.role != "anonymous"
         idle = asyncio.get_running_loop().call_later(ctx.settings.ws_idle_timeout_s, self._idle)
@@ -215,7 +226,7 @@ class Connection:
             await self._close(CLOSE_ERROR, "internal error")
         finally:
             idle.cancel()
-            ctx.sockets.open.discard(self)
+            ctx.sockets.left(self)
             ctx.hub.detach(self.outbox)
             self.outbox.cancel()
             obs.count(obs.WS_CONNECTIONS, -1)
