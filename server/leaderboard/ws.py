@@ -1,7 +1,8 @@
 """WebSocket transport: one receive loop per socket, frames parsed by protocol.py, errors mapped here.
 
 `Sockets` is the registry of this process's open sockets: it drains them on shutdown (1012), closes the ones
-whose API key was revoked (1008), and broadcasts `status` frames when Postgres or Redis comes or goes.
+whose API key was revoked (1008), broadcasts `status` frames when Postgres or Redis comes or goes, and tells
+collector.py of every socket opened and closed (their objects are kept out of the cyclic GC's way).
 """
 
 from __future__ import annotations
