@@ -58,7 +58,7 @@ class Writer:
         self.store, self.ranks, self.batch_max, self.concurrency = store, ranks, batch_max, concurrency
         self.limit = limit  # the per-player submission rate (limits.py); None: no limit
         self._queue: list[Pending] = []
-        self._busy: set[tuple[str, str]] = set()  # players with a submission in a transaction in flight
+        self._busy: set[tuple[str, str]] = set()  # players with a submission in a batch not yet answered
         self._active = 0  # transactions in flight
         self._batches = 0  # batches not yet answered (a committed one is still writing Redis and its acks)
         self._closing = False
