@@ -7,13 +7,13 @@ Starlette's WebSocket, our Connection and Outbox): with 10,000 sockets a full co
 objects and stops the process for 0.4-1.2 s, and a ramp of new sockets (a game launching) sets one off for every
 quarter of growth (measured: docs/performance.md).
 
-The policy: once the sockets opened since the last freeze reach a quarter of those open (at least `growth`),
-the young generations are collected and everything alive is frozen (`gc.freeze()`: moved out of every later
-collection; refcounting still frees what is no longer referenced). What a closed socket leaves in reference
-cycles (~22 objects a socket, measured) is then kept until the next thaw: once as many sockets have closed since
-the last thaw as are open (at least `churn`), everything is thawed, collected once and frozen again. So a ramp
-costs no full collection over the sockets, and the memory held for closed sockets' cycles stays below about that
-of the open ones.
+The policy: every `growth` sockets opened, the young generations are collected and everything alive is frozen
+(`gc.freeze()`: moved out of every later collection; refcounting still frees what is no longer referenced). What
+a closed socket leaves in reference cycles (its whole connection: uvicorn's protocol and uvloop's transport refer
+to each other; ~77 objects a socket, measured) is then kept until the next thaw: once as many sockets have closed
+since the last thaw as were open at the peak (at least `churn`), everything is thawed, collected once and frozen
+again. So a ramp costs no full collection over the sockets, and the memory held for closed sockets' cycles stays
+below about that of the most sockets open at once.
 """
 
 from __future__ import annotations
