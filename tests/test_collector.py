@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from leaderboard import observability as obs
 from leaderboard.collector import Collector
 
 
@@ -55,8 +56,12 @@ def test_a_closed_sockets_cycles_wait_for_the_thaw_then_are_collected(thawed: No
     c.closed_one(1)
     c.closed_one(0)
     assert c.thaws == 0 and gone() is not None
+    thaws = obs.GC_THAW_SECONDS.prom.collect()[0]
+    before = next(s.value for s in thaws.samples if s.name.endswith("_count"))
     c.closed_one(0)  # as many closed since the thaw as were ever open (at least churn): thaw, collect, freeze
     assert c.thaws == 1 and gone() is None
+    thaws = obs.GC_THAW_SECONDS.prom.collect()[0]
+    assert next(s.value for s in thaws.samples if s.name.endswith("_count")) == before + 1  # on /metrics
     assert gc.get_freeze_count() > 0  # what lives is frozen again
 
 

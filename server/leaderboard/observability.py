@@ -103,6 +103,8 @@ CACHE_READY = _m(Gauge, "leaderboard_cache_ready", "1 when the board's Redis cac
                  ("board",), nr="Cache/Ready", multiprocess_mode="livemin")
 SLOW_SOCKETS = _m(Counter, "leaderboard_slow_socket_closed_total", "Sockets closed with 1013 (fell behind)",
                   nr="WebSocket/SlowClosed")
+GC_THAW_SECONDS = _m(Histogram, "leaderboard_gc_thaw_seconds", "One collection of what closed sockets left "
+                     "(collector.py)", nr="Process/GCThaw", buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0))
 HTTP_REQUESTS = _m(Counter, "leaderboard_http_requests_total", "HTTP requests by method, route template, status",
                    ("method", "route", "status"), allowed="method")
 HTTP_SECONDS = _m(Histogram, "leaderboard_http_request_duration_seconds", "HTTP request latency",
