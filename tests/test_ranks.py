@@ -11,12 +11,14 @@ from typing import Any
 import asyncpg
 import pytest
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from leaderboard.cache import Cache, Keys
 from leaderboard.errors import Unavailable
 from leaderboard.protocol import Submission
 from leaderboard.ranks import Ranks
+from leaderboard.redisconn import pause
 from leaderboard.store import BoardInfo, Store, Write, Written
 from support.polling import eventually
 from support.reference import ranked
@@ -282,3 +284,34 @@ async def test_rebuild_keeps_a_newer_write_made_while_it_ran(
     await assert_cache_matches_pg(pool, rds)
     assert await rds.zscore(k.z, "p0001") == -1000
     assert (await rds.zrange(k.z, 0, 0)) == ["p0001"]
+
+
+async def test_a_retry_loop_stops_at_its_next_pause_when_a_call_swallowed_its_cancellation() -> None:
+    """redis-py can turn a cancellation that arrives while it reconnects into a ConnectionError; the loops that
+    retry Redis calls (watch, settle, verify, pub/sub) still stop, at their next pause (redisconn.pause)."""
+    turns = 0
+    calling = asyncio.Event()
+
+    async def swallowing_call() -> None:
+        calling.set()
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            raise RedisConnectionError("Connection closed by server.") from None
+
+    async def loop() -> None:
+        nonlocal turns
+        while True:
+            await pause(0.01)
+            turns += 1
+            try:
+                await swallowing_call()
+            except (RedisError, OSError):
+                continue
+
+    task = asyncio.create_task(loop())
+    await asyncio.wait_for(calling.wait(), 5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 5)
+    assert turns == 1

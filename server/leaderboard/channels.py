@@ -28,7 +28,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 from redis.exceptions import RedisError
 
-from .redisconn import Client, node_client, owner
+from .redisconn import Client, honour_cancel, node_client, owner, pause
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ class Channels:
                     backoff = BACKOFF_MIN_S
                     continue
                 self._refresh = True
-                await asyncio.sleep(backoff)
+                await pause(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX_S)
                 self._wake.set()
         finally:
@@ -197,6 +197,7 @@ class Channels:
     async def _read(self, link: _Link) -> None:
         try:
             while True:
+                honour_cancel()
                 msg = await link.pubsub.get_message(timeout=None)
                 if msg is not None:
                     self._on_message(link, msg)

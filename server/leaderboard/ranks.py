@@ -34,6 +34,7 @@ from .cache import Cache, NotReady
 from .errors import Unavailable
 from .protocol import Entry, entries
 from .ranking import Players, Position, Standing, TopSlice
+from .redisconn import pause
 from .store import DB_DOWN, BoardInfo, Store, Written
 
 log = logging.getLogger(__name__)
@@ -270,7 +271,7 @@ class Ranks:
         with contextlib.suppress(RedisError, OSError):  # from the start: a failover in the first second counts
             known = await self.cache.identities()
         while True:
-            await asyncio.sleep(interval)
+            await pause(interval)
             try:
                 shards = await self.cache.identities()
             except (RedisError, OSError):
@@ -290,7 +291,7 @@ class Ranks:
     async def settle(self, interval: float = 1.0) -> None:
         """Delete the cache debts that were paid; repay the ones their writer left behind."""
         while True:
-            await asyncio.sleep(interval)
+            await pause(interval)
             try:
                 if self._paid:
                     paid, self._paid = self._paid, []
@@ -354,7 +355,7 @@ class Ranks:
                         await self.verify(board)
             except (*DB_DOWN, RedisError) as exc:
                 log.debug("verification round failed: %s", exc)
-            await asyncio.sleep(interval)
+            await pause(interval)
 
     async def close(self) -> None:
         for task in self._rebuilds.values():

@@ -11,6 +11,7 @@ a board carries the `{board}` hash tag (cache.py), so everything the service doe
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from typing import Any, TypeAlias
@@ -88,3 +89,18 @@ def node_client(client: Client, node: ClusterNode | None = None) -> aioredis.Red
         cls, kwargs = node.connection_class, node.connection_kwargs
     kwargs = {**kwargs, "retry": Retry(NoBackoff(), 0), "client_name": pubsub_client_name()}
     return aioredis.Redis.from_pool(ConnectionPool(connection_class=cls, **kwargs))
+
+
+def honour_cancel() -> None:
+    """Raise CancelledError if this task was asked to stop. redis-py can swallow a cancellation that arrives while
+    it (re)connects (redis/redis-py#2028, #2551), which would leave a loop that retries Redis calls running after
+    it was cancelled (a shutdown, or a test waiting on it, then waits forever); the loops call this each turn."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
+async def pause(seconds: float) -> None:
+    """asyncio.sleep for the loops that retry Redis calls, honouring a cancellation a call swallowed."""
+    honour_cancel()
+    await asyncio.sleep(seconds)
