@@ -10,7 +10,7 @@ import asyncpg
 from redis.exceptions import RedisError
 
 from .protocol import encode
-from .redisconn import Client
+from .redisconn import Client, pause
 
 log = logging.getLogger(__name__)
 
@@ -65,4 +65,4 @@ class Health:
             if {k: v == "ok" for k, v in checks.items()} != was:
                 log.warning("health changed: %s", checks)
                 changed()
-            await asyncio.sleep(interval)
+            await pause(interval)

@@ -92,9 +92,10 @@ def node_client(client: Client, node: ClusterNode | None = None) -> aioredis.Red
 
 
 def honour_cancel() -> None:
-    """Raise CancelledError if this task was asked to stop. redis-py can swallow a cancellation that arrives while
-    it (re)connects (redis/redis-py#2028, #2551), which would leave a loop that retries Redis calls running after
-    it was cancelled (a shutdown, or a test waiting on it, then waits forever); the loops call this each turn."""
+    """Raise CancelledError if this task was asked to stop. redis-py can swallow a cancellation that arrives
+    while it (re)connects (redis/redis-py#2028, #2551), which would leave a loop that retries Redis calls running
+    after it was cancelled (a shutdown, or a test waiting on it, then waits forever). Every loop that calls Redis
+    and retries (ranks, channels, health, the season schedule) calls this each turn."""
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError

@@ -38,6 +38,7 @@ from .protocol import (
 )
 from .ranking import TopSlice, percentile
 from .ranks import Ranks
+from .redisconn import pause
 from .store import DB_DOWN, BoardInfo, EndedSeason, Store
 from .writer import Done, Writer
 
@@ -227,7 +228,7 @@ class Service:
                 log.debug("scheduled resets: Postgres unavailable (%s)", exc)
             except Exception:  # the schedule must outlive any one failure; the next tick tries again
                 log.exception("scheduled resets failed; retrying")
-            await asyncio.sleep(tick)
+            await pause(tick)
 
     async def boards(self) -> list[BoardInfo]:
         return await _from_postgres(self.store.boards())
