@@ -608,6 +608,47 @@ async def test_submit_probes_player_rows_by_primary_key_with_plans_made_on_an_em
         await con.close()
 
 
+async def test_the_submit_functions_never_jit_compile(scratch_db: str) -> None:
+    """sql/010: lb_submit and lb_apply run with enable_nestloop off (sql/008), which prices each primary-key probe
+    above 10^10, so a PostgreSQL that can JIT (built with LLVM, jit = on: Debian's, the Docker image) compiled
+    every statement in them on every call, ~800 ms a batch. Every function that turns nested loops off turns
+    JIT off too; where this PostgreSQL can JIT, a batch with JIT as eager as it gets compiles nothing, while a
+    plain query beside it does (so the check can see JIT)."""
+    from leaderboard import migrations
+
+    await migrations.apply_migrations(scratch_db)
+    con = await asyncpg.connect(scratch_db)
+    try:
+        configs = {r["proname"]: r["proconfig"] for r in await con.fetch(
+            "SELECT proname, proconfig FROM pg_proc WHERE 'enable_nestloop=off' = ANY (proconfig)"
+        )}  # fmt: skip
+        assert {"lb_submit", "lb_apply"} <= set(configs)
+        assert all("jit=off" in config for config in configs.values()), configs
+        if not await con.fetchval("SELECT pg_jit_available()"):
+            return  # built without LLVM (the embedded PostgreSQL): `make test-system` runs the rest
+        submit = await con.prepare(  # (prepared first: asyncpg's own type lookups are not under test)
+            "SELECT * FROM lb_submit($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::text[])"
+        )
+        plans: list[str] = []
+        con.add_log_listener(lambda _c, message: plans.append(message.message))
+        await con.execute(
+            "LOAD 'auto_explain'; SET auto_explain.log_min_duration = 0; SET auto_explain.log_nested_statements = on;"
+            " SET auto_explain.log_level = notice; SET jit = on; SET jit_above_cost = 0"
+        )
+        users = [f"p{i}" for i in range(20)]
+        async with con.transaction():  # (the deferred foreign-key checks run at COMMIT, outside the function)
+            await submit.fetch(
+                [uuid.uuid4() for _ in users], ["global"] * len(users), users, [1] * len(users), [None] * len(users)
+            )
+            inside = [p for p in plans if "FROM lb_submit(" not in p]
+        assert len(inside) > 5 and not [p for p in inside if "JIT:" in p], "statements of lb_submit JIT-compiled"
+        plans.clear()
+        await con.fetchval("SELECT count(*) FROM leaderboard")
+        assert any("JIT:" in p for p in plans)
+    finally:
+        await con.close()
+
+
 async def test_scan_raises_when_one_of_its_readers_fails(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     """A failure of the names' connection ends the scan with that error (the rebuild fails and is retried), not
     with a scan that waits forever for the reader that died."""
