@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from leaderboard import fanout, redisconn
 from leaderboard.cache import Cache
@@ -351,6 +352,85 @@ async def test_a_big_flush_lets_the_loop_run_between_slices_and_skips_sockets_th
             assert new == []
         else:
             assert [f["entries"][0]["score"] for f in new] == [6]
+
+
+async def test_a_change_during_a_flush_reaches_the_sockets_not_reached_yet_in_that_flush(
+    make_env: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A change that reaches the top while a flush is under way is read at the flush's next pause: the sockets
+    not reached yet get the newer page at once (not the stale one, then the new one a pass later); the ones
+    reached before get it from the next flush; nobody gets the same snapshot twice."""
+    monkeypatch.setattr(fanout, "FLUSH_SLICE", 2)
+    env = await make_env()
+    await env.play({"alice": 1})
+    armed = False
+    hub = env.hub
+    read_top = hub._read_top
+
+    async def read_then_change(b: Any) -> None:  # the flush's first read, then bob commits and his event arrives
+        nonlocal armed
+        await read_top(b)
+        if armed:
+            armed = False
+            events = len(b.changes)
+            await env.play({"bob": 50})
+            await eventually(lambda: _grew(b.changes, events))
+
+    monkeypatch.setattr(hub, "_read_top", read_then_change)
+    sockets = [env.socket() for _ in range(6)]
+    for s in sockets:
+        await hub.subscribe_top(s.outbox, env.board, 10)
+    await env.listen()
+    before = [len(s.of("top")) for s in sockets]
+    armed = True
+    done = hub.done
+    await env.play({"alice": 4})
+    await env.flushed(done + 2)
+    stale, fresh = top_of({"alice": 5}, 10), top_of({"alice": 5, "bob": 50}, 10)
+    got = [[f["entries"] for f in s.of("top")[n:]] for s, n in zip(sockets, before, strict=True)]
+    assert got.count([stale, fresh]) == 2  # the first slice, before bob; then the next flush
+    assert got.count([fresh]) == 4  # after the pause: the newer page, and only once
+    for s in sockets:
+        seqs = [f["seq"] for f in s.of("top")]
+        assert seqs == sorted(set(seqs))
+
+
+async def test_a_flush_that_fails_midway_offers_its_page_again(make_env: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A re-read that fails during a flush (Redis away) leaves the sockets not reached yet without the page: the
+    next flush offers that page to every subscriber again (even though it reads the same page), and only those
+    without it get it."""
+    monkeypatch.setattr(fanout, "FLUSH_SLICE", 2)
+    env = await make_env()
+    await env.play({"alice": 1})
+    hub = env.hub
+    read_top = hub._read_top
+    reads = 0
+
+    async def second_read_fails(b: Any) -> None:
+        nonlocal reads
+        reads += 1
+        if reads == 2:
+            raise RedisConnectionError("Redis went away")
+        await read_top(b)
+        if reads == 1:  # an event that could touch the top (nothing behind it): the flush reads again at its pause
+            b.changes.append(("nobody", None, 1.0))
+
+    sockets = [env.socket() for _ in range(6)]
+    for s in sockets:
+        await hub.subscribe_top(s.outbox, env.board, 10)
+    await env.listen()
+    before = [len(s.of("top")) for s in sockets]
+    monkeypatch.setattr(hub, "_read_top", second_read_fails)
+    done = hub.done
+    await env.play({"alice": 4})
+    await env.flushed(done + 2)
+    assert reads == 3
+    got = [[f["entries"] for f in s.of("top")[n:]] for s, n in zip(sockets, before, strict=True)]
+    assert got == [[top_of({"alice": 5}, 10)]] * 6  # each once: the first slice in the failed flush, the rest after
+
+
+async def _grew(items: list[Any], n: int) -> None:
+    assert len(items) > n
 
 
 async def test_a_rebuild_makes_the_hub_reread_every_followed_player(make_env: Any) -> None:

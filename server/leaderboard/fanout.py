@@ -40,9 +40,10 @@ from .store import BoardInfo
 
 log = logging.getLogger(__name__)
 
-# A flush writes this many pushes, then lets the event loop run (acks, reads) before the next slice: a flush to
-# 10,000 sockets is ~100 ms of sends, which submissions would otherwise wait behind (docs/performance.md).
-FLUSH_SLICE = 1000
+# A flush writes this many pushes, then lets the event loop run (acks, commits, change events) before the next
+# slice: a flush to 10,000 sockets is ~100-150 ms of sends, which submissions would otherwise wait behind, and a
+# change that arrives meanwhile reaches the sockets not written yet in this flush (docs/performance.md).
+FLUSH_SLICE = 100
 
 READ_WATCH_S = 60.0  # a board read over REST is subscribed this long after its last read
 
@@ -67,6 +68,7 @@ class _Board:
     last_top: dict[int, list[Entry]] = field(default_factory=dict)  # limit -> entries last pushed
     last_msg: dict[int, Encoded] = field(default_factory=dict)  # limit -> the frame last pushed
     last_seq: dict[int, int] = field(default_factory=dict)  # limit -> its seq
+    unsent: set[int] = field(default_factory=set)  # limits whose last_msg some subscriber may not have been sent
     cut: tuple[int, float] = (0, 0.0)  # (entries, key of the last) in the last snapshot read
     changes: list[tuple[str, float | None, float]] = field(default_factory=list)
     oldest_commit: float | None = None
@@ -202,6 +204,7 @@ class Hub:
                     del b.top[limit]
                     b.last_top.pop(limit, None)
                     b.last_msg.pop(limit, None)
+                    b.unsent.discard(limit)
         else:
             f = b.follows.get(user_id)
             if f is not None:
@@ -313,7 +316,7 @@ class Hub:
         sent = 0
         try:
             with obs.background_task("fanout.flush"):
-                if b.top and (full or _touches_top(b, changes)):
+                if b.top and (full or b.unsent or _touches_top(b, changes)):
                     sent += await self._flush_top(b)
                 elif changes:
                     b.last_msg.clear()  # the total moved: the next subscriber reads afresh
@@ -334,28 +337,52 @@ class Hub:
                 self._dirty(board_id)
 
     async def _flush_top(self, b: _Board) -> int:
-        seq, entries, total = await self._snapshot(b, max(b.top))
+        """Push every changed top-N page to its subscribers, FLUSH_SLICE sockets at a time. Between slices the
+        event loop runs (acks, reads); if changes that reach the top arrived meanwhile, the page is read again
+        and the sockets not reached yet get the newer one, so a change waits for at most one pass over the
+        sockets instead of the rest of this pass and then its turn in the next (docs/performance.md). The
+        sockets reached before it get it from the next flush; the ones that already have it skip it (same seq)."""
+        seen = len(b.changes)  # (a change that arrives during a read may be missing from it: read again)
+        await self._read_top(b)
+        limits, b.unsent = sorted(b.unsent), set()  # these pages go to every subscriber in this pass
+        key = ("top", b.info.id, "")
         sent = 0
-        for limit, mailboxes in list(b.top.items()):
-            page = entries[:limit]
-            unchanged = page == b.last_top.get(limit)
-            # The latest read, pushed or not, is what a new subscriber of this limit gets while nothing changes.
-            text = b.last_msg[limit] = _top_message(b.info.id, seq, total, page)
-            b.last_seq[limit] = seq
-            if unchanged:
-                continue
-            b.last_top[limit] = page
-            key = ("top", b.info.id, "")
-            boxes = list(mailboxes)
-            for start in range(0, len(boxes), FLUSH_SLICE):
-                if start:  # acks and reads run between slices; a socket that left meanwhile is skipped
-                    await asyncio.sleep(0)
-                for mb in boxes[start : start + FLUSH_SLICE]:
-                    if not start or mb in mailboxes:
-                        mb.push(key, text, seq)
-                        sent += 1
-        obs.count(obs.WS_OUT, sent, "top")
+        try:
+            for limit in limits:
+                boxes = list(b.top.get(limit, ()))
+                for start in range(0, len(boxes), FLUSH_SLICE):
+                    if start:
+                        await asyncio.sleep(0)
+                        if limit not in b.top:
+                            break  # its last subscriber left during the pause
+                        fresh, seen = b.changes[seen:], len(b.changes)
+                        if fresh and _touches_top(b, fresh):
+                            await self._read_top(b)
+                    mailboxes, frame, seq = b.top[limit], b.last_msg[limit], b.last_seq[limit]
+                    for mb in boxes[start : start + FLUSH_SLICE]:
+                        if not start or mb in mailboxes:  # (one that left during a pause gets nothing more)
+                            mb.push(key, frame, seq)
+                            sent += 1
+        except BaseException:  # (a failed re-read, a cancellation): the next flush offers these pages again
+            b.unsent.update(limit for limit in limits if limit in b.top)
+            raise
+        finally:
+            obs.count(obs.WS_OUT, sent, "top")
         return sent
+
+    async def _read_top(self, b: _Board) -> None:
+        """Read the largest top-N subscribed; each limit whose page changed gets a new frame, to be offered to
+        every subscriber of that limit (`unsent`). An unchanged page keeps the frame its subscribers are being
+        sent; once it has reached them all, it is refreshed (total, seq) for the next new subscriber."""
+        seq, entries, total = await self._snapshot(b, max(b.top))
+        for limit in b.top:
+            page = entries[:limit]
+            if page != b.last_top.get(limit):
+                b.last_top[limit] = page
+                b.unsent.add(limit)
+            elif limit in b.unsent and limit in b.last_msg:
+                continue
+            b.last_msg[limit], b.last_seq[limit] = _top_message(b.info.id, seq, total, page), seq
 
     async def _flush_ranks(self, b: _Board, users: list[str]) -> int:
         seq, found = await self.ranks.follow(b.info, users)
