@@ -113,14 +113,17 @@ def _http_status(port: int, path: str) -> int:
         return 0
 
 
-def start_server(data_dir: Path) -> Server:
+def start_server(data_dir: Path, database_url: str | None = None) -> Server:
+    """A `leaderboard serve` on its embedded Postgres and Valkey, or on `database_url`'s Postgres (which it then
+    neither owns nor stops: Server.postmaster_pid stays None)."""
     port = _free_port()
-    log = open(data_dir / "server.log", "wb")
     cmd = [LEADERBOARD, "serve", "--port", str(port), "--data-dir", str(data_dir)]
     _log("starting: " + " ".join(cmd))
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=_clean_env(), cwd=REPO)
+    env = _clean_env() | ({"LEADERBOARD_DATABASE_URL": database_url} if database_url else {})
+    with open(data_dir / "server.log", "wb") as log:  # (the server has its own copy of the descriptor)
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
     deadline = time.monotonic() + 120
-    pg = rd = None
+    pg, rd = database_url, None
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited: {(data_dir / 'server.log').read_text()[-2000:]}")
@@ -141,14 +144,15 @@ def start_server(data_dir: Path) -> Server:
         [LEADERBOARD, "keys", "create", "--role", "admin", "--name", "bench", "--data-dir", str(data_dir)],
         capture_output=True,
         text=True,
-        env=_clean_env(),
+        env=env,
         cwd=REPO,
         check=True,
     )
     key = out.stdout.strip().splitlines()[-1]
     postmaster = None
     with contextlib.suppress(OSError, ValueError):
-        postmaster = int((data_dir / "pg" / "postmaster.pid").read_text().split()[0])
+        if database_url is None:
+            postmaster = int((data_dir / "pg" / "postmaster.pid").read_text().split()[0])
     return Server(proc, port, data_dir, pg, rd, key, postmaster)
 
 
@@ -188,11 +192,11 @@ def stop_server(srv: Server) -> None:
 
 def start_baseline(pg_dsn: str, redis_url: str, data_dir: Path) -> tuple[subprocess.Popen[bytes], int]:
     port = _free_port()
-    log = open(data_dir / "baseline.log", "wb")
     cmd = [sys.executable, "-m", "loadtest.baseline", "--pg-dsn", pg_dsn, "--redis-url", redis_url]
     cmd += ["--port", str(port), "--pool-size", "10"]
     _log("starting baseline: " + " ".join(cmd))
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=_clean_env())
+    with open(data_dir / "baseline.log", "wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=_clean_env())
     deadline = time.monotonic() + 30
     while _http_status(port, "/healthz") != 200:
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -567,6 +571,77 @@ def hot_path_suite(plan: Plan, srv: Server, base_port: int, base_pid: int) -> li
     return out
 
 
+# The machine's own PostgreSQL (a packaged one: built with LLVM, jit = on), for the step below.
+SYSTEM_PG = os.environ.get("LEADERBOARD_BENCH_SYSTEM_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+async def system_postgres(dsn: str) -> dict[str, Any]:
+    """The PostgreSQL at `dsn`, if one answers: its version, whether it can JIT, its `jit`, its postmaster's pid
+    (on this machine) and a new empty database for one run; else {"skipped": why}."""
+    try:
+        con = await asyncpg.connect(dsn, timeout=3)
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        return {"skipped": f"no PostgreSQL answers at {_redact(dsn)} ({exc.__class__.__name__})"}
+    try:
+        row = await con.fetchrow("SELECT version(), pg_jit_available(), current_setting('jit'), pg_backend_pid()")
+        postmaster = None
+        with contextlib.suppress(psutil.Error):
+            postmaster = psutil.Process(row[3]).ppid()  # (this connection's backend is a child of the postmaster)
+        database = f"lb_bench_{secrets.token_hex(4)}"
+        await con.execute(f'CREATE DATABASE "{database}"')
+    finally:
+        await con.close()
+    return {
+        "version": row[0].split(" on ")[0], "jit_available": row[1], "jit": row[2], "postmaster_pid": postmaster,
+        "database": database, "dsn": re.sub(r"/[^/?]*(\?|$)", f"/{database}\\1", dsn, count=1),
+    }  # fmt: skip
+
+
+async def drop_database(dsn: str, database: str) -> None:
+    con = await asyncpg.connect(dsn, timeout=5)
+    try:
+        await con.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+    finally:
+        await con.close()
+
+
+def _redact(dsn: str) -> str:
+    return re.sub(r"//([^:@/]*):[^@/]*@", r"//\1:***@", dsn)
+
+
+def system_pg_suite(plan: Plan) -> dict[str, Any]:
+    """The WebSocket closed-loop step again, on a server whose database is on the machine's own PostgreSQL (a
+    new database, dropped afterwards) instead of the embedded one: a packaged PostgreSQL differs (JIT, for one:
+    docs/performance.md, sql/010), and operators run theirs."""
+    info = asyncio.run(system_postgres(SYSTEM_PG))
+    if "skipped" in info:
+        _log(f"the machine's PostgreSQL: skipped: {info['skipped']}")
+        return info
+    tmp = Path(tempfile.mkdtemp(prefix="lbs-"))
+    srv = None
+    try:
+        srv = start_server(tmp, database_url=info["dsn"])
+        shape, conns, inflight = CLOSED
+        kw: dict[str, Any] = dict(
+            transport="ws", conns=conns, inflight=inflight, rate=0.0, duration=plan.hot_duration, procs=2,
+            retry_fraction=0.01, users=10_000,
+        )  # fmt: skip
+        r = _run(
+            f"leaderboard (WebSocket) on {info['version']}, {shape}",
+            _cmd(srv.url, "submit", **kw, verify_dsn="$DSN"),
+            url=srv.url, key=srv.admin_key, scenario="submit", server_pids=[srv.proc.pid], verify_dsn=info["dsn"],
+            postgres_pids=[info["postmaster_pid"]] if info["postmaster_pid"] else [],
+            redis_pids=[srv.valkey_pid] if srv.valkey_pid else [], **kw,
+        )  # fmt: skip
+        r["target"], r["shape"] = "leaderboard (WebSocket)", shape
+        return {**info, "dsn": _redact(info["dsn"]), "run": r}
+    finally:
+        if srv is not None:
+            stop_server(srv)
+        asyncio.run(drop_database(SYSTEM_PG, info["database"]))
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def read_suite(plan: Plan, srv: Server, base_port: int, base_pid: int) -> list[dict[str, Any]]:
     """REST top-10 and rank reads on a seeded board, ours and the baseline's, closed loop and pipelined."""
     out = []
@@ -762,6 +837,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         _log(f"ceilings: {results['ceilings']}")
         results["hot_path"] = hot_path_suite(plan, srv, base_port, base.pid)
+        results["system_pg"] = system_pg_suite(plan)
         results["reads"] = read_suite(plan, srv, base_port, base.pid)
         results["throughput"] = throughput_suite(plan, srv, base_port, base.pid)
         results["watchers"] = watcher_suite(plan, srv, base_port, base.pid)
@@ -787,6 +863,8 @@ def _strip(results: dict[str, Any]) -> dict[str, Any]:
     out = dict(results)
     for k in ("hot_path", "reads", "throughput", "watchers"):
         out[k] = [{kk: vv for kk, vv in r.items() if kk != "raw"} for r in results.get(k, [])]
+    if "run" in results.get("system_pg", {}):
+        out["system_pg"] = {**results["system_pg"], "run": _no_raw(results["system_pg"]["run"])}
     if "runs" in results.get("cluster", {}):
         out["cluster"] = {**results["cluster"], "runs": [_no_raw(r) for r in results["cluster"]["runs"]]}
     return out

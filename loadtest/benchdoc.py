@@ -401,6 +401,7 @@ def render(res: dict[str, Any], images: list[Path], doc_dir: Path) -> str:
         add(r["command"])
     add("```")
     add("")
+    L.extend(system_pg_section(res.get("system_pg"), _find(hot, "leaderboard (WebSocket)", SHAPES[0])))
 
     reads = res.get("reads", [])
     add("## 2. REST reads: top (limit 10) and rank, ours and the baseline's")
@@ -597,6 +598,41 @@ NAKAMA_REFERENCE = [
     ("REST top-10 read rate", "1.05×"),
     ("REST own-rank read rate", "0.69×"),
 ]
+
+
+def system_pg_section(sp: dict[str, Any] | None, embedded: dict[str, Any] | None) -> list[str]:
+    """The WebSocket closed-loop step on the machine's own PostgreSQL, beside the same step on the embedded one."""
+    if sp is None:
+        return []
+    out = ["### The same step on the machine's own PostgreSQL", ""]
+    if "skipped" in sp:
+        return [*out, f"Skipped: {sp['skipped']} (`LEADERBOARD_BENCH_SYSTEM_PG` names another).", ""]
+    r = sp["run"]
+    if "skipped" in r:
+        return [*out, f"Skipped: {r['skipped']}.", ""]
+    jit = f"JIT {'available' if sp['jit_available'] else 'not available'}, `jit = {sp['jit']}`"
+    ratio = ""
+    if embedded is not None and "submissions" in embedded and embedded["submissions"]["acked_per_s"]:
+        ratio = f" ({r['submissions']['acked_per_s'] / embedded['submissions']['acked_per_s']:.2f}× the embedded run's)"
+    a = r["submissions"]["ack_latency_ms"]
+    return [
+        *out,
+        f"A server whose database is a new one on the machine's {sp['version']} ({jit}; `{sp['dsn']}`, dropped "
+        "afterwards) instead of the embedded PostgreSQL, Valkey embedded as above: packaged builds differ from the "
+        "embedded one (the embedded one has no JIT: docs/performance.md, *JIT on a stock PostgreSQL*). *Postgres "
+        "µs/op* counts the whole postmaster tree of that PostgreSQL, whatever else uses it.",
+        "",
+        "| target | load | acked/s | ack p50 / p99 (ms) | server µs/op | Postgres µs/op | Valkey µs/op | "
+        "generator µs/op | errors | verify |",
+        "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | --- | --- |",
+        f"| {r['target']} | {r['shape']} | {_n(r['submissions']['acked_per_s'], 0)}{ratio} | "
+        f"{_n(a['p50'])} / {_n(a['p99'])} | {_cpu_cols(r)} | {_errs(r)} | {_verify(r)} |",
+        "",
+        "```sh",
+        f"LEADERBOARD_DATABASE_URL=<a new database> {r['command']}",
+        "```",
+        "",
+    ]
 
 
 def nakama_section() -> list[str]:

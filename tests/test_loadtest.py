@@ -515,3 +515,30 @@ def test_fanout_floor_measures_a_send_per_socket_and_closes_them() -> None:
     assert (floor["sockets"], floor["bytes"]) == (50, 300)
     assert 0 < floor["us_per_send"] < 10_000
     assert len(os.listdir("/proc/self/fd")) == fds  # every connection it opened is closed
+
+
+def test_the_bench_runs_its_closed_loop_on_an_outside_postgres_and_leaves_it_running(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """bench.system_pg_suite: a server on a new database of a PostgreSQL it did not start (here the suite's),
+    the WebSocket closed-loop step against it, verified; then the database is dropped and that PostgreSQL still
+    answers (the bench stops what it started, nothing else). A PostgreSQL that does not answer is a skip."""
+    from loadtest import bench
+
+    async def databases() -> set[str]:
+        con = await asyncpg.connect(services.admin_dsn)
+        try:
+            return {r[0] for r in await con.fetch("SELECT datname FROM pg_database")}
+        finally:
+            await con.close()
+
+    before = asyncio.run(databases())
+    monkeypatch.setattr(bench, "SYSTEM_PG", services.admin_dsn)
+    out = bench.system_pg_suite(bench.make_plan(quick=True))
+    r = out["run"]
+    assert r["submissions"]["acked"] > 0 and sum(r["errors"].values()) == 0
+    assert r["verify"]["ok"], r["verify"]
+    assert out["version"].startswith("PostgreSQL") and out["jit"] in ("on", "off")
+    assert out["database"] not in asyncio.run(databases()) and asyncio.run(databases()) == before
+    monkeypatch.setattr(bench, "SYSTEM_PG", "postgresql://nobody@127.0.0.1:1/none")
+    assert "no PostgreSQL answers" in bench.system_pg_suite(bench.make_plan(quick=True))["skipped"]
