@@ -429,6 +429,31 @@ async def test_a_flush_that_fails_midway_offers_its_page_again(make_env: Any, mo
     assert got == [[top_of({"alice": 5}, 10)]] * 6  # each once: the first slice in the failed flush, the rest after
 
 
+async def test_rank_pushes_go_out_before_a_long_top_pass(make_env: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A change that moves a followed player and the top: the follower's rank push is written before the pass
+    over the top's subscribers (10,000 sockets take ~130 ms), not after it."""
+    monkeypatch.setattr(fanout, "FLUSH_SLICE", 2)
+    env = await make_env()
+    await env.play({"alice": 10, "bob": 5})
+    order: list[str] = []
+
+    class Noted(Outbox):
+        def push(self, key: tuple[str, str, str], frame: Encoded, seq: int) -> None:
+            order.append(key[0])
+            super().push(key, frame, seq)
+
+    watchers = [env.socket(outbox=Noted) for _ in range(6)]
+    for s in watchers:
+        await env.hub.subscribe_top(s.outbox, env.board, 10)
+    bob = env.socket(outbox=Noted)
+    await env.hub.subscribe_rank(bob.outbox, env.board, "bob")
+    await env.listen()
+    order.clear()
+    await env.step({"carol": 50})  # to the top, and past bob
+    assert order == ["rank"] + ["top"] * 6
+    assert [(f["rank"], f["previous_rank"]) for f in bob.of("rank")][-1] == (3, 2)
+
+
 async def _grew(items: list[Any], n: int) -> None:
     assert len(items) > n
 

@@ -5,10 +5,11 @@
         unsubscribes `grace` seconds after the last one left (channels.py: SSUBSCRIBE on the shard that owns
         the board in a Redis Cluster); a process with no follower of a board receives nothing of it.
         After any (re)subscription the board is re-read in full (events may have been missed meanwhile).
-    debouncer: at most one flush per board per push interval:
-        top:  one Redis read for the largest limit subscribed; each changed snapshot is encoded once and the
-              same string goes to every subscriber's mailbox
+    debouncer: at most one flush per board per push interval, rank pushes first (a few sockets), then the top:
         rank: only followed players whose key some change crossed are re-read (one Redis call per board)
+        top:  one Redis read for the largest limit subscribed; each changed snapshot is encoded once and the
+              same string goes to every subscriber's mailbox, FLUSH_SLICE at a time; at each pause a change
+              that reached the top is read, and the sockets not written yet get the newer page
     outbox: the frame bytes go straight to every writable socket; a blocked one keeps the latest push per
             topic (outbox.py) and is closed with 1013 if it stays blocked.
 
@@ -316,16 +317,18 @@ class Hub:
         sent = 0
         try:
             with obs.background_task("fanout.flush"):
-                if b.top and (full or b.unsent or _touches_top(b, changes)):
-                    sent += await self._flush_top(b)
-                elif changes:
-                    b.last_msg.clear()  # the total moved: the next subscriber reads afresh
+                # Rank pushes first: a few sockets follow a player, and a pass over every top subscriber (10,000
+                # sockets: ~130 ms) would hold them back; the top pass waits for one read and their writes.
                 if b.follows:
                     users = (
                         list(b.follows) if full else ranking.affected({u: f.key for u, f in b.follows.items()}, changes)
                     )
                     if users:
                         sent += await self._flush_ranks(b, list(users))
+                if b.top and (full or b.unsent or _touches_top(b, changes)):
+                    sent += await self._flush_top(b)
+                elif changes:
+                    b.last_msg.clear()  # the total moved: the next subscriber reads afresh
         except (RedisError, OSError, Refused) as exc:
             log.warning("flush of %s failed (%s); will retry in full", board_id, exc)
             b.full = True
