@@ -5,11 +5,12 @@
         unsubscribes `grace` seconds after the last one left (channels.py: SSUBSCRIBE on the shard that owns
         the board in a Redis Cluster); a process with no follower of a board receives nothing of it.
         After any (re)subscription the board is re-read in full (events may have been missed meanwhile).
-    debouncer: at most one flush per board per push interval, rank pushes first (a few sockets), then the top:
-        rank: only followed players whose key some change crossed are re-read (one Redis call per board)
+    debouncer: at most one flush per board per push interval:
         top:  one Redis read for the largest limit subscribed; each changed snapshot is encoded once and the
               same string goes to every subscriber's mailbox, FLUSH_SLICE at a time; at each pause a change
               that reached the top is read, and the sockets not written yet get the newer page
+        rank: only followed players whose key some change crossed are re-read (one Redis call per board);
+              pushed at the top pass's first pause (or after it, when it has one slice or none)
     outbox: the frame bytes go straight to every writable socket; a blocked one keeps the latest push per
             topic (outbox.py) and is closed with 1013 if it stays blocked.
 
@@ -21,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -315,20 +316,30 @@ class Hub:
         full, b.full = b.full, False
         oldest, b.oldest_commit = b.oldest_commit, None
         sent = 0
+        users: list[str] = []
+        if b.follows:
+            users = (
+                list(b.follows) if full else list(ranking.affected({u: f.key for u, f in b.follows.items()}, changes))
+            )
+
+        async def ranks() -> None:
+            """The rank pushes of this flush, once: a few sockets follow a player, so they go out at the top
+            pass's first pause (after its first slice) rather than after all of it (10,000 sockets: ~130 ms);
+            a socket that follows the top and a player still gets the top first while the top has few
+            subscribers."""
+            nonlocal sent, users
+            if users:
+                todo, users = users, []
+                sent += await self._flush_ranks(b, todo)
+
         try:
             with obs.background_task("fanout.flush"):
-                # Rank pushes first: a few sockets follow a player, and a pass over every top subscriber (10,000
-                # sockets: ~130 ms) would hold them back; the top pass waits for one read and their writes.
-                if b.follows:
-                    users = (
-                        list(b.follows) if full else ranking.affected({u: f.key for u, f in b.follows.items()}, changes)
-                    )
-                    if users:
-                        sent += await self._flush_ranks(b, list(users))
                 if b.top and (full or b.unsent or _touches_top(b, changes)):
-                    sent += await self._flush_top(b)
+                    pushed = await self._flush_top(b, ranks)  # (not `sent += await`: ranks() adds to it meanwhile)
+                    sent += pushed
                 elif changes:
                     b.last_msg.clear()  # the total moved: the next subscriber reads afresh
+                await ranks()
         except (RedisError, OSError, Refused) as exc:
             log.warning("flush of %s failed (%s); will retry in full", board_id, exc)
             b.full = True
@@ -339,7 +350,7 @@ class Hub:
             if b.full or b.changes:
                 self._dirty(board_id)
 
-    async def _flush_top(self, b: _Board) -> int:
+    async def _flush_top(self, b: _Board, at_first_pause: Callable[[], Awaitable[None]]) -> int:
         """Push every changed top-N page to its subscribers, FLUSH_SLICE sockets at a time. Between slices the
         event loop runs (acks, reads); if changes that reach the top arrived meanwhile, the page is read again
         and the sockets not reached yet get the newer one, so a change waits for at most one pass over the
@@ -356,6 +367,7 @@ class Hub:
                 for start in range(0, len(boxes), FLUSH_SLICE):
                     if start:
                         await asyncio.sleep(0)
+                        await at_first_pause()
                         if limit not in b.top:
                             break  # its last subscriber left during the pause
                         fresh, seen = b.changes[seen:], len(b.changes)
