@@ -589,6 +589,8 @@ async def system_postgres(dsn: str) -> dict[str, Any]:
             postmaster = psutil.Process(row[3]).ppid()  # (this connection's backend is a child of the postmaster)
         database = f"lb_bench_{secrets.token_hex(4)}"
         await con.execute(f'CREATE DATABASE "{database}"')
+    except asyncpg.PostgresError as exc:  # (a role that may not create databases, say)
+        return {"skipped": f"no database could be created at {_redact(dsn)} ({exc.__class__.__name__}: {exc})"}
     finally:
         await con.close()
     return {

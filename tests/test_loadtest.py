@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import sys
 from array import array
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -542,3 +543,25 @@ def test_the_bench_runs_its_closed_loop_on_an_outside_postgres_and_leaves_it_run
     assert out["database"] not in asyncio.run(databases()) and asyncio.run(databases()) == before
     monkeypatch.setattr(bench, "SYSTEM_PG", "postgresql://nobody@127.0.0.1:1/none")
     assert "no PostgreSQL answers" in bench.system_pg_suite(bench.make_plan(quick=True))["skipped"]
+
+    async def make_role() -> None:
+        con = await asyncpg.connect(services.admin_dsn)
+        try:
+            await con.execute("DROP ROLE IF EXISTS lb_bench_nocreate; CREATE ROLE lb_bench_nocreate LOGIN")
+        finally:
+            await con.close()
+
+    asyncio.run(make_role())
+    try:  # a role that may not create databases: a skip, not a crash
+        monkeypatch.setattr(bench, "SYSTEM_PG", re.sub(r"//[^@/]*@", "//lb_bench_nocreate@", services.admin_dsn))
+        assert "no database could be created" in bench.system_pg_suite(bench.make_plan(quick=True))["skipped"]
+    finally:
+        asyncio.run(_drop_role(services.admin_dsn))
+
+
+async def _drop_role(dsn: str) -> None:
+    con = await asyncpg.connect(dsn)
+    try:
+        await con.execute("DROP ROLE IF EXISTS lb_bench_nocreate")
+    finally:
+        await con.close()
