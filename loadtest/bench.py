@@ -32,7 +32,8 @@ from typing import Any
 import asyncpg
 import psutil
 
-from loadtest.benchcluster import cluster_suite, format_rows
+from leaderboard.settings import redact_url
+from loadtest.benchcluster import cluster_suite, create_database, drop_database, format_rows
 from loadtest.runner import RunOptions, create_board, format_table, run, seed_board
 from loadtest.wire import http_connect
 from loadtest.worker import raise_nofile
@@ -581,34 +582,23 @@ async def system_postgres(dsn: str) -> dict[str, Any]:
     try:
         con = await asyncpg.connect(dsn, timeout=3)
     except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-        return {"skipped": f"no PostgreSQL answers at {_redact(dsn)} ({exc.__class__.__name__})"}
+        return {"skipped": f"no PostgreSQL answers at {redact_url(dsn)} ({exc.__class__.__name__})"}
     try:
         row = await con.fetchrow("SELECT version(), pg_jit_available(), current_setting('jit'), pg_backend_pid()")
         postmaster = None
         with contextlib.suppress(psutil.Error):
             postmaster = psutil.Process(row[3]).ppid()  # (this connection's backend is a child of the postmaster)
-        database = f"lb_bench_{secrets.token_hex(4)}"
-        await con.execute(f'CREATE DATABASE "{database}"')
-    except asyncpg.PostgresError as exc:  # (a role that may not create databases, say)
-        return {"skipped": f"no database could be created at {_redact(dsn)} ({exc.__class__.__name__}: {exc})"}
     finally:
         await con.close()
+    database = f"lb_bench_{secrets.token_hex(4)}"
+    try:
+        db_dsn = await create_database(dsn, database)
+    except asyncpg.PostgresError as exc:  # (a role that may not create databases, say)
+        return {"skipped": f"no database could be created at {redact_url(dsn)} ({exc.__class__.__name__}: {exc})"}
     return {
         "version": row[0].split(" on ")[0], "jit_available": row[1], "jit": row[2], "postmaster_pid": postmaster,
-        "database": database, "dsn": re.sub(r"/[^/?]*(\?|$)", f"/{database}\\1", dsn, count=1),
+        "database": database, "dsn": db_dsn,
     }  # fmt: skip
-
-
-async def drop_database(dsn: str, database: str) -> None:
-    con = await asyncpg.connect(dsn, timeout=5)
-    try:
-        await con.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-    finally:
-        await con.close()
-
-
-def _redact(dsn: str) -> str:
-    return re.sub(r"//([^:@/]*):[^@/]*@", r"//\1:***@", dsn)
 
 
 def system_pg_suite(plan: Plan) -> dict[str, Any]:
@@ -636,7 +626,7 @@ def system_pg_suite(plan: Plan) -> dict[str, Any]:
             redis_pids=[srv.valkey_pid] if srv.valkey_pid else [], **kw,
         )  # fmt: skip
         r["target"], r["shape"] = "leaderboard (WebSocket)", shape
-        return {**info, "dsn": _redact(info["dsn"]), "run": r}
+        return {**info, "dsn": redact_url(info["dsn"]), "run": r}
     finally:
         if srv is not None:
             stop_server(srv)

@@ -33,19 +33,28 @@ RUNS: list[tuple[str, str, dict[str, Any]]] = [
 ]
 
 
-def _with_database(dsn: str, database: str) -> str:
+def with_database(dsn: str, database: str) -> str:
     p = urlsplit(dsn)
     return urlunsplit((p.scheme, p.netloc, "/" + database, p.query, p.fragment))
 
 
-async def _create_database(dsn: str, name: str) -> str:
+async def create_database(dsn: str, name: str) -> str:
+    """A new, empty database `name` on `dsn`'s server (one of that name is dropped first); its DSN."""
     con = await asyncpg.connect(dsn)
     try:
         await con.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await con.execute(f'CREATE DATABASE "{name}"')
     finally:
         await con.close()
-    return _with_database(dsn, name)
+    return with_database(dsn, name)
+
+
+async def drop_database(dsn: str, name: str) -> None:
+    con = await asyncpg.connect(dsn, timeout=5)
+    try:
+        await con.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await con.close()
 
 
 def _cpu_seconds(cluster: rediscluster.Cluster) -> dict[int, float]:
@@ -111,7 +120,7 @@ def cluster_suite(bench: Any, plan: Any, srv: Any, tmp: Path) -> dict[str, Any]:
     cluster = rediscluster.Cluster(primaries=3, root=tmp / "cluster").start()
     proc: subprocess.Popen[bytes] | None = None
     try:
-        dsn = asyncio.run(_create_database(srv.pg_dsn, "lb_cluster_bench"))
+        dsn = asyncio.run(create_database(srv.pg_dsn, "lb_cluster_bench"))
         env = {**bench._clean_env(), "LEADERBOARD_DATABASE_URL": dsn, "LEADERBOARD_REDIS_URL": cluster.url}
         port = bench._free_port()
         proc = _start_server(bench.LEADERBOARD, env, tmp / "cluster-server", port, bench.REPO)
