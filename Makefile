@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CLIENT := $(wildcard client/package.json)
-PORT   ?= 8000
+PORT   ?= $(or $(LEADERBOARD_PORT),8000)
 
 # The built UI is a file target: rebuilt only when a source of it changed.
 UI_BUILD   := client/dist/index.html

@@ -30,8 +30,19 @@ missing() {  # what, how to get it
 
 python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null ||
   missing "Python 3.11 or newer as python3" "install it (apt-get install python3), or run make PYTHON=python3.11 ..."
-command -v npm >/dev/null 2>&1 ||
-  missing "npm (Node 20) to build the UI" "install Node.js 20 from https://nodejs.org/ (or apt-get install nodejs npm)"
+command -v npm >/dev/null 2>&1 && command -v node >/dev/null 2>&1 ||
+  missing "Node.js 20.19+ or 22.12+ with npm, to build the UI" "install Node.js 22 LTS from https://nodejs.org/ (Debian 12's own nodejs is 18: too old for Vite)"
+# Vite needs ^20.19.0 || >=22.12.0 (client/package-lock.json); an older one fails deep inside the build.
+node_version=$(node --version 2>/dev/null | sed 's/^v//')
+node_major=$(echo "$node_version" | cut -d. -f1)
+node_minor=$(echo "$node_version" | cut -d. -f2)
+case "$node_major.$node_minor" in
+  *[!0-9.]* | .* | *.) node_ok=0 ;;
+  *) if [ "$node_major" -gt 22 ] || { [ "$node_major" -eq 22 ] && [ "$node_minor" -ge 12 ]; } ||
+        { [ "$node_major" -eq 20 ] && [ "$node_minor" -ge 19 ]; }; then node_ok=1; else node_ok=0; fi ;;
+esac
+[ "$node_ok" = 1 ] ||
+  missing "Node.js 20.19+ or 22.12+ to build the UI (this one is ${node_version:-unknown})" "install Node.js 22 LTS from https://nodejs.org/"
 
 [ "$what" = run ] && exit 0
 

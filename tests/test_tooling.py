@@ -44,10 +44,11 @@ def stamp(path: Path, mtime: float) -> None:
     os.utime(path, (mtime, mtime))
 
 
-def dry_run(project: Path, target: str) -> list[str]:
-    """The commands `make <target>` would run."""
+def dry_run(project: Path, target: str, **variables: str) -> list[str]:
+    """The commands `make <target>` would run (with these environment variables)."""
     # As a top-level make, even when the tests run under `make test`.
-    env = {k: v for k, v in os.environ.items() if k not in ("PORT", "MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+    unset = ("PORT", "LEADERBOARD_PORT", "MAKEFLAGS", "MFLAGS", "MAKELEVEL")
+    env = {k: v for k, v in os.environ.items() if k not in unset} | variables
     proc = subprocess.run(
         ["make", "-n", "--no-print-directory", target], cwd=project, env=env, capture_output=True, text=True, timeout=60
     )
@@ -59,6 +60,20 @@ def dry_run(project: Path, target: str) -> list[str]:
 def test_ui_is_not_rebuilt_when_nothing_changed(project: Path) -> None:
     assert not any("npm" in line for line in dry_run(project, "ui"))
     assert dry_run(project, "run") == [".venv/bin/leaderboard serve --port 8000"]
+
+
+@needs_make
+@pytest.mark.parametrize(
+    ("variables", "port"),
+    [
+        ({"PORT": "8001"}, "8001"),
+        ({"LEADERBOARD_PORT": "8002"}, "8002"),
+        ({"PORT": "8001", "LEADERBOARD_PORT": "8002"}, "8001"),
+    ],
+)
+def test_make_run_serves_on_the_port_asked_for(project: Path, variables: dict[str, str], port: str) -> None:
+    """README: `PORT=8001 make run` or `LEADERBOARD_PORT=8001 make run` (the setting of `serve`)."""
+    assert dry_run(project, "run", **variables) == [f".venv/bin/leaderboard serve --port {port}"]
 
 
 @needs_make
@@ -102,3 +117,33 @@ def test_system_deps_for_run_need_no_browser() -> None:
     env = {**os.environ, "CHROMIUM_PATH": "/nonexistent/chromium"}
     proc = subprocess.run([str(SYSTEM_DEPS), "--check", "run"], env=env, capture_output=True, text=True, timeout=60)
     assert (proc.returncode, proc.stderr) == (0, "")
+
+
+@pytest.mark.parametrize(
+    ("version", "ok"),
+    [
+        ("v18.20.4", False),
+        ("v20.11.1", False),
+        ("v20.19.0", True),
+        ("v22.11.0", False),
+        ("v22.12.0", True),
+        ("v24.1.0", True),
+    ],
+)
+def test_system_deps_refuse_a_node_too_old_for_vite(tmp_path: Path, version: str, ok: bool) -> None:
+    """Debian 12's own nodejs is 18: the script says so in one line instead of letting Vite fail later."""
+    if shutil.which("npm") is None:
+        pytest.skip("npm is not installed here")
+    node = tmp_path / "node"
+    node.write_text(f"#!/bin/sh\necho {version}\n")
+    node.chmod(0o755)
+    env = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}"}
+    proc = subprocess.run([str(SYSTEM_DEPS), "--check", "run"], env=env, capture_output=True, text=True, timeout=60)
+    if ok:
+        assert (proc.returncode, proc.stderr) == (0, "")
+    else:
+        assert proc.returncode == 1
+        assert proc.stderr.splitlines() == [
+            f"missing Node.js 20.19+ or 22.12+ to build the UI (this one is {version[1:]}): "
+            "install Node.js 22 LTS from https://nodejs.org/"
+        ]
