@@ -238,6 +238,23 @@ async def test_demo_says_it_created_a_key_and_revokes_it_on_exit(
     assert row["role"] == "submit" and row["revoked_at"] is not None
 
 
+async def test_demo_with_no_server_says_so_and_creates_nothing(
+    services: Services, clean: None, pool: asyncpg.Pool
+) -> None:
+    port = free_port()
+    rc, out, err = await run_cli(
+        "demo", "--url", f"http://127.0.0.1:{port}", dsn=services.dsn, redis_url=services.redis_url, within=30
+    )
+    assert (rc, out) == (1, ""), err
+    assert err.strip().splitlines()[-1] == (
+        f"demo: no server answers at 127.0.0.1:{port} (Connection refused): start one first (`make run`), "
+        "or give its address with --url"
+    )
+    assert await pool.fetchval("SELECT count(*) FROM api_keys") == 0
+    rc, _, err = await run_cli("demo", "--url", "ftp://127.0.0.1:1", dsn=services.dsn, redis_url=services.redis_url)
+    assert rc == 1 and err.strip().splitlines()[-1].startswith("demo: unsupported URL scheme in 'ftp://"), err
+
+
 async def test_demo_stopped_with_sigterm_still_revokes_its_key(
     services: Services, server: str, pool: asyncpg.Pool
 ) -> None:
@@ -308,7 +325,7 @@ async def test_second_serve_on_a_data_dir_in_use_refuses_and_leaves_the_first_al
             assert (rc, out) == (2, ""), err
             assert err.strip() == (
                 f"{data} is in use by another `leaderboard serve` (pid {proc.pid}, {url}): stop that one first, "
-                f"or give this one another --data-dir"
+                f"or give this one another --data-dir (or LEADERBOARD_DATA_DIR)"
             )
             assert (await http.get("/readyz")).status_code == 200
         # Other commands attach to its servers and leave them running, even when they fail.
@@ -339,6 +356,18 @@ async def test_a_command_stops_the_embedded_servers_it_started(data: Path) -> No
     rc, out, err = await run_cli("rebuild", "--data-dir", str(data), dsn=None, redis_url=None)
     assert rc == 0, err
     assert "global: 0 members rebuilt" in out
+    assert embedded_running(data) == []
+
+
+async def test_serve_closed_by_its_terminal_stops_its_embedded_servers(data: Path) -> None:
+    """SIGHUP (the terminal of `make run` closed) stops serve as SIGTERM does: the embedded servers it started
+    stop with it (the default action would kill serve alone and leave them running)."""
+    async with spawned_server(data, None, None) as (url, proc), httpx.AsyncClient(base_url=url) as http:
+        assert (await http.get("/readyz")).status_code == 200
+        assert embedded_running(data) == ["postgres", "valkey"]
+        proc.send_signal(signal.SIGHUP)
+        rc = await asyncio.to_thread(proc.wait, 60)
+    assert rc == 0
     assert embedded_running(data) == []
 
 

@@ -172,7 +172,8 @@ def check_port(host: str, port: int) -> None:
             raise Unusable(f"LEADERBOARD_HOST: cannot listen on {host!r}: unknown host ({exc.strerror})") from None
         except OSError as exc:
             raise Unusable(
-                f"cannot listen on {host}:{port}: {_why(exc)} (another server? choose another --port)"
+                f"cannot listen on {host}:{port}: {_why(exc)} "
+                "(another server? choose another --port or LEADERBOARD_PORT)"
             ) from None
 
 
@@ -189,6 +190,10 @@ def serve(args: argparse.Namespace) -> int:
     # runs) into a normal exit, so the embedded servers this process started are stopped on the way out.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _stop)
+    # Closing the terminal (SIGHUP) stops it as SIGTERM does: drained, embedded servers stopped, instead of the
+    # default action that would leave them running. (With --workers N, uvicorn's supervisor takes SIGHUP over:
+    # it restarts the workers.)
+    signal.signal(signal.SIGHUP, _hang_up)
     settings = _settings(args)
     embedded = not settings.database_url or not settings.redis_url
     lock = ServeLock(settings.data_dir)
@@ -206,6 +211,11 @@ def serve(args: argparse.Namespace) -> int:
             if s.workers > 1 and obs.multiprocess_dir() is None:
                 obs.setup_multiprocess(tempfile.mkdtemp(prefix="leaderboard-metrics-"))
             _say(f"serving on http://{s.host}:{s.port} with {s.workers} worker(s)")
+            if embedded:  # (the first run of `make run`: say what comes next)
+                _say(
+                    f"next: open http://{s.host}:{s.port}/ ; a key to submit scores: `.venv/bin/leaderboard keys "
+                    "create --role submit --name NAME`, or `make demo` for a living board (README: Using it)"
+                )
             uvicorn.run(
                 "leaderboard.app:factory", factory=True, host=s.host, port=s.port, workers=s.workers,
                 log_config=None, lifespan="on", proxy_headers=True,
@@ -225,6 +235,10 @@ class _Stopped(Exception):
 
 def _stop(signum: int, frame: object) -> None:
     raise _Stopped
+
+
+def _hang_up(signum: int, frame: object) -> None:
+    os.kill(os.getpid(), signal.SIGTERM)  # whichever handler SIGTERM has now (ours, uvicorn's, the drain's)
 
 
 def migrate(args: argparse.Namespace) -> int:
@@ -373,7 +387,8 @@ def moderate(args: argparse.Namespace) -> int:
                 print(f"{done} {v.session_id} of {v.user_id} on {v.board} (season {v.season}): {now}")
             elif args.command == "remove":
                 r = await mod.remove(who, args.board, args.user_id, args.reason)
-                print(f"removed {r.user_id} from {r.board} (season {r.season}); {r.voided} submissions voided")
+                voided = f"{r.voided} submission{'' if r.voided == 1 else 's'} voided"
+                print(f"removed {r.user_id} from {r.board} (season {r.season}); {voided}")
             else:
                 act = mod.ban if args.command == "ban" else mod.unban
                 b = await act(who, args.user_id, args.reason)
@@ -424,7 +439,7 @@ def demo(args: argparse.Namespace) -> int:
     import asyncpg
 
     from . import auth, migrations
-    from .demo import AuthFailed, DemoError, run_demo
+    from .demo import AuthFailed, DemoError, check_reachable, run_demo
 
     async def make_key(dsn: str) -> tuple[int, str]:
         await migrations.apply_migrations(dsn)
@@ -445,9 +460,13 @@ def demo(args: argparse.Namespace) -> int:
             await con.close()
 
     key, key_id = args.key, None
-    settings: Settings | None = None
-    if key is None:
-        settings = _settings(args)
+    settings = _settings(args) if key is None else None  # (a bad setting is reported first, as by every command)
+    try:
+        check_reachable(args.url)
+    except (DemoError, ValueError) as exc:  # (ValueError: a URL that is not http(s) or ws(s))
+        print(f"demo: {exc}", file=sys.stderr)
+        return 1
+    if settings is not None:
         check_servers(settings, redis=False)
         with Backends(settings, redis=False) as s:
             assert s.database_url
