@@ -13,6 +13,7 @@ import contextlib
 import json
 import math
 import random
+import socket
 import sys
 import time
 import uuid
@@ -54,6 +55,21 @@ def ws_url(url: str) -> str:
         raise ValueError(f"unsupported URL scheme in {url!r} (use http, https, ws or wss)")
     path = parts.path.rstrip("/") + "/ws"
     return urlunsplit((scheme, parts.netloc, path, "", ""))
+
+
+def check_reachable(url: str, timeout: float = 3.0) -> None:
+    """Raise DemoError (one line, what to do) if nothing accepts connections at the server's address: the demo
+    would otherwise retry forever. Once it runs, a server that goes away is retried (a restart, a deploy)."""
+    parts = urlsplit(ws_url(url))
+    host, port = parts.hostname or "127.0.0.1", parts.port or (443 if parts.scheme == "wss" else 80)
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as exc:
+        reason = exc.strerror or exc.__class__.__name__
+        raise DemoError(
+            f"no server answers at {host}:{port} ({reason}): start one first (`make run`), or give its address "
+            "with --url"
+        ) from None
 
 
 def backoff_delay(attempt: int, rng: random.Random) -> float:

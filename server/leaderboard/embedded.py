@@ -378,7 +378,7 @@ class DataDirInUse(Exception):
         who = ", ".join(x for x in (f"pid {pid}" if pid else "", address or "") if x) or "pid unknown"
         super().__init__(
             f"{data_dir} is in use by another `leaderboard serve` ({who}): stop that one first, "
-            f"or give this one another --data-dir"
+            f"or give this one another --data-dir (or LEADERBOARD_DATA_DIR)"
         )
 
 
