@@ -136,7 +136,8 @@ describe("operator view (/admin) against the real server", { timeout: 300_000 },
     await row.getByRole("button", { name: /^Void the 50/ }).click();
     const dialog = ops.getByRole("dialog", { name: /^Void submission/ });
     await dialog.waitFor();
-    assert.match(await dialog.textContent(), /Void the 50 that alice submitted on global \(season 1\).*This cannot be undone\./);
+    assert.match(await dialog.textContent(), /Void the 50 that alice submitted on global \(season 1\).*It can be restored while season 1 is live\./);
+    assert.doesNotMatch(await dialog.textContent(), /cannot be undone/);
     const reason = dialog.getByLabel(/^Reason/);
     assert.ok(await reason.evaluate((el) => el === document.activeElement), "the reason field has the focus");
 
@@ -165,12 +166,13 @@ describe("operator view (/admin) against the real server", { timeout: 300_000 },
     );
     t.diagnostic(`public board updated ${Date.now() - t0} ms after the void was acknowledged`);
 
-    // The operator's view is read again: rank 2, the submission marked voided, no Void button on it.
+    // The operator's view is read again: rank 2, the submission marked voided, Restore instead of Void on it.
     await waitFor("alice rank 2", async () => (await text(ops, "[data-testid=op-rank]")) === "2");
     assert.equal(await text(ops, "[data-testid=op-score]"), "100");
     await waitFor("row voided", async () => (await row.getAttribute("class")) === "voided");
-    assert.equal(await row.getByRole("button").count(), 0);
-    assert.equal(await text(ops, `[data-testid=submission][data-session="${sessions.alice50}"] .col-act`), "voided");
+    assert.equal(await row.getByRole("button", { name: /^Void/ }).count(), 0);
+    assert.equal(await row.getByRole("button", { name: /^Restore the 50/ }).count(), 1);
+    assert.equal(await text(ops, `[data-testid=submission][data-session="${sessions.alice50}"] .state-voided`), "voided");
     // ...and the audit log.
     const first = ops.locator("[data-testid=audit-entry]").first();
     await waitFor("audit: void", async () => (await first.getAttribute("data-action")) === "void");
@@ -266,7 +268,8 @@ describe("operator view (/admin) against the real server", { timeout: 300_000 },
     await waitFor("dave rank 3", async () => (await text(ops, "[data-testid=op-rank]")) === "3");
     await ops.getByRole("button", { name: "Remove from Global…" }).click();
     const dialog = ops.getByRole("dialog", { name: "Remove dave from global" });
-    assert.match(await dialog.textContent(), /void every submission of theirs in it.*This cannot be undone\./);
+    assert.match(await dialog.textContent(), /void every submission of theirs in it.*can be restored on its own while the season is live\./);
+    assert.doesNotMatch(await dialog.textContent(), /cannot be undone/);
     await dialog.getByLabel(/^Reason/).fill("x".repeat(501));
     await dialog.getByRole("button", { name: "Remove entry" }).click();
     await waitFor("too long", async () => /at most 500/.test(await text(ops, "[data-testid=reason-error]")));
@@ -303,6 +306,123 @@ describe("operator view (/admin) against the real server", { timeout: 300_000 },
     await entries.filter({ hasText: "appeal upheld" }).getByRole("button", { name: "Show alice" }).click();
     await waitFor("alice shown", async () => (await text(ops, "[data-testid=op-rank]")) === "2");
     assert.equal(await ops.locator("form[role=search] input").inputValue(), "alice");
+  });
+
+  test("restore a voided submission: reason required, it counts again on the public board, the audit log says so", async () => {
+    // alice's 50 was voided above: alice has 100 (rank 2, behind bob's 120).
+    await ops.locator("form[role=search] input").fill("alice");
+    await ops.locator("form[role=search] input").press("Enter");
+    await waitFor("alice rank 2", async () => (await text(ops, "[data-testid=op-rank]")) === "2");
+    const row = ops.locator(`[data-testid=submission][data-session="${sessions.alice50}"]`);
+    await waitFor("alice's 50 voided", async () => (await row.getAttribute("class")) === "voided");
+    assert.equal(await row.getByRole("button", { name: /^Void/ }).count(), 0);
+
+    // Keyboard: Enter on Restore opens the dialog with the focus in the reason; Esc gives it back to the button.
+    const restore = row.getByRole("button", { name: /^Restore the 50 submitted .* \([0-9a-f]{8}\)$/ });
+    await restore.focus();
+    await ops.keyboard.press("Enter");
+    const dialog = ops.getByRole("dialog", { name: `Restore submission ${sessions.alice50.slice(0, 8)}…` });
+    await dialog.waitFor();
+    assert.match(
+      await dialog.textContent(),
+      /Restore the 50 that alice submitted on global \(season 1\): it is no longer voided, it counts again, and their score on global is recomputed with it\./,
+    );
+    assert.doesNotMatch(await dialog.textContent(), /cannot be undone/);
+    const reason = dialog.getByLabel(/^Reason/);
+    assert.ok(await reason.evaluate((el) => el === document.activeElement), "the reason field has the focus");
+    await ops.keyboard.press("Escape");
+    await waitFor("closed", async () => !(await dialog.isVisible()));
+    assert.ok(await restore.evaluate((el) => el === document.activeElement), "the focus went back to the Restore button");
+
+    // No reason: refused before anything is sent.
+    await ops.keyboard.press("Enter");
+    await dialog.waitFor();
+    await dialog.getByRole("button", { name: "Restore submission" }).click();
+    await waitFor("reason required", async () => /required/.test(await text(ops, "[data-testid=reason-error]")));
+    assert.equal(await reason.getAttribute("aria-invalid"), "true");
+    assert.notEqual((await api(server, adminKey, "GET", "/api/audit?limit=1")).body.entries[0].action, "restore", "nothing was sent");
+
+    await reason.fill("voided by mistake: the run was checked (ticket #4712)");
+    await reason.press("Enter");
+    await waitFor("outcome", async () =>
+      /^Restored submission [0-9a-f]{8}: alice's score on global is now 150\.$/.test(await text(ops, "[data-testid=op-outcome]")),
+    );
+    assert.equal(await dialog.isVisible(), false, "the dialog closed");
+    assert.ok(await ops.locator("[data-testid=op-outcome]").evaluate((el) => el === document.activeElement), "focus on the outcome");
+
+    // The public board, in another browser context, gets it over its WebSocket: alice first with 150 again.
+    await waitFor(
+      "public board: alice 150 first",
+      async () => (await boardRows(board)).map((r) => `${r.rank}:${r.user}:${r.score}`).join() === "1:alice:150,2:bob:120",
+      { timeoutMs: 3000, intervalMs: 25 },
+    );
+    // The operator's view is read again: rank 1, the submission counts (not voided, Void on it again).
+    await waitFor("alice rank 1", async () => (await text(ops, "[data-testid=op-rank]")) === "1");
+    assert.equal(await text(ops, "[data-testid=op-score]"), "150");
+    await waitFor("row not voided", async () => (await row.getAttribute("class")) === null);
+    assert.equal(await row.locator(".state-voided").count(), 0);
+    assert.equal(await row.getByRole("button", { name: /^Restore/ }).count(), 0);
+    assert.equal(await row.getByRole("button", { name: /^Void the 50/ }).count(), 1);
+
+    // The audit log: the restore first, in words like a void, with a badge of its own (the colour of an unban).
+    const first = ops.locator("[data-testid=audit-entry]").first();
+    await waitFor("audit: restore", async () => (await first.getAttribute("data-action")) === "restore");
+    const what = `restored submission ${sessions.alice50.slice(0, 8)} of alice on global — score now 150`;
+    assert.equal(await text(ops, "[data-testid=audit-entry]:first-child .audit-what"), what);
+    assert.match(await first.textContent(), /“voided by mistake: the run was checked \(ticket #4712\)” — ops-e2e/);
+    assert.equal(await text(ops, "[data-testid=audit-entry]:first-child .tag"), "Restore");
+    const colours = await ops.evaluate(() => {
+      const probe = (cls) => {
+        const el = document.createElement("span");
+        el.className = `tag ${cls}`;
+        document.body.append(el);
+        const c = getComputedStyle(el).color;
+        el.remove();
+        return c;
+      };
+      const tag = document.querySelector("[data-testid=audit-entry]:first-child .tag");
+      return { restore: tag ? getComputedStyle(tag).color : null, unban: probe("tag-unban"), void: probe("tag-void") };
+    });
+    assert.equal(colours.restore, colours.unban, "a restore is shown like an unban");
+    assert.notEqual(colours.restore, colours.void, "not like a void");
+    const audit = await api(server, adminKey, "GET", "/api/audit?limit=1");
+    assert.deepEqual(
+      [audit.body.entries[0].action, audit.body.entries[0].session_id, audit.body.entries[0].detail.boards],
+      ["restore", sessions.alice50, { global: 150 }],
+      "the page shows what the API has",
+    );
+  });
+
+  test("a restore refused because another operator restored it first (409 not_voided) shows what is true now", async () => {
+    // carol's only submission was voided (she has no entry).
+    await ops.locator("form[role=search] input").fill("carol");
+    await ops.locator("form[role=search] input").press("Enter");
+    await waitFor("carol: no entry", async () => (await text(ops, "[data-testid=op-rank]")) === "No entry");
+    const row = ops.locator(`[data-testid=submission][data-session="${sessions.carol}"]`);
+    await row.getByRole("button", { name: /^Restore/ }).waitFor();
+    const other = await api(server, adminKey, "POST", "/api/leaderboard/restore", { session_id: sessions.carol, reason: "other operator" });
+    assert.equal(other.status, 200);
+    assert.equal(other.body.score, 90);
+    await row.getByRole("button", { name: /^Restore/ }).click();
+    const dialog = ops.getByRole("dialog", { name: /^Restore submission/ });
+    await dialog.getByLabel(/^Reason/).fill("appeal upheld");
+    await dialog.getByRole("button", { name: "Restore submission" }).click();
+    await dialog.locator("[data-testid=action-error]").waitFor();
+    assert.equal(await text(ops, "[data-testid=action-error]"), "Refused: this submission is not voided (409 not_voided)");
+    assert.equal(await dialog.getByLabel(/^Reason/).inputValue(), "appeal upheld", "the reason is kept");
+    assert.ok(await dialog.getByLabel(/^Reason/).evaluate((el) => el === document.activeElement), "the focus is back in the reason");
+    // Behind the dialog the view was read again: carol's submission counts, rank 3. Esc closes the dialog.
+    await waitFor("carol's row not voided", async () => (await row.getAttribute("class")) === null);
+    await waitFor("carol rank 3", async () => (await text(ops, "[data-testid=op-rank]")) === "3");
+    await ops.keyboard.press("Escape");
+    await waitFor("dialog closed", async () => !(await dialog.isVisible()));
+    assert.equal(await row.getByRole("button", { name: /^Void/ }).count(), 1);
+    await waitFor("public board with carol", async () => (await boardRows(board)).map((r) => `${r.user}:${r.score}`).join() === "alice:150,bob:120,carol:90", {
+      timeoutMs: 3000,
+    });
+    // Only the other operator's restore is in the log.
+    const audit = await api(server, adminKey, "GET", "/api/audit?limit=2");
+    assert.deepEqual(audit.body.entries.map((e) => [e.action, e.reason]), [["restore", "other operator"], ["restore", "voided by mistake: the run was checked (ticket #4712)"]]);
   });
 
   test("phone width: no horizontal scrolling, the dialog fits", async () => {

@@ -21,25 +21,6 @@ const ROSTER = [
 ];
 
 /**
- * Until the server reports a board's `format` (issue #8, server side), add it to the real GET /api/leaderboards
- * answer for this browser context. Boards that already carry one pass through untouched.
- */
-async function addFormatIfMissing(ctx, boardId, format) {
-  await ctx.route("**/api/leaderboards", async (route) => {
-    try {
-      const res = await route.fetch();
-      const body = await res.json();
-      for (const b of body.boards ?? []) if (b.id === boardId && b.format === undefined) b.format = format;
-      await route.fulfill({ response: res, json: body });
-    } catch {
-      // Typically the test closed the page while this request was in flight. Either way the page sees a
-      // failed request, and a page that needed the answer fails its own assertions.
-      await route.abort().catch(() => {});
-    }
-  });
-}
-
-/**
  * Where the scores and names are on screen: each score cell's box against the viewport and whether its text
  * is cut; each name's line count, whether it is cut (ellipsis) and its title.
  */
@@ -367,7 +348,7 @@ describe("leaderboard UI against the real server", { timeout: 600_000 }, () => {
     }
   });
 
-  test("time boards: m:ss.mmm on the board, the score card and the around table (no format: plain numbers)", async (t) => {
+  test("time boards: m:ss.mmm on the board, the score card and the around table", async (t) => {
     const laps = await server.createBoard(await admin(), {
       id: "laps", title: "Laps", sort: "asc", operator: "best", format: "time_ms",
     });
@@ -376,18 +357,7 @@ describe("leaderboard UI against the real server", { timeout: 600_000 }, () => {
     }
     const ctx = await browser.newContext({ viewport: { width: 1280, height: 860 } });
     try {
-      if (laps.format === null) {
-        // Today's server has no `format`: a board without one reads as plain numbers, as before.
-        const plain = await ctx.newPage();
-        await plain.goto(`${server.url}/?board=laps`);
-        const numbers = [59_999, 83_456, 3_723_004].map((n) => n.toLocaleString("en-US"));
-        await waitFor("plain numbers", async () => (await boardRows(plain)).map((r) => r.score).join() === numbers.join());
-        await plain.close();
-        t.diagnostic("the server does not report `format` yet: format=time_ms is added to its real /api/leaderboards answer");
-        await addFormatIfMissing(ctx, "laps", "time_ms");
-      } else {
-        assert.equal(laps.format, "time_ms");
-      }
+      assert.equal(laps.format, "time_ms");
       const p = await ctx.newPage();
       await p.goto(`${server.url}/?board=laps&player=ada`);
       const times = ["0:59.999", "1:23.456", "1:02:03.004"];
@@ -401,9 +371,79 @@ describe("leaderboard UI against the real server", { timeout: 600_000 }, () => {
     }
   });
 
+  test("find a player: the around table follows the board when a neighbour scores, without polling", async (t) => {
+    await server.createBoard(await admin(), { id: "hood", title: "Hood", sort: "desc", operator: "set" });
+    for (const [user_id, score] of [["n1", 600], ["n2", 500], ["n3", 400], ["n4", 300], ["n5", 200], ["n6", 100]]) {
+      await server.submit(key, { board: "hood", user_id, score });
+    }
+    const ctx = await browser.newContext({ viewport: { width: 1280, height: 860 } });
+    try {
+      const p = await ctx.newPage();
+      const reads = []; // the page's lookups of n3 (GET /api/leaderboard/rank/n3?…)
+      p.on("request", (req) => {
+        if (new URL(req.url()).pathname === "/api/leaderboard/rank/n3") reads.push(Date.now());
+      });
+      const around = () =>
+        p.$$eval("table.around tbody tr", (trs) =>
+          trs.map((tr) => `${tr.querySelector(".col-rank")?.textContent}:${tr.querySelector(".name")?.textContent}:${tr.querySelector(".col-score")?.textContent}`),
+        );
+      await p.goto(`${server.url}/?board=hood&player=n3`);
+      await waitFor("connected", async () => (await statusOf(p)).state === "connected", { timeoutMs: 15_000 });
+      await waitFor("around n3", async () => (await around()).join() === "1:n1:600,2:n2:500,3:n3:400,4:n4:300,5:n5:200,6:n6:100");
+      await sleep(1500); // whatever the page load read has been read
+
+      // A neighbour's score changes, n3's rank and score do not (no rank push for n3): the board's top
+      // snapshot alone must bring the around table up to date.
+      let mark = reads.length;
+      await server.submit(key, { board: "hood", user_id: "n5", score: 250 });
+      await waitFor("the board shows n5's 250", async () => (await boardRows(p)).find((r) => r.user === "n5")?.score === "250", { timeoutMs: 3000 });
+      await waitFor("the around table shows n5's 250", async () => (await around()).join() === "1:n1:600,2:n2:500,3:n3:400,4:n4:300,5:n5:250,6:n6:100", {
+        timeoutMs: 3000,
+        intervalMs: 25,
+      });
+      t.diagnostic(`lookups for the first change: ${reads.length - mark}`);
+      assert.ok(reads.length - mark >= 1 && reads.length - mark <= 2, `lookups: ${reads.length - mark}`);
+
+      // A neighbour passes n3: a top snapshot and a rank push for n3 about the same change, read once
+      // (twice at most, when the rank push carries a newer seq than the snapshot).
+      await sleep(1200);
+      mark = reads.length;
+      await server.submit(key, { board: "hood", user_id: "n4", score: 450 });
+      await waitFor("n3 rank 4", async () => (await p.textContent("[data-testid=player-rank]")) === "4", { timeoutMs: 3000 });
+      await waitFor("the around table with n4 above n3", async () => (await around()).join() === "1:n1:600,2:n2:500,3:n4:450,4:n3:400,5:n5:250,6:n6:100", {
+        timeoutMs: 3000,
+        intervalMs: 25,
+      });
+      assert.equal(await p.textContent("table.around tr.me .col-rank"), "4");
+      assert.ok(reads.length - mark >= 1 && reads.length - mark <= 2, `lookups: ${reads.length - mark}`);
+
+      // A burst: 6 changes over about 1.2 s are read at most once a second (at once, a second later, and a
+      // second after that if the last change came after the second read started), and the last is on screen.
+      await sleep(1200);
+      mark = reads.length;
+      const burstStart = Date.now();
+      for (let i = 1; i <= 6; i++) {
+        if (i > 1) await sleep(200);
+        await server.submit(key, { board: "hood", user_id: "n6", score: 100 + i });
+      }
+      const span = (Date.now() - burstStart) / 1000; // from the first change to the last
+      await waitFor("the last of the burst", async () => (await around()).at(-1) === "6:n6:106", { timeoutMs: 3000, intervalMs: 25 });
+      await sleep(1500);
+      const burst = reads.length - mark;
+      t.diagnostic(`lookups for 6 changes over ${span.toFixed(2)} s: ${burst}`);
+      assert.ok(burst >= 2 && burst <= Math.floor(span) + 2, `lookups for 6 changes over ${span.toFixed(2)} s: ${burst}`);
+
+      // Nothing changes: nothing is read (no polling).
+      mark = reads.length;
+      await sleep(3000);
+      assert.equal(reads.length, mark, "no lookup while the board does not change");
+    } finally {
+      await ctx.close();
+    }
+  });
+
   test("TV mode on an asc board says 'lower is better' and shows times", async () => {
     const ctx = await browser.newContext({ viewport: { width: 1920, height: 1080 }, colorScheme: "dark" });
-    await addFormatIfMissing(ctx, "laps", "time_ms");
     const tv = await ctx.newPage();
     try {
       await tv.goto(`${server.url}/?screen=1&board=laps`);

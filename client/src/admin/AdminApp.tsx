@@ -29,8 +29,9 @@ function writeParams(board: string, player: string | null) {
 }
 
 /**
- * The operator view: an admin key (sessionStorage only), then find a player, void a submission, remove an
- * entry, ban or lift a ban, each with a reason and a confirmation, and the audit log of every action.
+ * The operator view: an admin key (sessionStorage only), then find a player, void a submission or restore a
+ * voided one, remove an entry, ban or lift a ban, each with a reason and a confirmation, and the audit log of
+ * every action.
  */
 export function AdminApp() {
   const initial = useMemo(readParams, []);

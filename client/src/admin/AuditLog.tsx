@@ -6,7 +6,7 @@ import { AUDIT_START, auditReducer, auditText, problemText } from "./operator";
 
 export const AUDIT_PAGE = 20;
 
-const LABEL: Record<AuditAction, string> = { void: "Void", remove: "Remove", ban: "Ban", unban: "Unban" };
+const LABEL: Record<AuditAction, string> = { void: "Void", restore: "Restore", remove: "Remove", ban: "Ban", unban: "Unban" };
 const when = new Intl.DateTimeFormat(undefined, { dateStyle: "short", timeStyle: "medium" });
 const at = (iso: string): string => {
   const t = Date.parse(iso);

@@ -6,7 +6,7 @@ import { problemOf } from "../useRequest";
 import type { AdminClient, PlayerSubmissions } from "./adminApi";
 import { reasonProblem } from "./adminApi";
 import { ConfirmDialog } from "./ConfirmDialog";
-import { IDLE, type Pending, flowReducer, isStale, outcomeText, problemText, shortId, voidable } from "./operator";
+import { IDLE, type Pending, flowReducer, isStale, outcomeText, problemText, shortId, submissionAction } from "./operator";
 
 const FIRST_LIMIT = 25;
 /** The id of the panel's heading, which takes the focus when a player is chosen elsewhere (the audit log). */
@@ -83,6 +83,22 @@ interface Props {
 
 type Outcome = { tone: "ok"; text: string; seq: number } | null;
 
+/** The request an action makes. */
+function run(api: AdminClient, action: Pending, reason: string) {
+  switch (action.kind) {
+    case "void":
+      return api.void(action.sessionId, reason);
+    case "restore":
+      return api.restore(action.sessionId, reason);
+    case "remove":
+      return api.removeEntry(action.userId, action.board, reason);
+    case "ban":
+      return api.ban(action.userId, reason);
+    case "unban":
+      return api.unban(action.userId, reason);
+  }
+}
+
 /** Find a player, see their standing and submissions on the board, and act on them. */
 export function PlayerOps({ api, board, boardTitle, format, formatOf, userId, onFind, onChanged }: Props) {
   const id = useId();
@@ -131,14 +147,7 @@ export function PlayerOps({ api, board, boardTitle, format, formatOf, userId, on
     if (reasonProblem(reason)) return; // the reducer says why, next to the field
     busy.current = true;
     try {
-      const reply =
-        action.kind === "void"
-          ? await api.void(action.sessionId, reason)
-          : action.kind === "remove"
-            ? await api.removeEntry(action.userId, action.board, reason)
-            : action.kind === "ban"
-              ? await api.ban(action.userId, reason)
-              : await api.unban(action.userId, reason);
+      const reply = await run(api, action, reason);
       dispatch({ type: "done" });
       setOutcome((prev) => ({ tone: "ok", text: outcomeText(action, reply, formatOf), seq: (prev?.seq ?? 0) + 1 }));
       refresh();
@@ -147,7 +156,7 @@ export function PlayerOps({ api, board, boardTitle, format, formatOf, userId, on
       const problem = problemOf(err);
       dispatch({ type: "failed", problem });
       if (isStale(problem)) {
-        // Someone acted first (already voided, not banned any more…): show what is true now.
+        // Someone acted first (already voided, restored, not banned any more…): show what is true now.
         refresh();
         onChanged();
       }
@@ -300,9 +309,18 @@ export function PlayerOps({ api, board, boardTitle, format, formatOf, userId, on
               </thead>
               <tbody>
                 {subs.submissions.map((s) => {
-                  const can = voidable(s, liveSeason);
+                  const can = submissionAction(s, liveSeason);
+                  const voided = can === "restore" || can === "final-voided";
+                  const on = {
+                    userId: userId ?? "",
+                    board: s.board,
+                    sessionId: s.session_id,
+                    score: s.score,
+                    season: s.season,
+                    submittedAt: s.submitted_at,
+                  };
                   return (
-                    <tr key={s.session_id} className={can === "voided" ? "voided" : undefined} data-session={s.session_id} data-testid="submission">
+                    <tr key={s.session_id} className={voided ? "voided" : undefined} data-session={s.session_id} data-testid="submission">
                       <th scope="row">
                         <time dateTime={s.submitted_at}>{at(s.submitted_at)}</time>
                         <code className="uid" title={s.session_id}>
@@ -314,33 +332,35 @@ export function PlayerOps({ api, board, boardTitle, format, formatOf, userId, on
                         <span className="season-of">season {s.season}</span>
                       </td>
                       <td className="col-act">
-                        {can === "yes" && (
+                        {can === "void" && (
                           <button
                             type="button"
                             className="danger small"
                             aria-label={`Void the ${formatScore(s.score, format)} submitted ${at(s.submitted_at)} (${shortId(s.session_id)})`}
-                            onClick={() =>
-                              userId &&
-                              open({
-                                kind: "void",
-                                userId,
-                                board: s.board,
-                                sessionId: s.session_id,
-                                score: s.score,
-                                season: s.season,
-                                submittedAt: s.submitted_at,
-                              })
-                            }
+                            onClick={() => userId && open({ kind: "void", ...on })}
                           >
                             Void…
                           </button>
                         )}
-                        {can === "voided" && (
-                          <span className="state-voided" title={s.voided_at ?? ""}>
+                        {voided && (
+                          <span
+                            className="state-voided"
+                            title={can === "final-voided" ? `Season ${s.season} has ended: its standings are final` : (s.voided_at ?? "")}
+                          >
                             voided
                           </span>
                         )}
-                        {can === "ended" && (
+                        {can === "restore" && (
+                          <button
+                            type="button"
+                            className="small"
+                            aria-label={`Restore the ${formatScore(s.score, format)} submitted ${at(s.submitted_at)} (${shortId(s.session_id)})`}
+                            onClick={() => userId && open({ kind: "restore", ...on })}
+                          >
+                            Restore…
+                          </button>
+                        )}
+                        {can === "final" && (
                           <span className="muted" title={`Season ${s.season} has ended: its standings are final`}>
                             final
                           </span>

@@ -84,6 +84,26 @@ describe("adminClient: requests", () => {
     });
   });
 
+  it("restore: POST with session_id and the trimmed reason, answered like a void", async () => {
+    const reply = { board: "global", user_id: "alice", session_id: "s-1", score: 150, season: 1 };
+    const calls = fakeFetch(() => ({ status: 200, body: reply }));
+    expect(await adminClient("k").restore("s-1", "  voided by mistake  ")).toEqual(reply);
+    expect(calls).toHaveLength(1);
+    expect(calls[0]).toMatchObject({
+      url: "/api/leaderboard/restore",
+      method: "POST",
+      body: { session_id: "s-1", reason: "voided by mistake" },
+      headers: { "Content-Type": "application/json", Authorization: "Bearer k" },
+    });
+  });
+
+  it("restore: a submission that is not voided (any more) is a 409 not_voided problem", async () => {
+    fakeFetch(() => ({ status: 409, body: problem(409, "not_voided", "this submission is not voided") }));
+    const err = await adminClient("k").restore("s", "r").catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ProblemError);
+    expect((err as ProblemError).problem).toMatchObject({ status: 409, code: "not_voided", detail: "this submission is not voided" });
+  });
+
   it("remove and unban: DELETE with board and reason in the query", async () => {
     const calls = fakeFetch(() => ({ status: 200, body: {} }));
     const api = adminClient("k");

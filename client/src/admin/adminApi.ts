@@ -12,6 +12,8 @@ export interface LoggedSubmission {
   score: number;
   submitted_at: string;
   voided_at: string | null;
+  /** Of the board's live season (moderation can void or restore it); false: of an ended season, final. */
+  live?: boolean;
 }
 
 export interface PlayerSubmissions {
@@ -29,6 +31,9 @@ export interface VoidReply {
   season: number;
 }
 
+/** A restore answers like a void: `score` is the player's value recomputed with the submission again. */
+export type RestoreReply = VoidReply;
+
 export interface RemoveReply {
   board: string;
   user_id: string;
@@ -44,7 +49,7 @@ export interface BanReply {
   boards: Record<string, number | null>;
 }
 
-export type AuditAction = "void" | "remove" | "ban" | "unban";
+export type AuditAction = "void" | "restore" | "remove" | "ban" | "unban";
 
 export interface AuditEntry {
   id: number;
@@ -91,6 +96,8 @@ export interface AdminClient {
   rank(userId: string, board: string, signal?: AbortSignal): Promise<PlayerRank | null>;
   submissions(userId: string, board: string | null, limit: number, signal?: AbortSignal): Promise<PlayerSubmissions>;
   void(sessionId: string, reason: string): Promise<VoidReply>;
+  /** Undo a void: the submission counts again (409 not_voided if it is not voided, season_ended if final). */
+  restore(sessionId: string, reason: string): Promise<RestoreReply>;
   removeEntry(userId: string, board: string, reason: string): Promise<RemoveReply>;
   ban(userId: string, reason: string): Promise<BanReply>;
   unban(userId: string, reason: string): Promise<BanReply>;
@@ -130,6 +137,8 @@ export function adminClient(key: string): AdminClient {
       return get<PlayerSubmissions>(`/api/players/${seg(userId)}/submissions?${q}`, signal);
     },
     void: (sessionId, reason) => send<VoidReply>("POST", "/api/leaderboard/void", { session_id: sessionId, reason: reason.trim() }),
+    restore: (sessionId, reason) =>
+      send<RestoreReply>("POST", "/api/leaderboard/restore", { session_id: sessionId, reason: reason.trim() }),
     removeEntry: (userId, board, reason) =>
       send<RemoveReply>(
         "DELETE",

@@ -13,7 +13,7 @@ import {
   isStale,
   outcomeText,
   problemText,
-  voidable,
+  submissionAction,
 } from "./operator";
 
 const SID = "0c8f3a52-6a43-4d3e-9b8e-2f7c6a9e1d11";
@@ -26,7 +26,9 @@ const voidAlice: Pending = {
   season: 1,
   submittedAt: "2026-12-01T10:00:00Z",
 };
+const restoreAlice: Pending = { ...voidAlice, kind: "restore" };
 const conflict = { title: "Conflict", status: 409, code: "already_voided", detail: "this submission is already voided" };
+const notVoided = { title: "Conflict", status: 409, code: "not_voided", detail: "this submission is not voided" };
 
 function run(events: Parameters<typeof flowReducer>[1][], from: Flow = IDLE): Flow {
   return events.reduce(flowReducer, from);
@@ -86,11 +88,20 @@ describe("flowReducer: reason, confirm, run", () => {
 });
 
 describe("texts", () => {
-  it("says what each action does before it runs; void and remove are final", () => {
+  it("says what each action does before it runs; a void (and a removal's voids) can be restored, so none is final", () => {
     const v = actionText(voidAlice);
     expect(v.summary).toMatch(/Void the 50 that alice submitted on global \(season 1\)/);
-    expect(v).toMatchObject({ confirm: "Void submission", final: true, title: "Void submission 0c8f3a52…" });
-    expect(actionText({ kind: "remove", userId: "a", board: "cup" })).toMatchObject({ final: true, confirm: "Remove entry" });
+    expect(v.summary).toMatch(/It can be restored while season 1 is live\.$/);
+    expect(v).toMatchObject({ confirm: "Void submission", final: false, title: "Void submission 0c8f3a52…" });
+    const remove = actionText({ kind: "remove", userId: "a", board: "cup" });
+    expect(remove).toMatchObject({ final: false, confirm: "Remove entry" });
+    expect(remove.summary).toMatch(/Each of those submissions can be restored on its own while the season is live\.$/);
+    const r = actionText(restoreAlice);
+    expect(r).toMatchObject({ confirm: "Restore submission", running: "Restoring…", final: false, title: "Restore submission 0c8f3a52…" });
+    expect(r.summary).toBe(
+      "Restore the 50 that alice submitted on global (season 1): it is no longer voided, it counts again, and their score on global is recomputed with it.",
+    );
+    expect(actionText({ ...restoreAlice, score: 61_234 }, "time_ms").summary).toMatch(/^Restore the 1:01\.234 /);
     expect(actionText({ kind: "ban", userId: "a" })).toMatchObject({ final: false, confirm: "Ban player" });
     expect(actionText({ kind: "unban", userId: "a" })).toMatchObject({ final: false, confirm: "Lift ban" });
     expect(actionText({ ...voidAlice, score: 61_234 }, "time_ms").summary).toMatch(/Void the 1:01\.234/);
@@ -102,6 +113,18 @@ describe("texts", () => {
     );
     expect(outcomeText(voidAlice, { board: "global", user_id: "alice", session_id: SID, score: null, season: 1 })).toBe(
       "Voided submission 0c8f3a52: alice has no entry on global any more.",
+    );
+    expect(outcomeText(restoreAlice, { board: "global", user_id: "alice", session_id: SID, score: 1234, season: 1 })).toBe(
+      "Restored submission 0c8f3a52: alice's score on global is now 1,234.",
+    );
+    expect(
+      outcomeText({ ...restoreAlice, board: "sprint" }, { board: "sprint", user_id: "alice", session_id: SID, score: 61_234, season: 2 }, (b) =>
+        b === "sprint" ? "time_ms" : "number",
+      ),
+    ).toBe("Restored submission 0c8f3a52: alice's score on sprint is now 1:01.234.");
+    // Only a banned player has no value with the submission counting again.
+    expect(outcomeText(restoreAlice, { board: "global", user_id: "alice", session_id: SID, score: null, season: 1 })).toBe(
+      "Restored submission 0c8f3a52: alice has no entry on global (banned: it counts once the ban is lifted).",
     );
     expect(outcomeText({ kind: "remove", userId: "alice", board: "cup" }, { board: "cup", user_id: "alice", season: 3, voided: 1 })).toBe(
       "Removed alice from cup (season 3): 1 submission voided.",
@@ -132,6 +155,8 @@ describe("texts", () => {
 
   it("404 and 409 mean the view is out of date", () => {
     expect(isStale(conflict)).toBe(true);
+    expect(isStale(notVoided)).toBe(true); // restored by someone else first
+    expect(isStale({ title: "Conflict", status: 409, code: "season_ended" })).toBe(true);
     expect(isStale({ title: "", status: 404 })).toBe(true);
     expect(isStale({ title: "", status: 422 })).toBe(false);
     expect(isStale({ title: "", status: 503 })).toBe(false);
@@ -143,9 +168,9 @@ const entry = (id: number, action: AuditEntry["action"] = "void", extra: Partial
   at: "2026-12-01T10:00:00Z",
   actor: "ops",
   action,
-  board: action === "void" || action === "remove" ? "global" : null,
+  board: action === "void" || action === "restore" || action === "remove" ? "global" : null,
   user_id: "alice",
-  session_id: action === "void" ? SID : null,
+  session_id: action === "void" || action === "restore" ? SID : null,
   reason: "r",
   detail: { boards: {} },
   ...extra,
@@ -161,6 +186,17 @@ describe("auditText", () => {
     expect(auditText(entry(3, "ban", { detail: { boards: { global: null, cup: null } } }))).toBe("banned alice — removed from global, cup");
     expect(auditText(entry(4, "unban", { detail: { boards: { global: 100 } } }))).toBe("lifted the ban on alice — restored on global (100)");
     expect(auditText(entry(5, "unban", { detail: {} }))).toBe("lifted the ban on alice");
+  });
+
+  it("describes a restore like a void: the submission, the player, the board and the score now", () => {
+    expect(auditText(entry(6, "restore", { detail: { boards: { global: 1234 } } }))).toBe(
+      "restored submission 0c8f3a52 of alice on global — score now 1,234",
+    );
+    expect(auditText(entry(6, "restore", { board: "sprint", detail: { boards: { sprint: 61_234 } } }), (b) => (b === "sprint" ? "time_ms" : "number"))).toBe(
+      "restored submission 0c8f3a52 of alice on sprint — score now 1:01.234",
+    );
+    expect(auditText(entry(6, "restore", { detail: { boards: { global: null } } }))).toBe("restored submission 0c8f3a52 of alice on global — no entry (banned)");
+    expect(auditText(entry(6, "restore", { session_id: null, detail: {} }))).toBe("restored submission of alice on global");
   });
 });
 
@@ -223,19 +259,31 @@ describe("auditReducer: newest first, 'older' appends", () => {
   });
 });
 
-describe("voidable", () => {
-  const sub = (season: number, voided_at: string | null = null): LoggedSubmission => ({
+describe("submissionAction", () => {
+  const VOIDED = "2026-12-01T11:00:00Z";
+  const sub = (season: number, voided_at: string | null = null, live?: boolean): LoggedSubmission => ({
     session_id: SID,
     board: "global",
     season,
     score: 1,
     submitted_at: "2026-12-01T10:00:00Z",
     voided_at,
+    ...(live === undefined ? {} : { live }),
   });
-  it("is yes for the live season, 'ended' before it, 'voided' once voided", () => {
-    expect(voidable(sub(3), 3)).toBe("yes");
-    expect(voidable(sub(2), 3)).toBe("ended");
-    expect(voidable(sub(3, "2026-12-01T11:00:00Z"), 3)).toBe("voided");
-    expect(voidable(sub(1), null)).toBe("yes"); // live season unknown: let the server decide
+  it("void in the live season, restore once voided there; before it, final (voided or not)", () => {
+    expect(submissionAction(sub(3), 3)).toBe("void");
+    expect(submissionAction(sub(3, VOIDED), 3)).toBe("restore");
+    expect(submissionAction(sub(2), 3)).toBe("final");
+    expect(submissionAction(sub(2, VOIDED), 3)).toBe("final-voided");
+    // live season unknown: let the server decide
+    expect(submissionAction(sub(1), null)).toBe("void");
+    expect(submissionAction(sub(1, VOIDED), null)).toBe("restore");
+  });
+
+  it("believes the submission's own `live` over the board's season (read at another moment)", () => {
+    expect(submissionAction(sub(3, VOIDED, false), 3)).toBe("final-voided");
+    expect(submissionAction(sub(3, null, false), null)).toBe("final");
+    expect(submissionAction(sub(2, VOIDED, true), 3)).toBe("restore");
+    expect(submissionAction(sub(2, null, true), 3)).toBe("void");
   });
 });

@@ -1,15 +1,26 @@
 // The operator view's logic, free of React and the network: the confirm-then-run flow of a destructive action,
-// what to say about its answer, the audit log's paging, and which submissions can be voided.
+// what to say about its answer, the audit log's paging, and which submissions can be voided or restored.
 
 import type { Problem, ScoreFormat } from "../types";
 import { formatScore } from "../format";
-import type { AuditEntry, AuditPage, BanReply, LoggedSubmission, RemoveReply, VoidReply } from "./adminApi";
+import type { AuditEntry, AuditPage, BanReply, LoggedSubmission, RemoveReply, RestoreReply, VoidReply } from "./adminApi";
 import { reasonProblem } from "./adminApi";
 
 // ---- a destructive action: open, give a reason, confirm, run; a refusal goes back to the confirm step ----
 
+/** The logged submission a void or a restore acts on. */
+interface OnSubmission {
+  userId: string;
+  board: string;
+  sessionId: string;
+  score: number;
+  season: number;
+  submittedAt: string;
+}
+
 export type Pending =
-  | { kind: "void"; userId: string; board: string; sessionId: string; score: number; season: number; submittedAt: string }
+  | ({ kind: "void" } & OnSubmission)
+  | ({ kind: "restore" } & OnSubmission)
   | { kind: "remove"; userId: string; board: string }
   | { kind: "ban"; userId: string }
   | { kind: "unban"; userId: string };
@@ -88,18 +99,26 @@ export function actionText(a: Pending, format: ScoreFormat = "number"): ActionTe
     case "void":
       return {
         title: `Void submission ${shortId(a.sessionId)}…`,
-        summary: `Void the ${formatScore(a.score, format)} that ${a.userId} submitted on ${a.board} (season ${a.season}). It stays in the log, marked voided, and their score on ${a.board} is recomputed without it.`,
+        summary: `Void the ${formatScore(a.score, format)} that ${a.userId} submitted on ${a.board} (season ${a.season}). It stays in the log, marked voided, and their score on ${a.board} is recomputed without it. It can be restored while season ${a.season} is live.`,
         confirm: "Void submission",
         running: "Voiding…",
-        final: true,
+        final: false,
+      };
+    case "restore":
+      return {
+        title: `Restore submission ${shortId(a.sessionId)}…`,
+        summary: `Restore the ${formatScore(a.score, format)} that ${a.userId} submitted on ${a.board} (season ${a.season}): it is no longer voided, it counts again, and their score on ${a.board} is recomputed with it.`,
+        confirm: "Restore submission",
+        running: "Restoring…",
+        final: false,
       };
     case "remove":
       return {
         title: `Remove ${a.userId} from ${a.board}`,
-        summary: `Remove ${a.userId}'s entry from ${a.board}'s live season and void every submission of theirs in it. They can score again afterwards.`,
+        summary: `Remove ${a.userId}'s entry from ${a.board}'s live season and void every submission of theirs in it. They can score again afterwards. Each of those submissions can be restored on its own while the season is live.`,
         confirm: "Remove entry",
         running: "Removing…",
-        final: true,
+        final: false,
       };
     case "ban":
       return {
@@ -133,7 +152,7 @@ export function boardValues(boards: Record<string, number | null> | undefined, f
 /** What an action did, from its answer. */
 export function outcomeText(
   a: Pending,
-  reply: VoidReply | RemoveReply | BanReply,
+  reply: VoidReply | RestoreReply | RemoveReply | BanReply,
   formatOf: FormatOf = plain,
 ): string {
   switch (a.kind) {
@@ -144,6 +163,15 @@ export function outcomeText(
           ? `${r.user_id} has no entry on ${r.board} any more`
           : `${r.user_id}'s score on ${r.board} is now ${formatScore(r.score, formatOf(r.board))}`;
       return `Voided submission ${shortId(r.session_id)}: ${now}.`;
+    }
+    case "restore": {
+      const r = reply as RestoreReply;
+      // With the submission counting again only a banned player has no value (it counts at the unban).
+      const now =
+        r.score === null
+          ? `${r.user_id} has no entry on ${r.board} (banned: it counts once the ban is lifted)`
+          : `${r.user_id}'s score on ${r.board} is now ${formatScore(r.score, formatOf(r.board))}`;
+      return `Restored submission ${shortId(r.session_id)}: ${now}.`;
     }
     case "remove": {
       const r = reply as RemoveReply;
@@ -167,11 +195,13 @@ export function outcomeText(
 export function auditText(e: AuditEntry, formatOf: FormatOf = plain): string {
   const values = e.detail?.boards;
   switch (e.action) {
-    case "void": {
+    case "void":
+    case "restore": {
       const v = e.board !== null ? values?.[e.board] : undefined;
       const sid = e.session_id ? ` ${shortId(e.session_id)}` : "";
-      const after = v === undefined ? "" : v === null ? " — no entry left" : ` — score now ${formatScore(v, formatOf(e.board ?? ""))}`;
-      return `voided submission${sid} of ${e.user_id} on ${e.board ?? "?"}${after}`;
+      const none = e.action === "void" ? " — no entry left" : " — no entry (banned)";
+      const after = v === undefined ? "" : v === null ? none : ` — score now ${formatScore(v, formatOf(e.board ?? ""))}`;
+      return `${e.action === "void" ? "voided" : "restored"} submission${sid} of ${e.user_id} on ${e.board ?? "?"}${after}`;
     }
     case "remove":
       return `removed ${e.user_id} from ${e.board ?? "?"}`;
@@ -188,15 +218,23 @@ export function auditText(e: AuditEntry, formatOf: FormatOf = plain): string {
   }
 }
 
-// ---- which submissions can be voided ----
+// ---- which submissions can be voided or restored ----
 
-export type Voidable = "yes" | "voided" | "ended";
+/**
+ * What a logged submission offers: `void` (it counts, in the live season), `restore` (voided, in the live
+ * season), or nothing because its season has ended (its standings are final: the server answers 409
+ * season_ended): `final` (it counted) or `final-voided`.
+ */
+export type SubmissionAction = "void" | "restore" | "final" | "final-voided";
 
-/** Voided already, of an ended season (its standings are final: the server answers 409), or voidable. */
-export function voidable(s: LoggedSubmission, liveSeason: number | null): Voidable {
-  if (s.voided_at !== null) return "voided";
-  if (liveSeason !== null && s.season < liveSeason) return "ended";
-  return "yes";
+/**
+ * The submission's own `live` says whether it is of the live season; without it (an older server) its season
+ * is compared with the board's live one, and when neither is known the server decides.
+ */
+export function submissionAction(s: LoggedSubmission, liveSeason: number | null): SubmissionAction {
+  const live = typeof s.live === "boolean" ? s.live : liveSeason === null || s.season >= liveSeason;
+  if (s.voided_at !== null) return live ? "restore" : "final-voided";
+  return live ? "void" : "final";
 }
 
 // ---- the audit log: newest first, "older" appends the next page ----

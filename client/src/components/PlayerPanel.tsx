@@ -1,19 +1,54 @@
-import { useEffect, useId, useRef, useState } from "react";
-import { ProblemError, getRank } from "../api";
+import { useCallback, useEffect, useId, useRef, useState } from "react";
+import { getRank } from "../api";
+import { realTimers } from "../clock";
 import { formatScore, nameOf, percentileOf, scoreHeading } from "../format";
-import { useRank } from "../hooks";
+import { useRank, useStore } from "../hooks";
+import { type Answered, Rereader, rankDiffers } from "../reread";
+import { type RankState, rankKey, topKey } from "../store";
 import type { PlayerRank, ScoreFormat } from "../types";
+import { type Requested, useRequest } from "../useRequest";
 import { AroundTable } from "./AroundTable";
 
-/** The REST lookup, tagged with the search it answers (`key`), so its result never shows under another. */
+/** The REST lookup of the current search (useRequest shows an answer only under the search it answers). */
 type Lookup =
   | { kind: "idle" }
-  | { kind: "loading"; key: string }
-  | { kind: "found"; key: string; data: PlayerRank }
-  | { kind: "missing"; key: string }
-  | { kind: "error"; key: string; message: string };
+  | { kind: "loading" }
+  | { kind: "found"; data: PlayerRank }
+  | { kind: "missing" }
+  | { kind: "error"; message: string };
 
 const lookupKey = (board: string, userId: string): string => `${board}\n${userId}`;
+
+function lookupOf(state: Requested<PlayerRank>): Lookup {
+  switch (state.kind) {
+    case "idle":
+    case "loading":
+      return state;
+    case "done":
+      return { kind: "found", data: state.data };
+    case "error":
+      return state.problem.status === 404
+        ? { kind: "missing" }
+        : { kind: "error", message: state.problem.detail || state.problem.title };
+  }
+}
+
+function answeredOf(lookup: Lookup): Answered {
+  switch (lookup.kind) {
+    case "idle":
+    case "loading":
+      return "pending";
+    case "found":
+      return { rank: lookup.data.rank, score: lookup.data.score };
+    case "missing":
+      return { rank: null, score: null };
+    case "error":
+      return "failed";
+  }
+}
+
+/** The neighbours are read again at most this often (a throttle, see Rereader). */
+const AROUND_REREAD_MS = 1000;
 
 interface Props {
   board: string;
@@ -29,75 +64,70 @@ export const USER_ID = /^[A-Za-z0-9_.:@-]{1,64}$/;
 
 /**
  * Find a player: REST lookup (rank, score, percentile, the players around them), then follow them live
- * over the socket. A live rank push updates rank/score at once; the neighbours and percentile are
- * re-read over REST shortly after (one request per burst of changes, not polling).
+ * over the socket. A live rank push updates rank/score at once. The neighbours and percentile follow the
+ * board: the same lookup is made again when a push says they may have changed (a `top` snapshot of the board
+ * with a newer seq, or a `rank` push for the player saying something the last lookup did not), throttled
+ * by Rereader: at most one a second, one at a time, the last change always read. Not polling: without
+ * pushes nothing is read. (The board's `top` is the Board's subscription; the panel only listens to it.)
  */
 export function PlayerPanel({ board, boardTitle, format, userId, onFollow }: Props) {
   const inputId = useId();
+  const store = useStore();
   const [query, setQuery] = useState(userId ?? "");
   const [invalid, setInvalid] = useState<string | null>(null);
-  const [stored, setLookup] = useState<Lookup>({ kind: "idle" });
-  const [refreshTick, setRefreshTick] = useState(0);
-  // Until the effect below has started the lookup for a new search, the previous one's answer is stale.
-  const currentKey = userId ? lookupKey(board, userId) : null;
-  const lookup: Lookup =
-    currentKey === null
-      ? { kind: "idle" }
-      : stored.kind !== "idle" && stored.key === currentKey
-        ? stored
-        : { kind: "loading", key: currentKey };
+  const load = useCallback((signal: AbortSignal) => getRank(userId ?? "", board, 3, signal), [userId, board]);
+  // A read again of the same search keeps showing the last answer until the new one arrives.
+  const request = useRequest(userId ? lookupKey(board, userId) : null, load, { keep: true });
+  const { pending, retry } = request;
+  const lookup = lookupOf(request.state);
   const label = lookup.kind === "found" ? nameOf(lookup.data) : (userId ?? undefined);
   const live = useRank(board, userId, label);
 
-  useEffect(() => {
-    if (!userId) {
-      setLookup({ kind: "idle" });
-      return;
-    }
-    const ctl = new AbortController();
-    const key = lookupKey(board, userId);
-    // A refresh of the same search keeps showing the last answer until the new one arrives.
-    setLookup((prev) => (prev.kind === "found" && prev.key === key ? prev : { kind: "loading", key }));
-    getRank(userId, board, 3, ctl.signal).then(
-      (data) => setLookup({ kind: "found", key, data }),
-      (err: unknown) => {
-        if (ctl.signal.aborted) return;
-        if (err instanceof ProblemError && err.problem.status === 404) setLookup({ kind: "missing", key });
-        else setLookup({ kind: "error", key, message: err instanceof Error ? err.message : String(err) });
-      },
-    );
-    return () => ctl.abort();
-  }, [userId, board, refreshTick]);
+  // What the last lookup said, for the push listeners below (set while rendering, read in callbacks).
+  const answered = useRef<Answered>("pending");
+  answered.current = answeredOf(lookup);
+  const reader = useRef<Rereader | null>(null);
+  /** The rank push last counted as a change (each push counts once, whatever REST says). */
+  const counted = useRef<RankState | null>(null);
 
-  // Re-read the neighbourhood after a live change: at once after a quiet spell, then at most once per
-  // 750 ms (a throttle, so a player who keeps moving still gets fresh neighbours). Not polling: only
-  // a push triggers it. A push saying the player has no rank while the lookup found one (the board was reset
-  // into a new season) re-reads too: the lookup then says "No entry".
-  const pendingRefresh = useRef<number | null>(null);
-  const lastRefreshAt = useRef(0);
-  const lastRefreshFor = useRef("");
-  useEffect(() => {
-    if (!live || pendingRefresh.current !== null) return;
-    if (live.rank === null && lookup.kind !== "found") return;
-    const sig = `${live.rank}:${live.score}`;
-    const known = lookup.kind === "found" ? `${lookup.data.rank}:${lookup.data.score}` : "";
-    // Once per distinct live state: if REST and the push ever disagree, this must not turn into polling.
-    if (sig === known || sig === lastRefreshFor.current) return;
-    lastRefreshFor.current = sig;
-    const wait = Math.max(0, lastRefreshAt.current + 750 - Date.now());
-    pendingRefresh.current = window.setTimeout(() => {
-      pendingRefresh.current = null;
-      lastRefreshAt.current = Date.now();
-      setRefreshTick((n) => n + 1);
-    }, wait);
-  }, [live, lookup]);
-  useEffect(
-    () => () => {
-      if (pendingRefresh.current !== null) window.clearTimeout(pendingRefresh.current);
-      pendingRefresh.current = null;
+  /** A rank push (or a lookup's answer) where the push says what the lookup did not: read again. */
+  const countRank = useCallback(
+    (b: string, u: string) => {
+      const push = store.getRank(b, u);
+      if (!push || push === counted.current || !rankDiffers(push, answered.current)) return;
+      counted.current = push;
+      reader.current?.changed(push.seq);
     },
-    [],
+    [store],
   );
+
+  useEffect(() => {
+    if (!userId) return;
+    const newest = () => {
+      const seqs = [store.getTop(board)?.seq, store.getRank(board, userId)?.seq].filter((n): n is number => typeof n === "number");
+      return seqs.length ? Math.max(...seqs) : null;
+    };
+    const r = new Rereader(realTimers, AROUND_REREAD_MS, retry, newest);
+    r.started(); // the first lookup of this search, which useRequest has just started
+    reader.current = r;
+    counted.current = null;
+    const offTop = store.listen(topKey(board), () => r.changed(store.getTop(board)?.seq ?? null));
+    const offRank = store.listen(rankKey(board, userId), () => countRank(board, userId));
+    return () => {
+      offTop();
+      offRank();
+      r.dispose();
+      if (reader.current === r) reader.current = null;
+    };
+  }, [store, board, userId, retry, countRank]);
+
+  // A lookup answered: another may follow (a change came while it was on its way), and the answer is
+  // compared with the last rank push (which may have come before it).
+  useEffect(() => {
+    if (pending || !userId) return;
+    reader.current?.settled();
+    countRank(board, userId);
+  }, [pending, request.state, board, userId, countRank]);
 
   function submit(ev: React.FormEvent) {
     ev.preventDefault();
@@ -110,8 +140,10 @@ export function PlayerPanel({ board, boardTitle, format, userId, onFollow }: Pro
       return;
     }
     setInvalid(null);
-    if (id === userId) setRefreshTick((n) => n + 1);
-    else onFollow(id);
+    if (id === userId) {
+      reader.current?.started();
+      retry();
+    } else onFollow(id);
   }
 
   const data = lookup.kind === "found" ? lookup.data : null;
