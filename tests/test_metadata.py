@@ -115,6 +115,14 @@ async def test_a_void_brings_back_the_metadata_of_what_remains(
     assert (await entries(api, "laps"))["p"]["metadata"] == {"lap": "good"}
 
 
+def nested(levels: int) -> dict[str, Any]:
+    """An object `levels` deep: {"a": {"a": ... {} ...}}."""
+    value: dict[str, Any] = {}
+    for _ in range(levels - 1):
+        value = {"a": value}
+    return value
+
+
 @pytest.mark.parametrize(
     "bad",
     [
@@ -124,6 +132,9 @@ async def test_a_void_brings_back_the_metadata_of_what_remains(
         True,
         {"blob": "x" * 1020},  # 1,031 bytes encoded
         {"name": "nul\u0000"},
+        nested(17),  # one level too deep
+        nested(300),  # orjson cannot even encode it (this was a 500)
+        {"n": [1e308] * 4},  # 53 bytes sent, 1,247 as Postgres stores it (every digit)
     ],
 )
 async def test_bad_metadata_is_422_and_writes_nothing(
@@ -139,6 +150,23 @@ async def test_bad_metadata_is_422_and_writes_nothing(
         reply = await ws.reply_to({"type": "submit", "user_id": "p", "score": 1, "metadata": bad})
         assert (reply["type"], reply["code"]) == ("error", "validation_error"), reply
     assert await pool.fetchval("SELECT count(*) FROM game_sessions") == before
+
+
+async def test_metadata_at_the_nesting_limit_and_with_plain_numbers_is_accepted(api: httpx.AsyncClient) -> None:
+    plain = {"n": [1e308] * 3, "x": 0.1, "big": 18446744073709551615}
+    for meta, stored in ((nested(16), nested(16)), (plain, plain | {"n": [10**308] * 3})):
+        await submit(api, "p", 1, metadata=meta)
+        assert (await entries(api))["p"]["metadata"] == stored  # (jsonb writes 1e308 with its 309 digits)
+
+
+async def test_a_batch_refuses_only_its_item_with_bad_metadata(api: httpx.AsyncClient, pool: asyncpg.Pool) -> None:
+    items = [{"user_id": "ok", "score": 1}, {"user_id": "deep", "score": 1, "metadata": nested(300)}]
+    resp = await api.post("/api/leaderboard/submit/batch", json={"items": items})
+    assert resp.status_code == 200, resp.text
+    ok, deep = resp.json()["results"]
+    assert ok["accepted"] is True
+    assert deep["error"]["code"] == "validation_error" and deep["error"]["detail"].startswith("metadata"), deep
+    assert await pool.fetchval("SELECT array_agg(user_id) FROM game_sessions") == ["ok"]
 
 
 async def test_metadata_of_exactly_the_limit_is_accepted(api: httpx.AsyncClient) -> None:

@@ -22,6 +22,7 @@ See docs/protocol.md for the full contract.
 
 from __future__ import annotations
 
+import decimal
 import uuid
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
@@ -80,16 +81,33 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-METADATA_MAX = 1024  # bytes of a submission's metadata, encoded as compact JSON
+METADATA_MAX = 1024  # bytes of a submission's metadata, encoded as compact JSON with every digit of its numbers
+METADATA_DEPTH = 16  # levels of objects and arrays, the metadata object itself included
 
 
 def _metadata(value: dict[str, Any]) -> dict[str, Any]:
+    digits = _digits_beyond(value, METADATA_DEPTH)
     text = orjson.dumps(value)
-    if len(text) > METADATA_MAX:
-        raise ValueError(f"at most {METADATA_MAX} bytes encoded as JSON, got {len(text)}")
+    if len(text) + digits > METADATA_MAX:
+        how = " (numbers count every digit they are stored with: 1e308 is 309)" if digits else ""
+        raise ValueError(f"at most {METADATA_MAX} bytes encoded as JSON, got {len(text) + digits}{how}")
     if b"\\u0000" in text:  # (a JSON string may spell NUL; Postgres jsonb cannot hold it)
         raise ValueError("must not contain the character U+0000")
     return value
+
+
+def _digits_beyond(value: Any, depth: int) -> int:
+    """How many more bytes the numbers of `value` take as Postgres stores them (jsonb keeps a number as a
+    numeric and writes every digit: 1e308 comes back as 309 characters) than as sent. Refuses nesting deeper
+    than `depth` levels (orjson cannot even encode 255)."""
+    if isinstance(value, dict | list):
+        if depth == 0:
+            raise ValueError(f"at most {METADATA_DEPTH} levels of nested objects and arrays")
+        items = value.values() if isinstance(value, dict) else value
+        return sum(_digits_beyond(v, depth - 1) for v in items if isinstance(v, dict | list | float))
+    if isinstance(value, float) and "e" in (shown := repr(value)):
+        return len(format(decimal.Decimal(shown), "f")) - len(orjson.dumps(value))
+    return 0
 
 
 Metadata = Annotated[
