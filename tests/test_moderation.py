@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from leaderboard.auth import Principal
 from leaderboard.cache import Cache
 from leaderboard.moderation import Moderation
-from leaderboard.protocol import Submission
+from leaderboard.protocol import TEXT_RULE, Submission
 from leaderboard.ranks import Ranks
 from leaderboard.service import Moderator
 from leaderboard.store import Store, Written
@@ -152,7 +152,13 @@ async def test_void_refusals_write_nothing(
                 {"session_id": a["session_id"], "reason": ""}, {"session_id": a["session_id"], "reason": "x" * 501},
                 {"session_id": a["session_id"], "reason": "\u202eevil"},
                 {"session_id": a["session_id"], "reason": "x", "extra": 1}):  # fmt: skip
-        assert_problem(await admin.post("/api/leaderboard/void", json=bad), 422, "validation_error")
+        body = assert_problem(await admin.post("/api/leaderboard/void", json=bad), 422, "validation_error")
+        assert "pattern" not in body["detail"] and "\\x" not in body["detail"], body  # said in words
+    body = assert_problem(
+        await admin.post("/api/leaderboard/void", json={"session_id": a["session_id"], "reason": "a\u0000"}),
+        422, "validation_error",
+    )  # fmt: skip
+    assert body["detail"] == f"reason: {TEXT_RULE}"
     assert await counts(pool) == before
 
 

@@ -47,6 +47,7 @@ M = TypeVar("M", bound=BaseModel)
 _BOARD = re.compile(BOARD_ID_PATTERN)
 _USER = re.compile(USER_ID_PATTERN)
 _TEXT = re.compile(TEXT_PATTERN)
+_INT = re.compile(r"-?[0-9]{1,19}")  # (fullmatch; ASCII digits only)
 _CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
 
 
@@ -124,10 +125,9 @@ def int_param(request: Request, name: str, default: int, lo: int, hi: int) -> in
     raw = request.query_params.get(name)
     if raw is None:
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise Invalid(f"{name}: must be an integer", [{"loc": ["query", name], "msg": "not an integer"}]) from None
+    if not _INT.fullmatch(raw):  # (int() would also take "5_0", " 5", "+5" and other scripts' digits)
+        raise Invalid(f"{name}: must be an integer", [{"loc": ["query", name], "msg": "not an integer"}])
+    value = int(raw)
     if not lo <= value <= hi:
         raise Invalid(
             f"{name}: must be between {lo} and {hi}", [{"loc": ["query", name], "msg": f"between {lo} and {hi}"}]
@@ -137,7 +137,7 @@ def int_param(request: Request, name: str, default: int, lo: int, hi: int) -> in
 
 def board_param(request: Request) -> str:
     board = request.query_params.get("board", "global")
-    if not _BOARD.match(board):
+    if not _BOARD.fullmatch(board):
         raise Invalid(f"board: {BOARD_ID_RULE}", [{"loc": ["query", "board"], "msg": BOARD_ID_RULE}])
     return board
 
@@ -151,7 +151,7 @@ def season_param(request: Request, name: str = "season") -> int | None:
 
 def board_path(request: Request) -> str:
     board_id: str = request.path_params["board_id"]
-    if not _BOARD.match(board_id):
+    if not _BOARD.fullmatch(board_id):
         raise NotFound("no such board")
     return board_id
 
@@ -160,7 +160,7 @@ def reason_param(request: Request, default: str | None = None) -> str:
     """`reason` in the query (an action without a body): 1-500 characters of shown text."""
     raw = request.query_params.get("reason", default)
     text = (raw or "").strip()
-    if raw is None or not 1 <= len(text) <= 500 or not _TEXT.match(text):
+    if raw is None or not 1 <= len(text) <= 500 or not _TEXT.fullmatch(text):
         msg = f"1-500 characters; {TEXT_RULE}"
         raise Invalid(f"reason: {msg}", [{"loc": ["query", "reason"], "msg": msg}])
     return text
@@ -170,9 +170,9 @@ def optional_board(request: Request) -> str | None:
     return board_param(request) if "board" in request.query_params else None
 
 
-def user_param(user_id: str) -> str:
-    if not _USER.match(user_id):
-        raise Invalid(f"user_id: {USER_ID_RULE}", [{"loc": ["path", "user_id"], "msg": USER_ID_RULE}])
+def user_param(user_id: str, where: str = "path") -> str:
+    if not _USER.fullmatch(user_id):
+        raise Invalid(f"user_id: {USER_ID_RULE}", [{"loc": [where, "user_id"], "msg": USER_ID_RULE}])
     return user_id
 
 
@@ -183,7 +183,7 @@ def user_ids_param(request: Request) -> list[str]:
         raise Invalid("user_ids: required, 1-100 comma-separated user ids", [{"loc": ["query", "user_ids"],
                       "msg": "required"}])  # fmt: skip
     ids = list(dict.fromkeys(raw.split(",")))
-    bad = next((u for u in ids if not _USER.match(u)), None)
+    bad = next((u for u in ids if not _USER.fullmatch(u)), None)
     if bad is not None:
         raise Invalid(
             f"user_ids: {bad[:70]!r} is not a user id ({USER_ID_RULE})",
@@ -325,7 +325,7 @@ def handlers(context: Callable[[], Context]) -> dict[str, Endpoint]:
         limit = int_param(request, "limit", 50, 1, 500)
         before = int_param(request, "before", 0, 1, 2**63 - 1) if "before" in request.query_params else None
         user = request.query_params.get("user_id")
-        user = user_param(user) if user is not None else None
+        user = user_param(user, "query") if user is not None else None
         return JSON(await context().service.moderator.audit(principal, limit, before, user))
 
     async def submissions(request: Request) -> Response:

@@ -516,6 +516,7 @@ RULES = {
     "user_id": "must be " + USER_ID_RULE, "board": "must be " + BOARD_ID_RULE, "id": "must be " + BOARD_ID_RULE,
     "ref": "must be a string of at most 64 characters, or an integer", "session_id": "must be a UUID",
     "score": f"must be an integer within ±{MAX_VALUE}", "display_name": TEXT_RULE, "title": TEXT_RULE,
+    "reason": TEXT_RULE,
     "reset": "must be " + seasons.RULE,
 }  # fmt: skip
 _PLAIN = {"extra_forbidden": "unknown field", "missing": "required"}
