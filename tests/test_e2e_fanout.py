@@ -11,9 +11,11 @@ from typing import Any
 
 import asyncpg
 import httpx
+import pytest
 from redis.asyncio.cluster import RedisCluster
 from websockets.asyncio.client import connect
 
+from leaderboard import outbox
 from leaderboard.cache import channel_of
 from support.clients import (
     WS,
@@ -226,6 +228,58 @@ async def test_stalled_socket_does_not_delay_others_and_is_closed_1013(
         assert code == 1013
     finally:
         await stalled_conn.close()
+
+
+def _tcp_between(local_port: int, remote_port: int) -> list[tuple[str, int]]:
+    """This host's TCP sockets (IPv4) from `local_port` to `remote_port`: (state, bytes queued to send)."""
+    found = []
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote, state, queues = fields[1], fields[2], fields[3], fields[4]
+        if int(local.split(":")[1], 16) == local_port and int(remote.split(":")[1], 16) == remote_port:
+            found.append((state, int(queues.split(":")[0], 16)))
+    return found
+
+
+async def test_a_socket_that_never_reads_again_is_cut_after_its_1013(
+    make_server: Any, keys: ApiKeys, make_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The 1013 close cannot reach a peer that does not read; the server then resets the connection, so the
+    kernel does not keep the unread pushes (megabytes per socket on loopback) in an orphaned socket for as long
+    as the peer keeps its end open: outside the server's file descriptors and its connection cap."""
+    monkeypatch.setattr(outbox, "ABORT_AFTER", 0.5)
+    server = await make_server(slow_socket_timeout_s=0.5, push_interval_ms=20, send_buffer=16384)
+    port = int(server.rsplit(":", 1)[1])
+    api = make_client(server, keys.submit)
+    users = [f"{'u' * 61}{i:03d}" for i in range(100)]
+    async with ws_connect(server, keys.submit) as feeder:
+        await ws_submit_many(
+            feeder, ({"user_id": u, "score": i, "display_name": "n" * 64} for i, u in enumerate(users))
+        )
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    mine = sock.getsockname()[1]
+    stalled = await connect(ws_url(server), sock=sock, max_size=None, ping_interval=None, close_timeout=1)
+    try:
+        await subscribe_top(WS(stalled), "global", limit=100)
+        stalled.transport.pause_reading()  # never reads again
+        assert _tcp_between(port, mine), "the server's end of the connection"
+        n = 0
+        deadline = time.monotonic() + 20
+        while _tcp_between(port, mine):  # every change is a ~17 kB push the socket does not read
+            assert time.monotonic() < deadline, _tcp_between(port, mine)
+            n += 1
+            await submit(api, users[n % 100], 1000 + n)
+            await asyncio.sleep(0.02)
+
+        async def released() -> None:
+            assert not runtime_of(server).sockets.open
+
+        await eventually(released, within=5)  # and the server let go of it
+    finally:
+        stalled.transport.abort()
 
 
 async def _subscribers(rds: Any, channel: str) -> int:

@@ -13,7 +13,10 @@ server every send simply takes the ASGI path.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
+import struct
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -25,7 +28,8 @@ from .errors import CLOSE_BEHIND
 log = logging.getLogger(__name__)
 
 MAX_REPLIES = 256  # queued replies per socket before we stop reading its frames (backpressure)
-ABORT_AFTER = 5.0  # seconds a 1013 close may take before the connection is cut
+ABORT_AFTER = 5.0  # seconds a 1013 close may take to be written, then to be read, before the connection is cut
+_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST and drops what the kernel still holds
 
 
 class Encoded:
@@ -175,9 +179,26 @@ class Outbox:
         self._room()
         try:
             await asyncio.wait_for(self._close(CLOSE_BEHIND), ABORT_AFTER)
+            await asyncio.wait_for(self._gone(), ABORT_AFTER)  # the peer read the close and the socket ended
         except Exception:  # timed out, or the transport is gone already
-            if self._raw is not None:
-                self._raw.transport.abort()
+            self._cut()
+
+    async def _gone(self) -> None:
+        while self._raw is not None and not self._raw.disconnected:
+            await asyncio.sleep(0.1)
+
+    def _cut(self) -> None:
+        """End the connection now, and everything queued for it. A plain close would leave the kernel holding
+        the unread bytes (megabytes) in an orphaned socket for as long as the peer keeps its end open without
+        reading: outside our file descriptors, outside the connection cap. A reset frees them at once."""
+        raw = self._raw
+        if raw is None or raw.disconnected:
+            return
+        sock = raw.transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
+        raw.transport.abort()
 
     def cancel(self) -> None:
         if self._sender is not None:
