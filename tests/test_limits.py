@@ -568,3 +568,82 @@ async def test_a_refused_head_behind_pipelined_requests_closes_after_their_answe
     assert refusal.status == 431 and refusal.problem()["code"] == "header_too_large", refusal
     assert refusal.headers.get("connection") == "close"
     assert await pg_values(pool) == {f"r{i}": i + 1 for i in range(5)}
+
+
+async def test_pipelined_requests_whose_answers_are_not_read_are_bounded_and_cut(
+    make_server: Callable[..., Awaitable[ServerURL]],
+) -> None:
+    """A client writes small requests as fast as the server reads them and reads none of the answers. A 256 KiB
+    read holds thousands of them: the server starts no more of them than PIPELINE_DEPTH, stops reading while its
+    answers are not read, holds no more than a few MiB for it (it held 77 MiB of tasks and answers before), and
+    once nothing of them has been read for request_read_timeout_s the connection is aborted."""
+    server = await make_server(request_read_timeout_s=1, send_buffer=65536)
+    proc = psutil.Process()
+    requests = b"GET /api/leaderboard/no-such-thing HTTP/1.1\r\nHost: x\r\n\r\n" * 2000  # 404 problems
+    await send_endless_header(server, b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # warm-up
+    base = peak = proc.memory_info().rss
+    async with tcp(server) as (reader, writer):
+        sent, started = 0, time.monotonic()
+        with suppress(ConnectionError, OSError):
+            while time.monotonic() - started < 4:
+                writer.write(requests)
+                try:
+                    await asyncio.wait_for(writer.drain(), 0.5)
+                except TimeoutError:
+                    break  # the server stopped reading
+                sent += len(requests)
+                peak = max(peak, proc.memory_info().rss)
+        assert time.monotonic() - started < 4, "the server read everything it was sent"
+        for _ in range(20):
+            peak = max(peak, proc.memory_info().rss)
+            await asyncio.sleep(0.1)
+        assert peak - base < 8 * MiB, f"RSS grew by {(peak - base) / MiB:.1f} MiB for {sent / MiB:.1f} MiB sent"
+        # nothing read for a whole second (request_read_timeout_s): the connection is reset (a TimeoutError here
+        # is a connection left hanging, holding its answers)
+        with pytest.raises(ConnectionResetError):
+            while await asyncio.wait_for(reader.read(1 << 20), 10):
+                pass
+    async with httpx.AsyncClient(base_url=server) as fresh:
+        assert (await fresh.get("/healthz")).status_code == 200
+
+
+CHUNKED = b"POST /api/leaderboard/submit HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+
+
+@pytest.mark.parametrize(
+    ("tail", "status", "code"),
+    [
+        (b"0\r\nX-Trailer: " + b"a" * (64 * 1024), 431, "header_too_large"),  # a trailer line that never ends
+        (b"0\r\n" + b"".join(b"X-%d: a\r\n" % i for i in range(150)), 431, "header_too_large"),
+        (b"zz\r\n", 400, "bad_request"),  # not a chunk size
+    ],
+    ids=["endless-trailer-line", "too-many-trailer-fields", "bad-chunk-size"],
+)
+async def test_a_chunked_body_gone_wrong_is_answered_and_closed(
+    server: ServerURL, keys: ApiKeys, pool: asyncpg.Pool, tail: bytes, status: int, code: str
+) -> None:
+    """The body's first chunk is a whole submission; what follows it is refused: the request is answered with a
+    problem (not left waiting for a body that cannot end), the connection is closed and nothing is written."""
+    body = json.dumps({"user_id": "chunky", "score": 5, "session_id": str(uuid.uuid4())}).encode()
+    head = CHUNKED + b"Authorization: Bearer %s\r\nTransfer-Encoding: chunked\r\n\r\n" % keys.submit.encode()
+    async with tcp(server) as (reader, writer):
+        started = time.monotonic()
+        writer.write(head + b"%x\r\n%s\r\n" % (len(body), body) + tail)
+        answer = await read_answer(reader, started)
+        assert answer.status == status and answer.problem()["code"] == code, answer
+        assert answer.headers.get("connection") == "close"
+        assert await closed_by_server(reader, 3)
+    assert await pg_values(pool) == {}
+
+
+async def test_a_malformed_request_is_a_problem_after_the_answers_before_it(server: ServerURL) -> None:
+    """A request httptools cannot parse behind one it can: the first is answered, then a 400 problem (uvicorn's
+    own was text/plain), then the connection is closed."""
+    async with tcp(server) as (reader, writer):
+        started = time.monotonic()
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost x\r\n\r\n")
+        assert (await read_answer(reader, started)).status == 200
+        answer = await read_answer(reader, started)
+        assert answer.status == 400 and answer.problem()["code"] == "bad_request", answer
+        assert "HTTP/1.1" in answer.problem()["detail"]
+        assert await closed_by_server(reader, 3)

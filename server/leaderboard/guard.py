@@ -13,6 +13,13 @@ uvicorn's httptools protocol, subclassed (every place that serves the app uses `
     pipelining       requests pipelined on one connection (HTTP/1.1) are served at once, up to PIPELINE_DEPTH in
                      flight (reading pauses past it), and answered in request order (`_Turn`). uvicorn serves
                      them one after the other, so a pipelined submit waited for the COMMIT of the one before.
+    unread answers   reading pauses while the transport's write buffer is over its high-water mark (the client
+                     does not read its answers; every request read would add one), and a connection whose
+                     client reads nothing of them for `request_read_timeout_s` is aborted (a close would wait
+                     for the buffer to drain, forever).
+    trailers         a chunked body's trailer fields: the head's bounds, head and trailers together (431).
+    malformed        bytes httptools cannot parse: 400 `bad_request` in its place among the answers (uvicorn's was
+                     a text/plain 400 ahead of them, and a warning per request).
     connections      at most `max_connections` per server (= per process). Past it, OPS_RESERVE more are let in
                      for /healthz, /readyz and /metrics only (one request each, then closed), so a load
                      balancer's check still answers when legitimate clients fill the process. Past that a new
@@ -38,6 +45,7 @@ from typing import Any, Literal
 import httptools
 import orjson
 from uvicorn.config import Config
+from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
 from uvicorn.server import ServerState
 
@@ -247,6 +255,20 @@ class _Turn:
         return getattr(self._conn.transport, name)
 
 
+class _Flow(FlowControl):
+    """uvicorn's flow control, whose `resume_reading` asks the connection first. uvicorn resumes reading after
+    each response and whenever an app waits for its request body, which undid the guard's pauses (requests
+    in flight, answers waiting for their turn, answers the client does not read)."""
+
+    def __init__(self, transport: asyncio.Transport, conn: GuardedHttp) -> None:
+        super().__init__(transport)
+        self._conn = conn
+
+    def resume_reading(self) -> None:
+        if self.read_paused and self._conn.may_read():
+            super().resume_reading()
+
+
 class GuardedHttp(HttpToolsProtocol):
     """HttpToolsProtocol with bounded request heads, a request read timer and a connection cap."""
 
@@ -278,6 +300,12 @@ class GuardedHttp(HttpToolsProtocol):
         self._capped = False  # reading paused: PIPELINE_DEPTH requests in flight or PIPELINE_BUFFER bytes waiting
         self._waiting = 0  # bytes of answers waiting for their turn
         self._close_after = False  # close once every response in flight is out (a refusal, a shutdown)
+        self._unread: asyncio.TimerHandle | None = None  # while the write buffer is over its high-water mark
+        self._unread_size = 0  # the write buffer's size when last looked at
+        self._held = b""  # read, not yet parsed: requests pipelined behind a stall (see data_received)
+        self._waking: asyncio.Handle | None = None  # _go_on, scheduled
+        self._trailer = False  # a chunk's size line parsed and none of its data yet: maybe the trailer section
+        self._trailer_line = 0  # bytes of the trailer line under way
 
     # ---- connection -----------------------------------------------------------------------------------------
 
@@ -288,6 +316,7 @@ class GuardedHttp(HttpToolsProtocol):
             self._refuse(503, "too_many_connections", "this server is at its connection limit; retry", retry=True)
             return
         super().connection_made(OneWrite(transport, self.loop))  # type: ignore[arg-type]
+        self.flow = _Flow(self.transport, self)
         self.reserve = open_ >= self.limits.max_connections
         self._arm()
 
@@ -299,6 +328,11 @@ class GuardedHttp(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        for handle in (self._unread, self._waking):
+            if handle is not None:
+                handle.cancel()
+        self._unread = self._waking = None
+        self._held = b""
         for cycle, _ in self._ahead:  # uvicorn tells the latest request only
             cycle.disconnected = True
             cycle.message_event.set()
@@ -311,24 +345,91 @@ class GuardedHttp(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self.refused:
             return
+        if self._held:  # (reading is paused while something is held; a read already under way keeps the order)
+            self._held += data
+            return
+        if data.count(b"\r\n\r\n") < 2:  # at most one request starts in it: as it is (the common case)
+            self._feed(data)
+            return
+        # Many pipelined requests in one read (a 256 KiB read holds thousands of small ones): a head at a time,
+        # so that what stalls the connection (_stalled) stops the next one from starting; the rest is held.
+        pos, end = 0, len(data)
+        while pos < end and not self.refused:
+            if self.state == "idle" and self._stalled():
+                self._held = data[pos:]
+                self.flow.pause_reading()
+                return
+            cut = data.find(b"\r\n\r\n", pos)
+            cut = end if cut < 0 else cut + 4
+            if not self._feed(data[pos:cut]):
+                return
+            pos = cut
+
+    def _feed(self, data: bytes) -> bool:
+        """Hand `data` to the parser; False when the connection is no longer HTTP/1.1 or is refused."""
         if self.state != "body" and (refusal := self._count(data)) is not None:
             self._refuse(*refusal)
-            return
+            return False
         self._unset_keepalive_if_required()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
+            if not self.refused:
+                if self._should_upgrade():
+                    self.handle_websocket_upgrade()
+                else:
+                    self._unsupported_upgrade_warning()
+            return False
+        except httptools.HttpParserError as exc:
+            if not self.refused:  # (a callback's refusal raised _Stop: answered already)
+                reason = str(exc).removeprefix("Invalid ").strip() or "malformed"
+                self._refuse_now(400, "bad_request", f"not an HTTP/1.1 request ({reason})")
+            return False
+        if self._trailer:
+            self._trailer_read(data)
             if self.refused:
+                return False
+        if self.flow.write_paused and self.state != "body":  # the client does not read: see pause_writing
+            self.flow.pause_reading()
+        return True
+
+    def _refuse_now(self, status: int, code: str, detail: str) -> None:
+        """Refuse what is being parsed (malformed bytes, a trailer over the limits). A request whose body was
+        under way gets no more of it (its app reads a disconnect, its answer is dropped) and the refusal takes its
+        place among the answers; if it had begun answering (before its body), the connection just closes."""
+        cycle = self.cycle
+        if self.state == "body" and cycle is not None and not cycle.response_complete:
+            cycle.disconnected = True
+            cycle.message_event.set()
+            if cycle.response_started:
+                self.refused = True
+                REFUSALS.add(f"{status} {code}: closed")
+                self.transport.close()
                 return
-            if self._should_upgrade():
-                self.handle_websocket_upgrade()
-            else:
-                self._unsupported_upgrade_warning()
-        except httptools.HttpParserError:
-            if self.refused:
-                return
-            self.logger.warning("Invalid HTTP request received.")
-            self.send_400_response("Invalid HTTP request received.")
+            cycle.response_complete = True  # nothing of it goes out: the refusal answers in its place
+            if self._ahead and self._ahead[-1][0] is cycle:
+                self._ahead.pop()
+        self._refuse(status, code, detail)
+
+    def _stalled(self) -> bool:
+        """No further request is started: PIPELINE_DEPTH / PIPELINE_BUFFER hold (`_cap`), the client does not
+        read its answers (pause_writing), or the connection closes after the answers in flight."""
+        return self._capped or self.flow.write_paused or self._close_after
+
+    def _wake(self) -> None:
+        """What stalled the connection is over: go on with what was held, from the loop (not from inside a
+        response's callback or the parser's)."""
+        if self._waking is None and (self._held or self.flow.read_paused):
+            self._waking = self.loop.call_soon(self._go_on)
+
+    def _go_on(self) -> None:
+        self._waking = None
+        if self.refused or self._stalled() or self.transport.is_closing():
+            return
+        if self._held:
+            held, self._held = self._held, b""
+            self.data_received(held)
+        self.flow.resume_reading()
 
     # ---- parser callbacks -------------------------------------------------------------------------------------
 
@@ -360,7 +461,10 @@ class GuardedHttp(HttpToolsProtocol):
             refusal = self._head_too_large()
         else:
             return
-        self._refuse(*refusal)
+        if self.state == "body":  # a chunked body's trailer section: the head's bounds hold for both together
+            self._refuse_now(*refusal)
+        else:
+            self._refuse(*refusal)
         raise _Stop
 
     def on_headers_complete(self) -> None:
@@ -382,7 +486,28 @@ class GuardedHttp(HttpToolsProtocol):
         if behind:
             self._pipelined()
 
+    # A chunked body ends in a trailer section: header fields, which httptools buffers whole like a head's but
+    # which _count does not see (it counts heads). Complete fields are bounded by on_header; a field line that
+    # never ends is bounded here: between a chunk's size line and its data (none, for the last chunk), the bytes
+    # after the last line feed of each read are the line under way.
+    def on_chunk_header(self) -> None:
+        self._trailer, self._trailer_line = True, 0
+
+    def on_chunk_complete(self) -> None:
+        self._trailer = False
+
+    def on_body(self, body: bytes) -> None:
+        self._trailer = False
+        super().on_body(body)
+
+    def _trailer_read(self, data: bytes) -> None:
+        nl = data.rfind(b"\n")
+        self._trailer_line = len(data) - nl - 1 if nl >= 0 else self._trailer_line + len(data)
+        if self._trailer_line > MAX_LINE:
+            self._refuse_now(431, "header_too_large", f"a trailer field line is longer than {MAX_LINE} bytes")
+
     def on_message_complete(self) -> None:
+        self._trailer = False
         super().on_message_complete()
         self.state = "idle"
         self._disarm()
@@ -422,8 +547,47 @@ class GuardedHttp(HttpToolsProtocol):
             self.flow.pause_reading()
         elif self._capped and not full:
             self._capped = False
-            if not (self.refused or self._close_after):  # paused for good: nothing more is read
-                self.flow.resume_reading()
+            self._wake()
+
+    def may_read(self) -> bool:
+        """Whether reading may go on (`_Flow`): while lingering, always (to discard); the body of the request being
+        received, always (its app waits for it; uvicorn bounds what it buffers); a new request, not while
+        PIPELINE_DEPTH / PIPELINE_BUFFER hold (`_cap`), the client does not read its answers, or we close after
+        the answers in flight."""
+        if self._linger:
+            return True
+        if self.refused or self._held:
+            return False
+        return self.state == "body" or not self._stalled()
+
+    # ---- answers the client does not read ---------------------------------------------------------------------
+
+    def pause_writing(self) -> None:
+        """The transport's write buffer is over its high-water mark: stop reading new requests (each would add an
+        answer) until it drains, and abort the connection if nothing of it is read for request_read_timeout_s."""
+        super().pause_writing()
+        if self.state != "body":
+            self.flow.pause_reading()
+        if self._unread is None:
+            self._unread_size = self.transport.get_write_buffer_size()
+            self._unread = self.loop.call_later(self.limits.request_read_timeout_s, self._unread_check)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self._unread is not None:
+            self._unread.cancel()
+            self._unread = None
+        self._wake()
+
+    def _unread_check(self) -> None:
+        self._unread = None
+        size = self.transport.get_write_buffer_size()
+        if size and size >= self._unread_size:  # nothing read in a whole interval: a close would wait forever
+            REFUSALS.add("answers not read: aborted")
+            self.transport.abort()
+            return
+        self._unread_size = size
+        self._unread = self.loop.call_later(self.limits.request_read_timeout_s, self._unread_check)
 
     def on_response_complete(self) -> None:
         if not self._ahead:
