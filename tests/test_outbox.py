@@ -254,3 +254,27 @@ async def test_a_push_no_newer_than_what_the_socket_has_is_dropped() -> None:
     await settle(lambda: len(peer.sent) == 2)
     await asyncio.sleep(0.05)
     assert peer.sent == [text(5), text(1)]
+
+
+@pytest.mark.parametrize("who", ["peer", "server"])
+async def test_nothing_is_written_straight_to_a_socket_once_a_close_is_under_way(server: ServerURL, who: str) -> None:
+    """`_write_now` reads only `close_sent`, `handshake_complete`, the transport and `writable` (a push to
+    10,000 sockets reads as few objects as it can): a close from either side must still end the fast path."""
+    from websockets.frames import Close, CloseCode
+
+    rt = runtime_of(server)
+    async with ws_connect(server) as ws:
+        await subscribe_top(ws)
+        await settle(lambda: len(rt.sockets.open) == 1)
+        (conn,) = rt.sockets.open
+        raw: Any = conn.outbox._raw
+        assert conn.outbox._write_now(Encoded(b'{"type":"pong","ref":"before"}').data)
+        assert await ws.recv_type("pong", where=lambda m: m.get("ref") == "before")
+        if who == "peer":  # the peer's close frame, as the server reads it: uvicorn answers it
+            close = Frame(Opcode.CLOSE, Close(CloseCode.NORMAL_CLOSURE, "").serialize())
+            raw.data_received(close.serialize(mask=True, extensions=[]))
+        else:  # our close: sent, and the transport stays open for the peer's answer
+            await conn.ws.close(1000)
+            assert raw.close_sent and not raw.transport.is_closing()
+        assert raw.conn.state.name != "OPEN"
+        assert not conn.outbox._write_now(Encoded(b'{"type":"pong","ref":"after"}').data)
