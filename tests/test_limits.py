@@ -31,7 +31,7 @@ from websockets.exceptions import InvalidStatus
 from support.clients import PROBLEM_FIELDS, ws_url
 from support.metrics import exposed
 from support.processes import spawned_server
-from support.services import ApiKeys, ServerURL, Services
+from support.services import ApiKeys, ServerURL, Services, runtime_of
 from support.stores import pg_values, session_count
 
 WS_HEADERS = (
@@ -196,6 +196,37 @@ async def test_websocket_upgrade_with_an_over_long_line_is_answered(server: Serv
             assert answer.status == 431, answer
             assert answer.problem()["code"] == "header_too_large"
             assert await closed_by_server(reader, 3)
+
+
+@pytest.mark.parametrize(
+    ("request_head", "status", "code", "says"),
+    [
+        (b"GET /ws HTTP/1.1\r\nHost: x\r\n" + WS_HEADERS.replace(b"dGhlIHNhbXBsZSBub25jZQ==", b"bad"),
+         400, "bad_request", "Sec-WebSocket-Key"),
+        (b"GET /ws HTTP/1.1\r\nHost: x\r\n" + WS_HEADERS.replace(b"Version: 13", b"Version: 8"),
+         400, "bad_request", "Sec-WebSocket-Version"),
+        (b"POST /ws HTTP/1.1\r\nHost: x\r\n" + WS_HEADERS, 405, "method_not_allowed", "POST"),
+        (b"GET /ws HTTP/1.1\r\nHost: x\r\n", 426, "upgrade_required", "WebSocket client"),
+    ],
+    ids=["bad-key", "old-version", "post", "no-upgrade"],
+)  # fmt: skip
+async def test_a_websocket_handshake_gone_wrong_is_a_problem(
+    server: ServerURL, request_head: bytes, status: int, code: str, says: str
+) -> None:
+    """websockets refuses a bad handshake with a line of text/plain; ours are problems like every refusal, and
+    a plain GET of /ws says it is the WebSocket endpoint instead of "no such route"."""
+    async with tcp(server) as (reader, writer):
+        started = time.monotonic()
+        writer.write(request_head + b"\r\n")
+        answer = await read_answer(reader, started)
+        assert (answer.status, answer.headers["content-type"]) == (status, "application/problem+json"), answer
+        body = answer.problem()
+        assert (body["status"], body["code"]) == (status, code) and says in body["detail"], body
+        if status == 405:
+            assert answer.headers["allow"] == "GET"
+        if status == 426:
+            assert answer.headers["upgrade"] == "websocket"
+    assert len(runtime_of(server).sockets.open) == 0
 
 
 async def test_an_over_long_request_line_is_414(server: ServerURL) -> None:
@@ -377,7 +408,7 @@ async def test_connection_cap_refuses_new_connections_but_keeps_health_checks(
 
 
 def test_limit_settings_and_their_defaults() -> None:
-    from leaderboard.guard import Limits, server_options
+    from leaderboard.guard import GuardedWs, Limits, server_options
     from leaderboard.settings import Settings
 
     s = Settings()
@@ -390,13 +421,14 @@ def test_limit_settings_and_their_defaults() -> None:
     options = server_options(s)
     assert options["http"].keywords["limits"] == Limits(32_768, 5.0, 10_000)
     assert (options["ws"], options["ws_per_message_deflate"], options["ws_max_size"]) == (
-        "websockets-sansio",
+        GuardedWs,  # uvicorn's websockets-sansio, with handshake refusals as problems
         False,
         s.max_frame_bytes,
     )
     assert options["timeout_keep_alive"] == 5.0
     # `serve --workers N` sends the config to spawned workers: the options must pickle
     assert pickle.loads(pickle.dumps(options))["http"].keywords == options["http"].keywords
+    assert pickle.loads(pickle.dumps(options))["ws"] is GuardedWs
 
 
 def test_open_file_limit_is_raised_and_a_short_one_is_reported() -> None:

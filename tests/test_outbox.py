@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -216,6 +217,24 @@ async def test_watchdog_closes_only_the_outbox_that_stays_blocked() -> None:
         assert slow.closed and slow.pending == {}
         await settle(lambda: len(reading.sent) == n)
         assert reading.closes == [] and not fine.closed
+    finally:
+        dog.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await dog
+
+
+async def test_watchdog_logs_one_line_for_many_stalled_sockets(caplog: pytest.LogCaptureFixture) -> None:
+    """A network blip can stall thousands of sockets at once: one warning with the count, not one each."""
+    peers = [Peer(blocking=True) for _ in range(50)]
+    boxes = [Outbox(p.send, p.close, None) for p in peers]
+    for box in boxes:
+        box.push(TOP, frame(1), 1)
+    dog = asyncio.create_task(watchdog(lambda: boxes, limit=0.2))
+    try:
+        with caplog.at_level(logging.WARNING, logger="leaderboard.outbox"):
+            await settle(lambda: all(p.closes == [CLOSE_BEHIND] for p in peers))
+        lines = [r.getMessage() for r in caplog.records if "stopped reading" in r.getMessage()]
+        assert lines == ["closing 50 socket(s) that stopped reading their pushes (1013)"]
     finally:
         dog.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -220,6 +220,7 @@ def create_app(settings: Settings, *, drain_on_signal: bool = False) -> Starlett
         Route(path, _by_method(handlers), methods=list(handlers)) for path, handlers in by_path.items()
     ]
     routes.append(WebSocketRoute("/ws", ws.endpoint(runtime)))
+    routes.append(Route("/ws", _not_upgraded))  # (a Route matches HTTP only, a WebSocketRoute WebSockets only)
     hot = [Route(r.path, endpoints[r.name], methods=[r.method]) for r in openapi.ROUTES if r.name in http.HOT]
     app = Starlette(
         routes=routes,
@@ -303,6 +304,13 @@ async def _readyz(rt: Runtime) -> Response:
     if failing:
         return http.problem(Unavailable("; ".join(f"{k}: {v}" for k, v in failing.items())))
     return JSONResponse({"status": "ready", "checks": checks})
+
+
+async def _not_upgraded(request: Request) -> Response:
+    """A browser or curl at the WebSocket endpoint: say what it is rather than "no such route"."""
+    detail = "/ws is the WebSocket endpoint: connect with a WebSocket client (docs/protocol.md)"
+    headers = {"Upgrade": "websocket", "Connection": "Upgrade"}
+    return http.problem(Refused(detail, code="upgrade_required", status=426), headers)
 
 
 async def _metrics(request: Request) -> Response:

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 # WebSocket close codes (RFC 6455 section 7.4.1, IANA registry)
 CLOSE_NORMAL = 1000
 CLOSE_POLICY = 1008  # authentication failed, submit without rights, revoked key, rate limit persisted
@@ -31,10 +33,17 @@ CLOSE_BEHIND = 1013  # the socket did not read its pushes in time
 
 TITLES = {
     400: "Bad request", 401: "Unauthorized", 403: "Forbidden", 404: "Not found", 405: "Method not allowed",
-    409: "Conflict", 413: "Payload too large", 415: "Unsupported media type", 422: "Unprocessable content",
-    429: "Too many requests", 431: "Request header fields too large", 500: "Internal server error",
-    503: "Service unavailable",
+    408: "Request timeout", 409: "Conflict", 413: "Payload too large", 414: "URI too long",
+    415: "Unsupported media type", 422: "Unprocessable content", 426: "Upgrade required", 429: "Too many requests",
+    431: "Request header fields too large", 500: "Internal server error", 503: "Service unavailable",
 }  # fmt: skip
+
+
+def problem_body(status: int, code: str, detail: str, **more: Any) -> bytes:
+    """The RFC 9457 problem document of a refusal (application/problem+json), with our `code`."""
+    body = {"type": f"/problems/{code.replace('_', '-')}", "title": TITLES.get(status, "Error"), "status": status,
+            "detail": detail, "code": code, **more}  # fmt: skip
+    return orjson.dumps(body)
 
 
 class Refused(Exception):

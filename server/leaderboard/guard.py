@@ -20,6 +20,8 @@ uvicorn's httptools protocol, subclassed (every place that serves the app uses `
     trailers         a chunked body's trailer fields: the head's bounds, head and trailers together (431).
     malformed        bytes httptools cannot parse: 400 `bad_request` in its place among the answers (uvicorn's was
                      a text/plain 400 ahead of them, and a warning per request).
+    handshake        a WebSocket upgrade websockets refuses (bad key or version, not GET) is a problem too
+                     (`GuardedWs`; websockets answers a line of text/plain).
     connections      at most `max_connections` per server (= per process). Past it, OPS_RESERVE more are let in
                      for /healthz, /readyz and /metrics only (one request each, then closed), so a load
                      balancer's check still answers when legitimate clients fill the process. Past that a new
@@ -43,13 +45,15 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import httptools
-import orjson
 from uvicorn.config import Config
 from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from uvicorn.server import ServerState
+from websockets.http11 import Response as WsResponse
+from websockets.server import ServerProtocol
 
-from .errors import TITLES
+from .errors import problem_body
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -64,7 +68,6 @@ FD_OVERHEAD = 128  # listening socket, Redis clients, logs, the interpreter's ow
 PIPELINE_DEPTH = 32  # requests of one connection in flight at once; past it, reading pauses
 PIPELINE_BUFFER = 1 << 20  # bytes of answers waiting for their turn on one connection; past it, reading pauses
 
-_TITLES = {408: "Request timeout", 414: "URI too long", **TITLES}
 
 Refusal = tuple[int, str, str]  # (status, code, detail) of a refused request head
 _URI_TOO_LONG: Refusal = (414, "uri_too_long", f"the request line is longer than {MAX_LINE} bytes")
@@ -89,7 +92,7 @@ def server_options(settings: Settings) -> dict[str, Any]:
     """The uvicorn options of every server of the app: `uvicorn.run(app, **server_options(s), ...)`."""
     return {
         "http": functools.partial(GuardedHttp, limits=Limits.of(settings)),  # a partial pickles (--workers)
-        "ws": "websockets-sansio",
+        "ws": GuardedWs,
         # Small JSON frames gain little from compression, and per-socket deflate contexts would defeat
         # "encode a snapshot once for every subscriber" and cost memory per connection.
         "ws_per_message_deflate": False,
@@ -711,10 +714,7 @@ class GuardedHttp(HttpToolsProtocol):
         self._answer(status, code, detail, retry)
 
     def _answer(self, status: int, code: str, detail: str, retry: bool) -> None:
-        body = orjson.dumps({
-            "type": f"/problems/{code.replace('_', '-')}", "title": _TITLES.get(status, "Error"), "status": status,
-            "detail": detail, "code": code,
-        })  # fmt: skip
+        body = problem_body(status, code, detail)
         head = [STATUS_LINE[status]]
         for name, value in self.server_state.default_headers:
             head += [name, b": ", value, b"\r\n"]
@@ -735,3 +735,43 @@ class GuardedHttp(HttpToolsProtocol):
         self._linger = True
         GuardedHttp.lingering += 1
         self._timer = self.loop.call_later(LINGER_S, transport.close)
+
+
+# ---- the WebSocket handshake ------------------------------------------------------------------------------------
+
+_WS_CODES = {400: "bad_request", 403: "forbidden", 405: "method_not_allowed", 426: "upgrade_required",
+             500: "internal_error"}  # fmt: skip
+
+
+class _ProblemHandshake(ServerProtocol):
+    """websockets' server handshake, refusing with a problem document instead of a line of plain text."""
+
+    def reject(self, status: Any, text: str) -> WsResponse:
+        response = super().reject(status, text)  # (the caller may add headers: Allow, Upgrade)
+        code = _WS_CODES.get(response.status_code, "bad_request")
+        reason = text.strip().removeprefix("Failed to open a WebSocket connection:").strip().rstrip(".")
+        if response.status_code >= 500:
+            reason = "unexpected server error; it has been logged"
+        elif response.status_code == 403 and not reason:  # uvicorn: the app closed before accepting
+            reason = "the WebSocket was refused before it opened"
+        else:
+            reason = f"not a WebSocket handshake: {reason}"
+        response.body = problem_body(response.status_code, code, reason)
+        del response.headers["Content-Length"], response.headers["Content-Type"]
+        response.headers["Content-Length"] = str(len(response.body))
+        response.headers["Content-Type"] = "application/problem+json"
+        return response
+
+
+class GuardedWs(WebSocketsSansIOProtocol):
+    """uvicorn's sans-I/O WebSocket protocol (the outbox writes straight to it) whose refused handshakes are
+    problems: a bad Sec-WebSocket-Key or version (400), another method than GET (405), a missing upgrade (426)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        conn = self.conn  # uvicorn's, with its settings: the same handshake, another refusal
+        self.conn = _ProblemHandshake(
+            extensions=conn.available_extensions,
+            max_size=(conn.max_message_size, conn.max_fragment_size),
+            logger=conn.logger,
+        )

@@ -18,7 +18,7 @@ from starlette.responses import Response
 from starlette.routing import Match, Route
 
 from .auth import Authenticator, Principal
-from .errors import TITLES, Invalid, NotFound, Refused, TooMany, Unauthorized
+from .errors import Invalid, NotFound, Refused, TooMany, Unauthorized, problem_body
 from .limits import retry_after
 from .protocol import (
     BOARD_ID_PATTERN,
@@ -70,17 +70,13 @@ class JSON(Response):
 
 
 def problem(exc: Refused, headers: Mapping[str, str] | None = None) -> Response:
-    body: dict[str, Any] = {
-        "type": f"/problems/{exc.code.replace('_', '-')}", "title": TITLES.get(exc.status, "Error"),
-        "status": exc.status, "detail": exc.detail, "code": exc.code,
-    }  # fmt: skip
-    if isinstance(exc, Invalid) and exc.errors:
-        body["errors"] = exc.errors
+    more = {"errors": exc.errors} if isinstance(exc, Invalid) and exc.errors else {}
     if exc.status == 401:
         headers = {**(headers or {}), "WWW-Authenticate": 'Bearer realm="leaderboard"'}
     if isinstance(exc, TooMany) and exc.retry_after is not None:
         headers = {**(headers or {}), "Retry-After": retry_after(exc.retry_after)}
-    return Response(orjson.dumps(body), exc.status, headers=headers, media_type="application/problem+json")
+    body = problem_body(exc.status, exc.code, exc.detail, **more)
+    return Response(body, exc.status, headers=headers, media_type="application/problem+json")
 
 
 def refused(_: Request, exc: Exception) -> Response:

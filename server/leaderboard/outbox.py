@@ -217,10 +217,11 @@ async def watchdog(outboxes: Callable[[], Iterable[Outbox]], limit: float) -> No
     while True:
         await asyncio.sleep(min(limit / 4, 0.5))
         now = loop.time()
-        for box in list(outboxes()):
-            if not box.closed and box.behind(now, limit):
-                log.warning("closing a socket that stopped reading its pushes (1013)")
-                obs.count(obs.SLOW_SOCKETS)
-                task = asyncio.create_task(box.close_behind())
-                closing.add(task)
-                task.add_done_callback(closing.discard)
+        behind = [box for box in outboxes() if not box.closed and box.behind(now, limit)]
+        if behind:  # one line per round, however many (a network blip can stall thousands at once)
+            log.warning("closing %d socket(s) that stopped reading their pushes (1013)", len(behind))
+            obs.count(obs.SLOW_SOCKETS, len(behind))
+        for box in behind:
+            task = asyncio.create_task(box.close_behind())
+            closing.add(task)
+            task.add_done_callback(closing.discard)
