@@ -11,10 +11,19 @@ import asyncpg
 import httpx
 import redis.asyncio as aioredis
 
-from support.clients import assert_problem, full_listing, rank, submit, subscribe_top, top, ws_connect
+from support.clients import (
+    assert_problem,
+    create_board,
+    full_listing,
+    rank,
+    submit,
+    subscribe_top,
+    top,
+    ws_connect,
+)
 from support.polling import eventually
 from support.reference import percentile, ranked
-from support.services import ApiKeys
+from support.services import ApiKeys, runtime_of
 from support.stores import assert_cache_matches_pg, cache_key, pg_values
 
 
@@ -198,3 +207,52 @@ async def test_a_read_after_an_ack_whose_cache_write_failed_shows_it(
         page = await top(api)
         assert [(e["user_id"], e["score"]) for e in page["entries"]] == [("new", 20), ("old", 10)]
         assert (await rank(api, "new"))["rank"] == 1
+
+
+async def test_a_pool_busy_with_work_is_not_a_postgres_outage(make_server: Any, make_client: Any) -> None:
+    """Under a flood every pooled connection can be busy for seconds while Postgres answers: the health probe
+    must not queue behind them and call Postgres unavailable (a `degraded` status to every socket, and /readyz
+    503 taking a working instance out of its load balancer exactly when it is busiest)."""
+    from leaderboard.health import PROBE_TIMEOUT
+
+    server = await make_server(db_pool_size=2)
+    rt = runtime_of(server)
+    anon = make_client(server)
+    flood = [asyncio.create_task(rt.pool.execute("SELECT pg_sleep(4)")) for _ in range(2)]  # every connection
+    try:
+        await eventually(lambda: _busy(rt.pool), within=10)
+        started = asyncio.get_running_loop().time()
+        assert await rt.health.probe() == {"postgres": "ok", "redis": "ok"}
+        ready = await anon.get("/readyz")
+        assert ready.status_code == 200, ready.text
+        assert ready.json()["checks"] == {"postgres": "ok", "redis": "ok", "migrations": "ok"}
+        assert asyncio.get_running_loop().time() - started < PROBE_TIMEOUT
+        assert not any(task.done() for task in flood)  # (the pool was busy all along)
+    finally:
+        await asyncio.gather(*flood)
+
+
+async def _busy(pool: asyncpg.Pool) -> None:
+    assert pool.get_idle_size() == 0 and pool.get_size() == pool.get_max_size()
+
+
+async def test_rebuilds_on_the_smallest_pool_do_not_wait_for_each_other_forever(
+    make_server: Any, keys: ApiKeys, make_client: Any
+) -> None:
+    """A rebuild holds one pooled connection while it takes a second (ranks and names read at once): with a
+    pool of 2, two rebuilds at once (after a Redis wipe every board is rebuilt) each held one and waited for
+    the other's, and every request after them waited too."""
+    server = await make_server(db_pool_size=2)
+    rt = runtime_of(server)
+    admin, api = make_client(server, keys.admin), make_client(server, keys.submit)
+    boards = ["global", "second", "third"]
+    for board in boards[1:]:
+        await create_board(admin, board)
+    for board in boards:
+        await submit(api, "alice", 10, board)
+    for board in boards:
+        rt.ranks.ensure_rebuild(board)
+    await asyncio.wait_for(asyncio.gather(*(rt.ranks._rebuilds[b] for b in boards)), 20)
+    assert (await submit(api, "alice", 5))["score"] == 15
+    for board in boards:
+        assert (await rank(api, "alice", board))["rank"] == 1

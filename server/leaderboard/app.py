@@ -98,7 +98,7 @@ class Runtime:
             Hub(listener, ranks, settings.push_interval, store.forget, settings.unsubscribe_grace_s),
             Service(store, ranks, writer),
             Authenticator(pool, rules, AuthFailures(settings.auth_failures_max, settings.auth_failure_window_s)),
-            Health(pool, client),
+            Health(dsn, client),
         )  # fmt: skip
         with contextlib.suppress(*DB_DOWN):
             await rt.auth.refresh()
@@ -141,6 +141,7 @@ class Runtime:
         await self.ranks.close()
         await self.redis.aclose()
         await self.listener.aclose()
+        await self.health.close()
         await self.pool.close()
         obs.process_exit()
 
@@ -292,14 +293,7 @@ async def _healthz(request: Request) -> Response:
 async def _readyz(rt: Runtime) -> Response:
     if rt.sockets.draining:
         return http.problem(Unavailable("draining: this instance is shutting down"))
-    checks = await rt.health.probe()
-    if checks["postgres"] == "ok":
-        try:
-            async with rt.pool.acquire() as con:
-                missing = await migrations.pending(con)
-            checks["migrations"] = "ok" if not missing else "pending: " + ", ".join(missing)
-        except DB_DOWN as exc:
-            checks["migrations"] = f"unknown: {exc.__class__.__name__}"
+    checks = await rt.health.probe(migrations=True)
     failing = {k: v for k, v in checks.items() if v != "ok"}
     if failing:
         return http.problem(Unavailable("; ".join(f"{k}: {v}" for k, v in failing.items())))

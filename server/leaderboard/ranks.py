@@ -43,6 +43,7 @@ NEITHER = "neither Redis nor Postgres can answer; retry"
 REPAIR_AFTER_S = 5.0  # a cache debt older than this was not paid by its writer (it died or failed)
 T = TypeVar("T")
 REBUILDS_AT_ONCE = 2  # concurrent rebuilds per process (after a Redis restart every board is rebuilt)
+CONNECTIONS_PER_REBUILD = 2  # a rebuild holds one pooled connection while it takes a second (Store.scan)
 
 
 class Ranks:
@@ -52,7 +53,10 @@ class Ranks:
         self.cache, self.store, self.rebuild_batch = cache, store, rebuild_batch
         self.stale: set[str] = set()  # boards that missed a write (Redis was away): rebuild when it is back
         self._rebuilds: dict[str, asyncio.Task[None]] = {}
-        self._rebuilding = asyncio.Semaphore(REBUILDS_AT_ONCE)
+        # Never more rebuilds than the pool can give both their connections: with a pool of 2, two rebuilds
+        # holding one each and waiting for a second would wait forever, and every request with them.
+        at_once = min(REBUILDS_AT_ONCE, store.pool.get_max_size() // CONNECTIONS_PER_REBUILD)
+        self._rebuilding = asyncio.Semaphore(max(1, at_once))
         self._paid: list[int] = []  # cache_intents rows whose cache write is done, to delete
         # First pages of boards, kept between changes (see top()): valid only while events_live(board) holds.
         self._pages: dict[str, dict[int, TopSlice]] = {}
