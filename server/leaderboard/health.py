@@ -74,8 +74,10 @@ class Health:
             self._con = None
 
     async def close(self) -> None:
-        for running in list(self._running.values()):
-            running.cancel()
+        running = list(self._running.values())
+        for probe in running:
+            probe.cancel()
+        await asyncio.gather(*running, return_exceptions=True)  # (a query cut off here is cancelled in Postgres)
         if self._con is not None:
             with contextlib.suppress(OSError, asyncpg.InterfaceError, TimeoutError):
                 await asyncio.wait_for(self._con.close(), PROBE_TIMEOUT)
