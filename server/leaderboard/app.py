@@ -293,7 +293,7 @@ async def _healthz(request: Request) -> Response:
 async def _readyz(rt: Runtime) -> Response:
     if rt.sockets.draining:
         return http.problem(Unavailable("draining: this instance is shutting down"))
-    checks = await rt.health.probe(migrations=True)
+    checks = await rt.health.probe()
     failing = {k: v for k, v in checks.items() if v != "ok"}
     if failing:
         return http.problem(Unavailable("; ".join(f"{k}: {v}" for k, v in failing.items())))

@@ -39,6 +39,13 @@ TITLES = {
 }  # fmt: skip
 
 
+# The `code` of a refusal known only by its status (Starlette's HTTPException, websockets' handshake)
+CODES = {
+    400: "bad_request", 403: "forbidden", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large",
+    426: "upgrade_required", 500: "internal_error",
+}  # fmt: skip
+
+
 def problem_body(status: int, code: str, detail: str, **more: Any) -> bytes:
     """The RFC 9457 problem document of a refusal (application/problem+json), with our `code`."""
     body = {"type": f"/problems/{code.replace('_', '-')}", "title": TITLES.get(status, "Error"), "status": status,

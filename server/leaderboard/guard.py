@@ -53,7 +53,7 @@ from uvicorn.server import ServerState
 from websockets.http11 import Response as WsResponse
 from websockets.server import ServerProtocol
 
-from .errors import problem_body
+from .errors import CODES, problem_body
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -739,16 +739,13 @@ class GuardedHttp(HttpToolsProtocol):
 
 # ---- the WebSocket handshake ------------------------------------------------------------------------------------
 
-_WS_CODES = {400: "bad_request", 403: "forbidden", 405: "method_not_allowed", 426: "upgrade_required",
-             500: "internal_error"}  # fmt: skip
-
 
 class _ProblemHandshake(ServerProtocol):
     """websockets' server handshake, refusing with a problem document instead of a line of plain text."""
 
     def reject(self, status: Any, text: str) -> WsResponse:
         response = super().reject(status, text)  # (the caller may add headers: Allow, Upgrade)
-        code = _WS_CODES.get(response.status_code, "bad_request")
+        code = CODES.get(response.status_code, "bad_request")
         reason = text.strip().removeprefix("Failed to open a WebSocket connection:").strip().rstrip(".")
         if response.status_code >= 500:
             reason = "unexpected server error; it has been logged"

@@ -3,7 +3,7 @@
 Postgres is probed on a connection of its own, not one of the pool: under a flood every pooled connection can
 be busy for seconds while Postgres answers, and a probe queued behind them would call Postgres unavailable (a
 `degraded` status to every socket, /readyz 503 taking a working instance out of its load balancer exactly when
-it is busiest). Concurrent probes share the one in flight.
+it is busiest). Concurrent probes share the one in flight, so the connection has one query at a time.
 """
 
 from __future__ import annotations
@@ -34,29 +34,29 @@ class Health:
         self.dsn, self.redis = dsn, redis
         self.checks = {"postgres": "ok", "redis": "ok"}
         self._con: asyncpg.Connection | None = None
-        self._running: dict[bool, asyncio.Future[dict[str, str]]] = {}  # the probe in flight, per kind
-        self._using = asyncio.Lock()  # one query at a time on the connection (the two kinds may overlap)
+        self._running: asyncio.Future[dict[str, str]] | None = None  # the probe in flight
 
-    async def probe(self, migrations: bool = False) -> dict[str, str]:
-        """Ask both now; {"postgres": "ok" | "unavailable: <why>", "redis": ...}, and with `migrations`, also
-        {"migrations": "ok" | "pending: <names>"} when Postgres answered. Joins a probe already in flight."""
-        running = self._running.get(migrations)
-        if running is None:
-            running = self._running[migrations] = asyncio.ensure_future(self._probe(migrations))
-            running.add_done_callback(lambda _: self._running.pop(migrations, None))
-        return await asyncio.shield(running)
+    async def probe(self) -> dict[str, str]:
+        """Ask both now: {"postgres": "ok" | "unavailable: <why>", "migrations": "ok" | "pending: <names>" (when
+        Postgres answered), "redis": "ok" | "unavailable: <why>"}. Joins the probe in flight, if any."""
+        if self._running is None:
+            self._running = asyncio.ensure_future(self._probe())
+            self._running.add_done_callback(self._probed)
+        return await asyncio.shield(self._running)
 
-    async def _probe(self, with_migrations: bool) -> dict[str, str]:
+    def _probed(self, _: asyncio.Future[dict[str, str]]) -> None:
+        self._running = None
+
+    async def _probe(self) -> dict[str, str]:
         checks: dict[str, str] = {}
         try:
-            async with asyncio.timeout(PROBE_TIMEOUT), self._using:
+            async with asyncio.timeout(PROBE_TIMEOUT):
                 if self._con is None or self._con.is_closed():
                     self._con = await asyncpg.connect(self.dsn, timeout=PROBE_TIMEOUT)
                 await self._con.fetchval("SELECT 1")
-                missing = await migrations.pending(self._con) if with_migrations else []
+                missing = await migrations.pending(self._con)
             checks["postgres"] = "ok"
-            if with_migrations:
-                checks["migrations"] = "ok" if not missing else "pending: " + ", ".join(missing)
+            checks["migrations"] = "ok" if not missing else "pending: " + ", ".join(missing)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
             checks["postgres"] = f"unavailable: {exc.__class__.__name__}"
             self._drop()  # (a query cut off by the timeout leaves the connection unusable)
@@ -74,10 +74,9 @@ class Health:
             self._con = None
 
     async def close(self) -> None:
-        running = list(self._running.values())
-        for probe in running:
-            probe.cancel()
-        await asyncio.gather(*running, return_exceptions=True)  # (a query cut off here is cancelled in Postgres)
+        if self._running is not None:
+            self._running.cancel()
+            await asyncio.gather(self._running, return_exceptions=True)  # (a query cut off is cancelled in Postgres)
         if self._con is not None:
             with contextlib.suppress(OSError, asyncpg.InterfaceError, TimeoutError):
                 await asyncio.wait_for(self._con.close(), PROBE_TIMEOUT)
@@ -99,7 +98,7 @@ class Health:
     async def run(self, changed: Callable[[], None], interval: float = 1.0) -> None:
         """Probe forever; call `changed()` when the outcome flips."""
         while True:
-            checks = await self.probe()
+            checks = {k: v for k, v in (await self.probe()).items() if k in MEANING}  # (what a status frame tells)
             was = {k: v == "ok" for k, v in self.checks.items()}
             self.checks = checks
             if {k: v == "ok" for k, v in checks.items()} != was:

@@ -18,7 +18,7 @@ from starlette.responses import Response
 from starlette.routing import Match, Route
 
 from .auth import Authenticator, Principal
-from .errors import Invalid, NotFound, Refused, TooMany, Unauthorized, problem_body
+from .errors import CODES, Invalid, NotFound, Refused, TooMany, Unauthorized, problem_body
 from .limits import retry_after
 from .protocol import (
     BOARD_ID_PATTERN,
@@ -48,7 +48,6 @@ _BOARD = re.compile(BOARD_ID_PATTERN)
 _USER = re.compile(USER_ID_PATTERN)
 _TEXT = re.compile(TEXT_PATTERN)
 _INT = re.compile(r"-?[0-9]{1,19}")  # (fullmatch; ASCII digits only)
-_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
 
 
 class Context(Protocol):
@@ -86,7 +85,7 @@ def refused(_: Request, exc: Exception) -> Response:
 
 def http_error(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    code = _CODES.get(exc.status_code, "error")
+    code = CODES.get(exc.status_code, "error")
     detail = exc.detail if exc.status_code != 404 else "no such route"
     return problem(Refused(str(detail), code=code, status=exc.status_code), exc.headers)
 
